@@ -1,0 +1,159 @@
+"""Bring a database up to date: yoyo migrations, then the functions of sql/.
+
+`migrate(url)` is safe to run again and from several processes at once: it
+holds an advisory lock, applies pending migrations (tables, constraints,
+roles, operations) and then (re)loads every sql/ file whose content changed
+since it was last loaded. A second run with nothing new changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+# Arbitrary constant: the advisory lock that serializes concurrent migrate() calls.
+MIGRATE_LOCK_KEY = 7_041_020_001
+
+
+def _resource_dir(name: str) -> Path:
+    """sql/ or migrations/: beside the package in a checkout, inside it when installed."""
+    checkout = Path(__file__).resolve().parent.parent / name
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files(f"ledger_py.{name}")))
+
+
+def sql_dir() -> Path:
+    return _resource_dir("sql")
+
+
+def migrations_dir() -> Path:
+    return _resource_dir("migrations")
+
+
+def yoyo_url(url: str) -> str:
+    """yoyo's psycopg 3 backend is selected by the postgresql+psycopg scheme."""
+    scheme, rest = url.split("://", 1) if "://" in url else ("postgresql", url)
+    if scheme in ("postgres", "postgresql", "psql"):
+        scheme = "postgresql+psycopg"
+    return f"{scheme}://{rest}"
+
+
+def libpq_url(url: str) -> str:
+    """The reverse: a URL psycopg.connect() accepts."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.startswith("postgresql+"):
+        return f"postgresql://{rest}"
+    return url
+
+
+def mask_url(url: str) -> str:
+    """A URL safe to print: the password is replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable database URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def sql_files() -> list[Path]:
+    """The function sources in load order (their names start with a number)."""
+    return sorted(sql_dir().glob("*.sql"))
+
+
+def apply_sql_files(cursor: Any, only_changed: bool) -> list[str]:
+    """Load sql/ files as ledger_owner, recording each file's hash.
+
+    Works with any DB-API cursor (yoyo hands its post-apply step a psycopg2
+    or psycopg cursor). Returns the names of the files loaded.
+    """
+    cursor.execute("SELECT file_name, sha256 FROM ledger.sql_files")
+    loaded = dict(cursor.fetchall())
+    changed = []
+    for path in sql_files():
+        text = path.read_text(encoding="utf-8")
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if only_changed and loaded.get(path.name) == digest:
+            continue
+        changed.append((path.name, text, digest))
+    if not changed:
+        return []
+    # Functions are created as ledger_owner so they run as it (SECURITY DEFINER).
+    cursor.execute("SET LOCAL ROLE ledger_owner")
+    if only_changed:
+        # grants.sql must follow any function (re)load: it is always re-run.
+        names = {name for name, _, _ in changed}
+        for path in sql_files():
+            if "grants" in path.name and path.name not in names:
+                text = path.read_text(encoding="utf-8")
+                changed.append((path.name, text, hashlib.sha256(text.encode()).hexdigest()))
+    for name, text, _ in changed:
+        cursor.execute(text)
+    cursor.execute("RESET ROLE")
+    for name, _, digest in changed:
+        cursor.execute(
+            "INSERT INTO ledger.sql_files (file_name, sha256) VALUES (%s, %s) "
+            "ON CONFLICT (file_name) DO UPDATE SET sha256 = excluded.sha256, applied_at = now()",
+            (name, digest),
+        )
+    return [name for name, _, _ in changed]
+
+
+@contextmanager
+def _migrate_lock(url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
+        try:
+            yield conn
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_KEY,))
+
+
+def migrate(url: str) -> list[str]:
+    """Apply pending migrations, then reload changed sql/ files.
+
+    Returns what was done: migration ids applied and sql files loaded.
+    """
+    from yoyo import get_backend, read_migrations
+
+    done: list[str] = []
+    with _migrate_lock(url) as conn:
+        backend = get_backend(yoyo_url(url))
+        try:
+            migrations = read_migrations(str(migrations_dir()))
+            with backend.lock():
+                pending = backend.to_apply(migrations)
+                done.extend(m.id for m in pending)
+                # Runs post-apply.py too, which loads sql/ when anything was pending.
+                backend.apply_migrations(pending)
+        finally:
+            backend.connection.close()
+        with conn.transaction(), conn.cursor() as cur:
+            done.extend(apply_sql_files(cur, only_changed=True))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m ledger_py.migrate DATABASE_URL", file=sys.stderr)
+        return 2
+    done = migrate(args[0])
+    print("applied: " + (", ".join(done) if done else "nothing (up to date)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

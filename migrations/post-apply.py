@@ -1,0 +1,27 @@
+"""Runs after yoyo applied any migration: (re)load every function of sql/.
+
+`yoyo apply` alone thereby brings a blank database fully up. The loader is
+ledger_py.migrate.apply_sql_files (one implementation for both entry points).
+"""
+
+import sys
+from pathlib import Path
+
+from yoyo import step
+
+try:
+    from ledger_py.migrate import apply_sql_files
+except ImportError:  # yoyo run from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ledger_py.migrate import apply_sql_files
+
+
+def load_functions(conn):
+    cursor = conn.cursor()
+    try:
+        apply_sql_files(cursor, only_changed=False)
+    finally:
+        cursor.close()
+
+
+steps = [step(load_functions)]

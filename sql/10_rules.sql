@@ -1,0 +1,212 @@
+-- Input rules shared by every writing function: one place for each rule.
+-- These helpers are internal (no EXECUTE for ledger_app); each raises the
+-- project SQLSTATE of the rule it keeps. They carry no SET search_path of
+-- their own: only the pinned SECURITY DEFINER functions call them (a SET
+-- clause would cost a GUC save/restore on every call of the hot path). Error DETAIL is a JSON object of the
+-- useful fields, so any client can read them without parsing prose.
+--
+-- SQLSTATEs (class LG):
+--   LG001 insufficient credits          LG008 not found (entry, hold)
+--   LG002 unknown operation             LG009 hold not active
+--   LG003 operation not allowed for app LG010 already reversed
+--   LG004 operation limit reached       LG011 unknown app
+--   LG005 idempotency key conflict      LG012 operation in use (direction flip)
+--   LG006 invalid amount                LG013 entries are append-only
+--   LG007 invalid argument
+
+-- Guarantees: returns p_value unchanged, or raises LG007 when it is NULL,
+-- empty or longer than 255 characters (ids, keys and app names).
+CREATE OR REPLACE FUNCTION ledger._require_id(p_name text, p_value text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_value IS NULL OR p_value = '' THEN
+        RAISE EXCEPTION 'invalid argument: % is required', p_name
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', p_name, 'reason', 'required')::text;
+    END IF;
+    IF length(p_value) > 255 THEN
+        RAISE EXCEPTION 'invalid argument: % is longer than 255 characters (% given)', p_name, length(p_value)
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', p_name, 'reason', 'too long',
+                                             'max_length', 255, 'length', length(p_value))::text;
+    END IF;
+    RETURN p_value;
+END
+$$;
+
+-- Guarantees: the operation row a caller app may write, or an error:
+-- LG011 unknown app, LG002 unknown operation, LG003 another app's operation
+-- or a system operation (TRANSFER_*, REVERSAL are written by their own
+-- functions only). Core operations are usable by every app.
+CREATE OR REPLACE FUNCTION ledger._operation_for(p_app text, p_operation text)
+RETURNS ledger.operations
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_op ledger.operations;
+BEGIN
+    PERFORM ledger._require_id('app', p_app);
+    PERFORM ledger._require_id('operation', p_operation);
+    SELECT o.* INTO v_op FROM ledger.operations o WHERE o.operation = p_operation;
+    IF NOT FOUND THEN
+        PERFORM ledger._require_app(p_app);
+        RAISE EXCEPTION 'unknown operation: %', p_operation
+            USING ERRCODE = 'LG002',
+                  DETAIL = json_build_object('operation', p_operation, 'app', p_app)::text,
+                  HINT = 'An app registers its operations with a migration calling ledger.define_operation().';
+    END IF;
+    IF v_op.is_system OR (v_op.app <> 'core' AND v_op.app <> p_app) THEN
+        PERFORM ledger._require_app(p_app);
+        RAISE EXCEPTION 'operation % is not allowed for app %', p_operation, p_app
+            USING ERRCODE = 'LG003',
+                  DETAIL = json_build_object('operation', p_operation, 'app', p_app,
+                                             'operation_app', v_op.app, 'system', v_op.is_system)::text,
+                  HINT = CASE WHEN v_op.is_system
+                              THEN 'System operations are written only by ledger.transfer() and ledger.reverse_entry().'
+                              ELSE 'Only core operations and the app''s own operations may be used.' END;
+    END IF;
+    IF v_op.app <> p_app THEN
+        PERFORM ledger._require_app(p_app);
+    END IF;
+    RETURN v_op;
+END
+$$;
+
+-- Guarantees: raises LG011 unless the app is registered.
+CREATE OR REPLACE FUNCTION ledger._require_app(p_app text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    PERFORM ledger._require_id('app', p_app);
+    PERFORM FROM ledger.apps a WHERE a.app = p_app;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown app: %', p_app
+            USING ERRCODE = 'LG011',
+                  DETAIL = json_build_object('app', p_app)::text,
+                  HINT = 'Apps are registered with ledger.define_app() by the ledger_owner role.';
+    END IF;
+END
+$$;
+
+-- Guarantees: the positive magnitude an operation takes, from the amount a
+-- caller gave (NULL = the operation's default), or LG006: zero, negative,
+-- fractional, beyond bigint, outside the operation's bounds, or set by a
+-- caller on an operation whose amount is fixed.
+CREATE OR REPLACE FUNCTION ledger._amount_for(p_op ledger.operations, p_amount numeric)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_amount IS NULL THEN
+        IF p_op.default_amount IS NULL THEN
+            RAISE EXCEPTION 'invalid amount: operation % needs an amount', p_op.operation
+                USING ERRCODE = 'LG006',
+                      DETAIL = json_build_object('operation', p_op.operation, 'reason', 'required')::text;
+        END IF;
+        RETURN p_op.default_amount;
+    END IF;
+    IF p_amount <= 0 OR p_amount <> trunc(p_amount) OR p_amount > 9223372036854775807 THEN
+        RAISE EXCEPTION 'invalid amount: % (a positive whole number of credits is required)', p_amount
+            USING ERRCODE = 'LG006',
+                  DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
+                                             'reason', 'not a positive integer')::text,
+                  HINT = 'Amounts are magnitudes: the operation decides whether it credits or debits.';
+    END IF;
+    IF NOT p_op.caller_sets_amount AND p_amount <> p_op.default_amount THEN
+        RAISE EXCEPTION 'invalid amount: operation % has a fixed amount of %', p_op.operation, p_op.default_amount
+            USING ERRCODE = 'LG006',
+                  DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
+                                             'reason', 'fixed amount', 'fixed_amount', p_op.default_amount)::text,
+                  HINT = 'Omit the amount (NULL) to use the operation''s amount.';
+    END IF;
+    IF p_amount < p_op.min_amount OR p_amount > p_op.max_amount THEN
+        RAISE EXCEPTION 'invalid amount: % is outside % to % for operation %',
+                p_amount, p_op.min_amount, coalesce(p_op.max_amount::text, 'unbounded'), p_op.operation
+            USING ERRCODE = 'LG006',
+                  DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
+                                             'reason', 'out of bounds', 'min_amount', p_op.min_amount,
+                                             'max_amount', p_op.max_amount)::text;
+    END IF;
+    RETURN p_amount::bigint;
+END
+$$;
+
+-- Guarantees: the metadata as a jsonb object, or LG007 for text that is not
+-- JSON, JSON that is not an object, text the database cannot store (\u0000)
+-- or more than 64 KiB. Metadata arrives as text precisely so that such input
+-- reaches this check instead of failing with a PostgreSQL error.
+CREATE OR REPLACE FUNCTION ledger._metadata(p_metadata text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_json jsonb;
+BEGIN
+    IF p_metadata IS NULL OR p_metadata = '{}' THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    IF octet_length(p_metadata) > 65536 THEN
+        RAISE EXCEPTION 'invalid argument: metadata is larger than 64 KiB'
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'metadata', 'reason', 'too large',
+                                             'max_bytes', 65536)::text;
+    END IF;
+    BEGIN
+        v_json := p_metadata::jsonb;
+    EXCEPTION WHEN invalid_text_representation OR untranslatable_character
+                   OR character_not_in_repertoire OR invalid_parameter_value THEN
+        RAISE EXCEPTION 'invalid argument: metadata is not storable JSON (%)', SQLERRM
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'metadata', 'reason', 'invalid json')::text,
+                  HINT = 'Metadata is a JSON object; text containing \u0000 cannot be stored.';
+    END;
+    IF jsonb_typeof(v_json) <> 'object' THEN
+        RAISE EXCEPTION 'invalid argument: metadata must be a JSON object, not %', jsonb_typeof(v_json)
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'metadata', 'reason', 'not an object')::text;
+    END IF;
+    RETURN v_json;
+END
+$$;
+
+-- Guarantees: the fingerprint of a request (function name and parameters as
+-- given), stored beside its idempotency key.
+CREATE OR REPLACE FUNCTION ledger._fingerprint(p_request jsonb)
+RETURNS uuid
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT md5(p_request::text)::uuid $$;
+
+-- Guarantees: until the caller's transaction ends, no other transaction
+-- runs the key check for the same (app, key): concurrent retries of one
+-- request serialize here, and the second one sees the first's result.
+CREATE OR REPLACE FUNCTION ledger._lock_key(p_app text, p_key text)
+RETURNS void
+LANGUAGE sql
+AS $$ SELECT pg_advisory_xact_lock(hashtextextended(p_app || chr(31) || p_key, 7041)) $$;
+
+-- Guarantees: raises LG005 when a key was already used for another request.
+CREATE OR REPLACE FUNCTION ledger._require_same_request(
+    p_app text, p_key text, p_stored uuid, p_given uuid)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_stored IS DISTINCT FROM p_given THEN
+        RAISE EXCEPTION 'idempotency key % of app % was already used for a different request', p_key, p_app
+            USING ERRCODE = 'LG005',
+                  DETAIL = json_build_object('app', p_app, 'idempotency_key', p_key)::text,
+                  HINT = 'Use a new key for a new request; repeat a request with its original parameters to replay it.';
+    END IF;
+END
+$$;
+
+-- The role that wrote a row: the role set with SET ROLE, else the login role
+-- (inside SECURITY DEFINER functions current_user is the owner, not the caller).
+CREATE OR REPLACE FUNCTION ledger._writer()
+RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text
+                  ELSE current_setting('role') END $$;

@@ -1,0 +1,312 @@
+-- Entries: the one place where a balance changes (ledger._apply), post_entry
+-- and the reads of balances and history.
+
+-- Credits of an owner's holds that still count: active and not yet expired.
+-- Expiry is a comparison with the clock, so no sweeper is needed.
+CREATE OR REPLACE FUNCTION ledger._held(p_owner_id text, p_except_hold bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    -- Qualified throughout: get_balance inlines this under the caller's search_path.
+    SELECT coalesce(pg_catalog.sum(h.amount), 0)::bigint
+    FROM ledger.holds h
+    WHERE h.owner_id OPERATOR(pg_catalog.=) p_owner_id
+      AND h.status OPERATOR(pg_catalog.=) 'active'
+      AND h.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
+      AND (p_except_hold IS NULL OR h.hold_id OPERATOR(pg_catalog.<>) p_except_hold)
+$$;
+
+-- Guarantees: raises LG001 with the owner, the amount needed and what is
+-- available.
+CREATE OR REPLACE FUNCTION ledger._insufficient(p_owner_id text, p_needed bigint, p_available bigint)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'insufficient credits: owner % needs % but has % available', p_owner_id, p_needed, p_available
+        USING ERRCODE = 'LG001',
+              DETAIL = json_build_object('owner_id', p_owner_id, 'needed', p_needed,
+                                         'available', p_available)::text;
+END
+$$;
+
+-- Guarantees: the one write path of every entry. Under the owner's account
+-- row lock it checks the operation's per-owner limit and, for a debit, that
+-- `available` (balance minus active holds other than p_hold_id) covers it;
+-- then it updates the running balance and appends the entry. created_at is
+-- clock_timestamp() taken after the lock, so time order follows lock order.
+-- p_amount is signed. The accounts CHECK (balance >= 0) backs the debit check.
+CREATE OR REPLACE FUNCTION ledger._apply(
+    p_owner_id    text,
+    p_app         text,
+    p_op          ledger.operations,
+    p_amount      bigint,
+    p_key         text,
+    p_fingerprint uuid,
+    p_metadata    jsonb,
+    p_hold_id     bigint DEFAULT NULL,
+    p_transfer_id bigint DEFAULT NULL,
+    p_reverses    bigint DEFAULT NULL)
+RETURNS ledger.entry_result
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_balance bigint;
+    v_at      timestamptz;
+    v_held    bigint;
+    v_result  ledger.entry_result;
+BEGIN
+    IF p_amount > 0 AND p_op.limit_per IS NULL THEN
+        -- Plain credit: one upsert takes the lock and adds. The WHERE refuses
+        -- a sum beyond bigint instead of failing with a PostgreSQL error.
+        INSERT INTO ledger.accounts AS a (owner_id, balance, created_at, updated_at)
+        VALUES (p_owner_id, p_amount, clock_timestamp(), clock_timestamp())
+        ON CONFLICT ON CONSTRAINT accounts_pkey DO UPDATE
+            SET balance = a.balance + excluded.balance, updated_at = clock_timestamp()
+            WHERE a.balance <= 9223372036854775807 - excluded.balance
+        RETURNING a.balance, a.updated_at INTO v_balance, v_at;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'invalid amount: crediting % to owner % would exceed the largest storable balance',
+                    p_amount, p_owner_id
+                USING ERRCODE = 'LG006',
+                      DETAIL = json_build_object('owner_id', p_owner_id, 'amount', p_amount,
+                                                 'reason', 'balance overflow')::text;
+        END IF;
+    ELSE
+        -- Debits and limited credits decide under the lock: take it first, so
+        -- that the checks below see every hold and entry committed before.
+        SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
+        IF NOT FOUND THEN
+            IF p_amount < 0 THEN
+                PERFORM ledger._insufficient(p_owner_id, -p_amount, 0);
+            END IF;
+            INSERT INTO ledger.accounts AS a (owner_id, balance) VALUES (p_owner_id, 0)
+            ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING;
+            SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
+        END IF;
+
+        IF p_op.limit_per IS NOT NULL THEN
+            PERFORM FROM ledger.entries e
+            WHERE e.owner_id = p_owner_id
+              AND e.operation = p_op.operation
+              AND (p_op.limit_per = 'ever'
+                   OR e.created_at >= (date_trunc('day', clock_timestamp() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))
+            LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION 'operation limit reached: % is granted once per % per owner, and owner % already has it',
+                        p_op.operation, CASE p_op.limit_per WHEN 'day' THEN 'UTC day' ELSE 'lifetime' END, p_owner_id
+                    USING ERRCODE = 'LG004',
+                          DETAIL = json_build_object('owner_id', p_owner_id, 'operation', p_op.operation,
+                                                     'limit_per', p_op.limit_per)::text,
+                          HINT = CASE p_op.limit_per WHEN 'day' THEN 'The next claim is possible after midnight UTC.' END;
+            END IF;
+        END IF;
+
+        IF p_amount < 0 THEN
+            v_held := ledger._held(p_owner_id, p_hold_id);
+            IF v_balance - v_held < -p_amount THEN
+                PERFORM ledger._insufficient(p_owner_id, -p_amount, v_balance - v_held);
+            END IF;
+        ELSIF v_balance > 9223372036854775807 - p_amount THEN
+            RAISE EXCEPTION 'invalid amount: crediting % to owner % would exceed the largest storable balance',
+                    p_amount, p_owner_id
+                USING ERRCODE = 'LG006',
+                      DETAIL = json_build_object('owner_id', p_owner_id, 'amount', p_amount,
+                                                 'reason', 'balance overflow')::text;
+        END IF;
+
+        UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
+        WHERE a.owner_id = p_owner_id
+        RETURNING a.balance, a.updated_at INTO v_balance, v_at;
+    END IF;
+
+    INSERT INTO ledger.entries AS e
+        (owner_id, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
+         created_at, created_by, hold_id, transfer_id, reverses_entry_id)
+    VALUES
+        (p_owner_id, p_app, p_op.operation, p_amount, v_balance, p_key, p_fingerprint, p_metadata,
+         v_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses)
+    RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
+    INTO v_result;
+    RETURN v_result;
+END
+$$;
+
+-- Guarantees: one entry for (app, idempotency_key), written once. Validates
+-- every argument (LG002/3/6/7/11), serializes concurrent uses of the key,
+-- replays an earlier identical request (replayed = true, nothing written),
+-- refuses a different one (LG005), then writes through ledger._apply (LG001
+-- insufficient credits, LG004 limit reached).
+CREATE OR REPLACE FUNCTION ledger.post_entry(
+    owner_id        text,
+    app             text,
+    operation       text,
+    idempotency_key text,
+    amount          numeric DEFAULT NULL,
+    metadata        text DEFAULT '{}')
+RETURNS ledger.entry_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_op     ledger.operations;
+    v_amount bigint;
+    v_meta   jsonb;
+    v_fp     uuid;
+    v_prior  ledger.entries;
+    v_result ledger.entry_result;
+BEGIN
+    PERFORM ledger._require_id('owner_id', post_entry.owner_id);
+    PERFORM ledger._require_id('idempotency_key', post_entry.idempotency_key);
+    v_op := ledger._operation_for(post_entry.app, post_entry.operation);
+    v_amount := ledger._amount_for(v_op, post_entry.amount);
+    v_meta := ledger._metadata(post_entry.metadata);
+    v_fp := ledger._fingerprint(jsonb_build_array('post_entry', post_entry.owner_id, post_entry.operation,
+                                                  post_entry.amount, v_meta));
+
+    PERFORM ledger._lock_key(post_entry.app, post_entry.idempotency_key);
+    SELECT e.* INTO v_prior FROM ledger.entries e
+    WHERE e.app = post_entry.app AND e.idempotency_key = post_entry.idempotency_key;
+    IF FOUND THEN
+        PERFORM ledger._require_same_request(post_entry.app, post_entry.idempotency_key, v_prior.fingerprint, v_fp);
+        v_result := (v_prior.entry_id, v_prior.owner_id, v_prior.app, v_prior.operation,
+                     v_prior.amount, v_prior.balance, v_prior.created_at, true);
+        RETURN v_result;
+    END IF;
+    PERFORM ledger._require_key_unused_by_holds(post_entry.app, post_entry.idempotency_key);
+
+    RETURN ledger._apply(post_entry.owner_id, post_entry.app, v_op,
+                         CASE v_op.direction WHEN 'debit' THEN -v_amount ELSE v_amount END,
+                         post_entry.idempotency_key, v_fp, v_meta);
+END
+$$;
+
+-- The same call for callers that pass metadata as a jsonb value (psycopg's
+-- Jsonb, a ::jsonb cast). Metadata comes first so that this overload never
+-- competes with the one above for calls without metadata or with a literal.
+CREATE OR REPLACE FUNCTION ledger.post_entry(
+    metadata        jsonb,
+    owner_id        text,
+    app             text,
+    operation       text,
+    idempotency_key text,
+    amount          numeric DEFAULT NULL)
+RETURNS ledger.entry_result
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM ledger.post_entry(owner_id => $2, app => $3, operation => $4, idempotency_key => $5,
+                                    amount => $6, metadata => $1::text)
+$$;
+
+-- Guarantees: raises LG005 when the key already names a hold of the app
+-- (keys are unique per app across all writing functions).
+CREATE OR REPLACE FUNCTION ledger._require_key_unused_by_holds(p_app text, p_key text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    PERFORM FROM ledger.holds h WHERE h.app = p_app AND h.idempotency_key = p_key;
+    IF FOUND THEN
+        PERFORM ledger._require_same_request(p_app, p_key, NULL, md5('')::uuid);
+    END IF;
+END
+$$;
+
+-- Guarantees: raises LG005 when the key already names an entry of the app.
+CREATE OR REPLACE FUNCTION ledger._require_key_unused_by_entries(p_app text, p_key text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    PERFORM FROM ledger.entries e WHERE e.app = p_app AND e.idempotency_key = p_key;
+    IF FOUND THEN
+        PERFORM ledger._require_same_request(p_app, p_key, NULL, md5('')::uuid);
+    END IF;
+END
+$$;
+
+-- An owner's balance, what active holds reserve, and what is available. An
+-- unknown owner has zeros (updated_at NULL). One indexed row plus the
+-- owner's active holds: never a sum over history. Plain SQL without a SET
+-- clause so the planner can inline it; every name and operator is qualified,
+-- so the caller's search_path cannot change its meaning.
+CREATE OR REPLACE FUNCTION ledger.get_balance(owner_id text)
+RETURNS SETOF ledger.balance_result
+LANGUAGE sql STABLE ROWS 1
+AS $$
+    SELECT v.owner_id,
+           coalesce(a.balance, 0::bigint),
+           h.held,
+           coalesce(a.balance, 0::bigint) OPERATOR(pg_catalog.-) h.held,
+           a.updated_at
+    FROM (SELECT ledger._require_id('owner_id', $1) AS owner_id) v
+    CROSS JOIN LATERAL (SELECT ledger._held(v.owner_id) AS held) h
+    LEFT JOIN ledger.accounts a ON a.owner_id OPERATOR(pg_catalog.=) v.owner_id
+$$;
+
+-- Guarantees: the entry row, or LG008 when there is none.
+CREATE OR REPLACE FUNCTION ledger.get_entry(entry_id bigint)
+RETURNS ledger.entries
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_entry ledger.entries;
+BEGIN
+    SELECT e.* INTO v_entry FROM ledger.entries e WHERE e.entry_id = get_entry.entry_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'entry % not found', get_entry.entry_id
+            USING ERRCODE = 'LG008',
+                  DETAIL = json_build_object('entry_id', get_entry.entry_id, 'kind', 'entry')::text;
+    END IF;
+    RETURN v_entry;
+END
+$$;
+
+-- An owner's history, newest first, max_rows (1 to 1000) at a time; pass the
+-- last entry_id of a page as after_id to get the next (keyset pagination).
+CREATE OR REPLACE FUNCTION ledger.list_entries(owner_id text, after_id bigint DEFAULT NULL, max_rows integer DEFAULT 100)
+RETURNS SETOF ledger.entries
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ledger._require_id('owner_id', list_entries.owner_id);
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000 THEN
+        RAISE EXCEPTION 'invalid argument: max_rows must be between 1 and 1000 (% given)', max_rows
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'max_rows', 'reason', 'out of range',
+                                             'min', 1, 'max', 1000)::text;
+    END IF;
+    RETURN QUERY
+        SELECT e.* FROM ledger.entries e
+        WHERE e.owner_id = list_entries.owner_id
+          AND (list_entries.after_id IS NULL OR e.entry_id < list_entries.after_id)
+        ORDER BY e.entry_id DESC
+        LIMIT list_entries.max_rows;
+END
+$$;
+
+-- The owner's balance as of an instant: the balance after the last entry
+-- created at or before it (0 before the first entry).
+CREATE OR REPLACE FUNCTION ledger.balance_at(owner_id text, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_balance bigint;
+BEGIN
+    PERFORM ledger._require_id('owner_id', balance_at.owner_id);
+    IF balance_at.at IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: at is required'
+            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'at', 'reason', 'required')::text;
+    END IF;
+    SELECT e.balance INTO v_balance FROM ledger.entries e
+    WHERE e.owner_id = balance_at.owner_id AND e.created_at <= balance_at.at
+    ORDER BY e.created_at DESC, e.entry_id DESC
+    LIMIT 1;
+    RETURN coalesce(v_balance, 0);
+END
+$$;

@@ -1,0 +1,253 @@
+-- Holds: credits reserved for a pending action. available = balance - active
+-- holds; debits and new holds check it under the account's row lock. A hold
+-- is captured (one debit entry), released, or expires at expires_at by the
+-- clock alone. Lock order everywhere: account row, then hold row.
+
+-- A hold as callers see it: an active hold past its expiry reads 'expired'.
+CREATE OR REPLACE FUNCTION ledger._hold_view(p_hold ledger.holds)
+RETURNS ledger.holds
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF p_hold.status = 'active' AND p_hold.expires_at <= clock_timestamp() THEN
+        p_hold.status := 'expired';
+    END IF;
+    RETURN p_hold;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger._hold_result(p_hold ledger.holds, p_replayed boolean)
+RETURNS ledger.hold_result
+LANGUAGE sql STABLE
+AS $$
+    SELECT (v.hold_id, v.owner_id, v.app, v.operation, v.amount, v.status, v.expires_at, p_replayed)::ledger.hold_result
+    FROM ledger._hold_view(p_hold) v
+$$;
+
+-- Guarantees: raises LG009 naming the hold's state.
+CREATE OR REPLACE FUNCTION ledger._hold_not_active(p_hold ledger.holds)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_status text := (ledger._hold_view(p_hold)).status;
+BEGIN
+    RAISE EXCEPTION 'hold % is not active (it is %)', p_hold.hold_id, v_status
+        USING ERRCODE = 'LG009',
+              DETAIL = json_build_object('hold_id', p_hold.hold_id, 'status', v_status,
+                                         'expires_at', p_hold.expires_at)::text;
+END
+$$;
+
+-- Guarantees: the hold row, or LG008; LG003 when it belongs to another app.
+CREATE OR REPLACE FUNCTION ledger._hold_of(p_hold_id bigint, p_app text, p_lock boolean)
+RETURNS ledger.holds
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_hold ledger.holds;
+BEGIN
+    IF p_hold_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: hold_id is required'
+            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'hold_id', 'reason', 'required')::text;
+    END IF;
+    PERFORM ledger._require_id('app', p_app);
+    IF p_lock THEN
+        SELECT h.* INTO v_hold FROM ledger.holds h WHERE h.hold_id = p_hold_id FOR UPDATE;
+    ELSE
+        SELECT h.* INTO v_hold FROM ledger.holds h WHERE h.hold_id = p_hold_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'hold % not found', p_hold_id
+            USING ERRCODE = 'LG008', DETAIL = json_build_object('hold_id', p_hold_id, 'kind', 'hold')::text;
+    END IF;
+    IF v_hold.app <> p_app THEN
+        RAISE EXCEPTION 'hold % belongs to app %, not %', p_hold_id, v_hold.app, p_app
+            USING ERRCODE = 'LG003',
+                  DETAIL = json_build_object('hold_id', p_hold_id, 'app', p_app, 'hold_app', v_hold.app)::text;
+    END IF;
+    RETURN v_hold;
+END
+$$;
+
+-- Guarantees: reserves what a debit of the operation would take (same amount
+-- rules as post_entry; LG007 for a credit operation or a ttl outside 1 second
+-- to 7 days) if `available` covers it under the account lock (else LG001).
+-- Idempotent by (app, idempotency_key): a replay returns the hold as it is now.
+CREATE OR REPLACE FUNCTION ledger.create_hold(
+    owner_id        text,
+    app             text,
+    operation       text,
+    idempotency_key text,
+    amount          numeric DEFAULT NULL,
+    ttl             interval DEFAULT '15 minutes')
+RETURNS ledger.hold_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_op      ledger.operations;
+    v_amount  bigint;
+    v_fp      uuid;
+    v_hold    ledger.holds;
+    v_balance bigint;
+    v_held    bigint;
+    v_at      timestamptz;
+BEGIN
+    PERFORM ledger._require_id('owner_id', create_hold.owner_id);
+    PERFORM ledger._require_id('idempotency_key', create_hold.idempotency_key);
+    v_op := ledger._operation_for(create_hold.app, create_hold.operation);
+    IF v_op.direction <> 'debit' THEN
+        RAISE EXCEPTION 'invalid argument: % is a credit operation; holds reserve debits', create_hold.operation
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'operation', 'reason', 'not a debit')::text;
+    END IF;
+    v_amount := ledger._amount_for(v_op, create_hold.amount);
+    IF create_hold.ttl IS NULL OR create_hold.ttl < interval '1 second' OR create_hold.ttl > interval '7 days' THEN
+        RAISE EXCEPTION 'invalid argument: ttl must be between 1 second and 7 days (% given)', create_hold.ttl
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'ttl', 'reason', 'out of range',
+                                             'min', '1 second', 'max', '7 days')::text;
+    END IF;
+    v_fp := ledger._fingerprint(jsonb_build_array('create_hold', create_hold.owner_id, create_hold.operation,
+                                                  create_hold.amount, extract(epoch FROM create_hold.ttl)));
+
+    PERFORM ledger._lock_key(create_hold.app, create_hold.idempotency_key);
+    SELECT h.* INTO v_hold FROM ledger.holds h
+    WHERE h.app = create_hold.app AND h.idempotency_key = create_hold.idempotency_key;
+    IF FOUND THEN
+        PERFORM ledger._require_same_request(create_hold.app, create_hold.idempotency_key, v_hold.fingerprint, v_fp);
+        RETURN ledger._hold_result(v_hold, true);
+    END IF;
+    PERFORM ledger._require_key_unused_by_entries(create_hold.app, create_hold.idempotency_key);
+
+    SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = create_hold.owner_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM ledger._insufficient(create_hold.owner_id, v_amount, 0);
+    END IF;
+    v_held := ledger._held(create_hold.owner_id);
+    IF v_balance - v_held < v_amount THEN
+        PERFORM ledger._insufficient(create_hold.owner_id, v_amount, v_balance - v_held);
+    END IF;
+
+    v_at := clock_timestamp();
+    INSERT INTO ledger.holds AS h
+        (owner_id, app, operation, amount, idempotency_key, fingerprint, created_at, expires_at, created_by)
+    VALUES
+        (create_hold.owner_id, create_hold.app, v_op.operation, v_amount, create_hold.idempotency_key, v_fp,
+         v_at, v_at + create_hold.ttl, ledger._writer())
+    RETURNING h.* INTO v_hold;
+    RETURN ledger._hold_result(v_hold, false);
+END
+$$;
+
+-- Guarantees: turns an active, unexpired hold of the calling app into one
+-- debit entry of `amount` (NULL = the whole hold; 1 to the hold's amount,
+-- else LG006) and frees the rest. Repeating the same capture returns the
+-- original entry with replayed = true; any other call on a captured,
+-- released or expired hold is LG009.
+CREATE OR REPLACE FUNCTION ledger.capture_hold(hold_id bigint, app text, amount numeric DEFAULT NULL)
+RETURNS ledger.entry_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_hold   ledger.holds;
+    v_amount bigint;
+    v_entry  ledger.entries;
+    v_result ledger.entry_result;
+BEGIN
+    v_hold := ledger._hold_of(capture_hold.hold_id, capture_hold.app, false);
+    IF capture_hold.amount IS NOT NULL
+       AND (capture_hold.amount <= 0 OR capture_hold.amount <> trunc(capture_hold.amount)
+            OR capture_hold.amount > v_hold.amount) THEN
+        RAISE EXCEPTION 'invalid amount: a capture of hold % takes 1 to % credits (% given)',
+                v_hold.hold_id, v_hold.amount, capture_hold.amount
+            USING ERRCODE = 'LG006',
+                  DETAIL = json_build_object('hold_id', v_hold.hold_id, 'amount', capture_hold.amount::text,
+                                             'reason', 'out of bounds', 'min_amount', 1,
+                                             'max_amount', v_hold.amount)::text;
+    END IF;
+    v_amount := coalesce(capture_hold.amount, v_hold.amount)::bigint;
+
+    -- Lock order: account, then hold.
+    PERFORM FROM ledger.accounts a WHERE a.owner_id = v_hold.owner_id FOR UPDATE;
+    v_hold := ledger._hold_of(capture_hold.hold_id, capture_hold.app, true);
+
+    IF v_hold.status = 'captured' AND v_hold.capture_request IS NOT DISTINCT FROM capture_hold.amount THEN
+        SELECT e.* INTO v_entry FROM ledger.entries e WHERE e.entry_id = v_hold.entry_id;
+        v_result := (v_entry.entry_id, v_entry.owner_id, v_entry.app, v_entry.operation,
+                     v_entry.amount, v_entry.balance, v_entry.created_at, true);
+        RETURN v_result;
+    END IF;
+    IF v_hold.status <> 'active' OR v_hold.expires_at <= clock_timestamp() THEN
+        PERFORM ledger._hold_not_active(v_hold);
+    END IF;
+
+    v_result := ledger._apply(v_hold.owner_id, v_hold.app,
+                              (SELECT o FROM ledger.operations o WHERE o.operation = v_hold.operation),
+                              -v_amount, NULL, NULL, jsonb_build_object('hold_id', v_hold.hold_id),
+                              p_hold_id => v_hold.hold_id);
+    UPDATE ledger.holds h
+    SET status = 'captured', closed_at = v_result.created_at, captured_amount = v_amount,
+        capture_request = capture_hold.amount, entry_id = v_result.entry_id
+    WHERE h.hold_id = v_hold.hold_id;
+    RETURN v_result;
+END
+$$;
+
+-- Guarantees: frees an active, unexpired hold of the calling app; repeating
+-- a release returns the hold with replayed = true; releasing a captured or
+-- expired hold is LG009.
+CREATE OR REPLACE FUNCTION ledger.release_hold(hold_id bigint, app text)
+RETURNS ledger.hold_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_hold ledger.holds;
+BEGIN
+    v_hold := ledger._hold_of(release_hold.hold_id, release_hold.app, true);
+    IF v_hold.status = 'released' THEN
+        RETURN ledger._hold_result(v_hold, true);
+    END IF;
+    IF v_hold.status <> 'active' OR v_hold.expires_at <= clock_timestamp() THEN
+        PERFORM ledger._hold_not_active(v_hold);
+    END IF;
+    UPDATE ledger.holds h SET status = 'released', closed_at = clock_timestamp()
+    WHERE h.hold_id = v_hold.hold_id
+    RETURNING h.* INTO v_hold;
+    RETURN ledger._hold_result(v_hold, false);
+END
+$$;
+
+-- Guarantees: the hold row (status active, captured, released or expired),
+-- or LG008.
+CREATE OR REPLACE FUNCTION ledger.get_hold(hold_id bigint)
+RETURNS ledger.holds
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_hold ledger.holds;
+BEGIN
+    SELECT h.* INTO v_hold FROM ledger.holds h WHERE h.hold_id = get_hold.hold_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'hold % not found', get_hold.hold_id
+            USING ERRCODE = 'LG008', DETAIL = json_build_object('hold_id', get_hold.hold_id, 'kind', 'hold')::text;
+    END IF;
+    RETURN ledger._hold_view(v_hold);
+END
+$$;
+
+-- An owner's holds, newest first (status as get_hold reports it).
+CREATE OR REPLACE FUNCTION ledger.list_holds(owner_id text)
+RETURNS SETOF ledger.holds
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (ledger._hold_view(h)).*
+    FROM ledger.holds h
+    WHERE h.owner_id = ledger._require_id('owner_id', $1)
+    ORDER BY h.hold_id DESC
+$$;

@@ -1,0 +1,41 @@
+-- Privileges, re-applied after every function load. PUBLIC gets nothing;
+-- internal helpers (names starting with _) stay callable only by their owner,
+-- except the two pure ones that inlined reads run under the caller's role.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_app, ledger_reader;
+
+GRANT SELECT ON ledger.apps, ledger.operations, ledger.accounts, ledger.entries, ledger.holds
+    TO ledger_app, ledger_reader;
+
+-- The API of section 2 for services.
+GRANT EXECUTE ON FUNCTION
+    ledger.post_entry(text, text, text, text, numeric, text),
+    ledger.post_entry(jsonb, text, text, text, text, numeric),
+    ledger.get_balance(text),
+    ledger.get_entry(bigint),
+    ledger.list_entries(text, bigint, integer),
+    ledger.balance_at(text, timestamptz),
+    ledger.create_hold(text, text, text, text, numeric, interval),
+    ledger.capture_hold(bigint, text, numeric),
+    ledger.release_hold(bigint, text),
+    ledger.get_hold(bigint),
+    ledger.list_holds(text),
+    ledger.app_report(text, timestamptz, timestamptz),
+    ledger.verify()
+TO ledger_app;
+
+-- Reads for auditors and reports.
+GRANT EXECUTE ON FUNCTION
+    ledger.get_balance(text),
+    ledger.get_entry(bigint),
+    ledger.list_entries(text, bigint, integer),
+    ledger.balance_at(text, timestamptz),
+    ledger.get_hold(bigint),
+    ledger.list_holds(text),
+    ledger.app_report(text, timestamptz, timestamptz),
+    ledger.verify()
+TO ledger_reader;
+
+-- get_balance is inlined into the caller's query: these run as the caller.
+GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._held(text, bigint)
+    TO ledger_app, ledger_reader;
