@@ -57,7 +57,7 @@ BEGIN
                   DETAIL = json_build_object('operation', p_operation, 'app', p_app)::text,
                   HINT = 'An app registers its operations with a migration calling ledger.define_operation().';
     END IF;
-    IF v_op.is_system OR (v_op.app <> 'core' AND v_op.app <> p_app) THEN
+    IF NOT ledger._usable_by(v_op, p_app) THEN
         PERFORM ledger._require_app(p_app);
         RAISE EXCEPTION 'operation % is not allowed for app %', p_operation, p_app
             USING ERRCODE = 'LG003',
@@ -73,6 +73,13 @@ BEGIN
     RETURN v_op;
 END
 $$;
+
+-- The rule of which operations an app may post: core's and its own, never a
+-- system operation (those are written by transfer() and reverse_entry()).
+CREATE OR REPLACE FUNCTION ledger._usable_by(p_op ledger.operations, p_app text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT NOT p_op.is_system AND (p_op.app = 'core' OR p_op.app = p_app) $$;
 
 -- Guarantees: raises LG011 unless the app is registered.
 CREATE OR REPLACE FUNCTION ledger._require_app(p_app text)

@@ -122,3 +122,18 @@ BEGIN
     RETURN v_op;
 END
 $$;
+
+-- The operations an app may post (core's and its own), by name.
+CREATE OR REPLACE FUNCTION ledger.list_operations(app text)
+RETURNS SETOF ledger.operations
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ledger._require_app(list_operations.app);
+    RETURN QUERY
+        SELECT o.* FROM ledger.operations o
+        WHERE ledger._usable_by(o, list_operations.app)
+        ORDER BY o.operation;
+END
+$$;

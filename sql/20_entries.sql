@@ -98,7 +98,8 @@ BEGIN
                     USING ERRCODE = 'LG004',
                           DETAIL = json_build_object('owner_id', p_owner_id, 'operation', p_op.operation,
                                                      'limit_per', p_op.limit_per)::text,
-                          HINT = CASE p_op.limit_per WHEN 'day' THEN 'The next claim is possible after midnight UTC.' END;
+                          HINT = CASE p_op.limit_per WHEN 'day' THEN 'The next claim is possible after midnight UTC.'
+                                      ELSE 'This operation is granted once per owner, ever.' END;
             END IF;
         END IF;
 

@@ -20,6 +20,10 @@ GRANT EXECUTE ON FUNCTION
     ledger.release_hold(bigint, text),
     ledger.get_hold(bigint),
     ledger.list_holds(text),
+    ledger.transfer(text, text, numeric, text, text, text),
+    ledger.transfer(jsonb, text, text, numeric, text, text),
+    ledger.reverse_entry(bigint, text, text, text),
+    ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
 TO ledger_app;
@@ -32,6 +36,7 @@ GRANT EXECUTE ON FUNCTION
     ledger.balance_at(text, timestamptz),
     ledger.get_hold(bigint),
     ledger.list_holds(text),
+    ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
 TO ledger_reader;

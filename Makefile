@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: venv test run bench bench-quick lint clean
+
+$(BIN)/ledger: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $@
+
+venv: $(BIN)/ledger
+
+# The whole suite against a throwaway PostgreSQL (or LEDGER_TEST_DATABASE_URL).
+test: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Serve the API on 127.0.0.1:8000 with an embedded PostgreSQL under ./data.
+run: venv
+	$(BIN)/ledger serve --demo
+
+bench: venv
+	$(BIN)/python -m bench
+
+bench-quick: venv
+	$(BIN)/python -m bench --quick
+
+lint: venv
+	$(BIN)/ruff check ledger_py web tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
