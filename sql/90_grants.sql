@@ -44,3 +44,7 @@ TO ledger_reader;
 -- get_balance is inlined into the caller's query: these run as the caller.
 GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._held(text, bigint)
     TO ledger_app, ledger_reader;
+
+-- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token
+-- hash to its app; creating, listing and revoking keys stay with ledger_owner.
+GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea) TO ledger_app;

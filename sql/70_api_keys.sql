@@ -1,0 +1,74 @@
+-- HTTP API keys (table in migrations/0006_api_keys.sql). Keys are made,
+-- listed and revoked by the ledger_owner role (the `ledger keys` command);
+-- the web service (ledger_app) may only ask which app a token hash names.
+-- Tokens never reach the database: callers pass SHA-256(token).
+
+-- Guarantees: stores a new active key of an existing app (LG011 otherwise),
+-- or LG007 for a malformed key id, hash or label.
+CREATE OR REPLACE FUNCTION ledger.create_api_key(
+    app          text,
+    key_id       text,
+    token_sha256 bytea,
+    label        text DEFAULT NULL)
+RETURNS ledger.api_key_info
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key ledger.api_key_info;
+BEGIN
+    PERFORM ledger._require_app(create_api_key.app);
+    IF create_api_key.key_id IS NULL OR create_api_key.key_id !~ '^key_[a-z0-9]{8,32}$' THEN
+        RAISE EXCEPTION 'invalid argument: key_id must look like key_ followed by 8 to 32 lowercase letters or digits'
+            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'key_id', 'reason', 'format')::text;
+    END IF;
+    IF create_api_key.token_sha256 IS NULL OR octet_length(create_api_key.token_sha256) <> 32 THEN
+        RAISE EXCEPTION 'invalid argument: token_sha256 must be a 32-byte SHA-256 digest'
+            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'token_sha256', 'reason', 'format')::text;
+    END IF;
+    IF length(create_api_key.label) > 255 THEN
+        RAISE EXCEPTION 'invalid argument: label is longer than 255 characters'
+            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'label', 'reason', 'too long')::text;
+    END IF;
+    INSERT INTO ledger.api_keys AS k (key_id, app, token_sha256, label)
+    VALUES (create_api_key.key_id, create_api_key.app, create_api_key.token_sha256, create_api_key.label)
+    RETURNING k.key_id, k.app, k.label, k.created_at, k.revoked_at INTO v_key;
+    RETURN v_key;
+END
+$$;
+
+-- Every key, active and revoked, oldest first; never a hash.
+CREATE OR REPLACE FUNCTION ledger.list_api_keys()
+RETURNS SETOF ledger.api_key_info
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.key_id, k.app, k.label, k.created_at, k.revoked_at
+    FROM ledger.api_keys k
+    ORDER BY k.created_at, k.key_id
+$$;
+
+-- Guarantees: true when the key was active and is revoked now; false for an
+-- unknown or already revoked key. Revocation is immediate for new lookups.
+CREATE OR REPLACE FUNCTION ledger.revoke_api_key(key_id text)
+RETURNS boolean
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH revoked AS (
+        UPDATE ledger.api_keys k SET revoked_at = clock_timestamp()
+        WHERE k.key_id = $1 AND k.revoked_at IS NULL
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT FROM revoked)
+$$;
+
+-- The app an active key's token hash belongs to, or NULL (unknown or revoked).
+CREATE OR REPLACE FUNCTION ledger.api_key_app(token_sha256 bytea)
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.app FROM ledger.api_keys k
+    WHERE k.token_sha256 = $1 AND k.revoked_at IS NULL
+$$;
