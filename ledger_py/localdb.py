@@ -118,7 +118,9 @@ class LocalCluster:
     data folder.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None
+    ) -> None:
         folder = data_dir or os.environ.get("LEDGER_DATA_DIR") or DEFAULT_DATA_DIR
         self.data_dir = Path(folder).expanduser().absolute()
         if port is None:
@@ -162,7 +164,7 @@ class LocalCluster:
             return (int(lines[0]) if lines and lines[0].strip().isdigit() else 0), self.port
 
     def running_pid(self) -> int | None:
-        """The postmaster's pid when the cluster runs; None otherwise (also for a stale pid file)."""
+        """The postmaster's pid when the cluster runs; None when not (or a stale pid file)."""
         found = self._pid_file()
         if found is None:
             return None
@@ -175,7 +177,9 @@ class LocalCluster:
         pid = self.running_pid()
         found = self._pid_file() if pid else None
         port = found[1] if found else self.port
-        return ClusterStatus(self.data_dir, self.initialized, pid is not None, pid, port, self.socket_dir)
+        return ClusterStatus(
+            self.data_dir, self.initialized, pid is not None, pid, port, self.socket_dir
+        )
 
     def password(self) -> str:
         try:
@@ -205,8 +209,19 @@ class LocalCluster:
             self.password_file.chmod(0o600)
         pgserver.hand_over(self.data_dir)
         result = self._run(
-            [initdb, "-D", str(self.pgdata), "-E", "UTF8", "--locale=C", "-U", SUPERUSER,
-             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={self.password_file}"]
+            [
+                initdb,
+                "-D",
+                str(self.pgdata),
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={self.password_file}",
+            ]
         )
         if result.returncode != 0:
             shutil.rmtree(self.pgdata, ignore_errors=True)
@@ -231,8 +246,19 @@ class LocalCluster:
             self._prepare_socket_dir()
             pg_ctl = pgserver.find_program("pg_ctl")
             options = f"-p {self.port} -h {LISTEN_HOST} -k {shlex.quote(str(self.socket_dir))}"
-            command = [pg_ctl, "start", "-D", str(self.pgdata), "-l", str(self.log_file),
-                       "-w", "-t", "60", "-o", options]
+            command = [
+                pg_ctl,
+                "start",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+            ]
             for _ in range(20):
                 log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
                 result = self._run(command)
@@ -248,7 +274,9 @@ class LocalCluster:
                         f"port {self.port} on {LISTEN_HOST} is already in use: "
                         "set LEDGER_DB_PORT (or --db-port) to a free port"
                     )
-                raise StartFailed(f"PostgreSQL did not start: {_last_line(reason)} (log: {self.log_file})")
+                raise StartFailed(
+                    f"PostgreSQL did not start: {_last_line(reason)} (log: {self.log_file})"
+                )
             else:
                 raise StartFailed(
                     "PostgreSQL did not start: a crashed server's processes still hold its shared "
@@ -266,9 +294,13 @@ class LocalCluster:
                 self._remove_stale_pid_file()
                 return False
             pg_ctl = pgserver.find_program("pg_ctl")
-            result = self._run([pg_ctl, "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60"])
+            result = self._run(
+                [pg_ctl, "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60"]
+            )
             if result.returncode != 0 and self.running_pid() is not None:
-                raise LocalDbError(f"pg_ctl stop failed: {_last_line(result.stderr or result.stdout)}")
+                raise LocalDbError(
+                    f"pg_ctl stop failed: {_last_line(result.stderr or result.stdout)}"
+                )
             return True
 
     # -- internals --------------------------------------------------------
@@ -277,7 +309,10 @@ class LocalCluster:
         # cwd: the server user may not be able to enter the caller's folder.
         return subprocess.run(
             [*pgserver.command_prefix(), *args],
-            capture_output=True, text=True, cwd=str(self.data_dir), stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            cwd=str(self.data_dir),
+            stdin=subprocess.DEVNULL,
         )
 
     def _prepare_folders(self) -> None:
@@ -336,7 +371,9 @@ class LocalCluster:
         import psycopg
 
         with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
 

@@ -1,0 +1,771 @@
+"""The `ledger` command: the embedded database, migrations, the HTTP server, API keys
+and a few ledger calls for people at a terminal.
+
+Configuration comes from options or environment variables (README,
+"Configuration"). With no LEDGER_DATABASE_URL every command works on the
+embedded cluster under LEDGER_DATA_DIR (ledger_py.localdb). Every failure
+crosses one boundary (`LedgerGroup.invoke`) that turns it into one line on
+stderr and a non-zero exit status, never a traceback (unless
+LEDGER_LOG_LEVEL=debug), with any database password masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import click
+
+from ledger_py import localdb, pgserver
+from ledger_py.migrate import mask_url
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_WORKERS = 2
+DEFAULT_POOL_SIZE = 5
+DEMO_APP = "example_app"
+# Above this many entries (planner estimate) `ledger verify` shows a progress bar.
+VERIFY_PROGRESS_THRESHOLD = 100_000
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+log = logging.getLogger("ledger_py.cli")
+
+
+@dataclass
+class Settings:
+    database_url: str | None
+    data_dir: str
+    db_port: int | None
+    log_level: str
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    def cluster(self) -> localdb.LocalCluster:
+        return localdb.LocalCluster(self.data_dir, self.db_port)
+
+    def url(self, *, start: bool = False) -> str:
+        """The database to use: LEDGER_DATABASE_URL, else the embedded cluster.
+
+        start=True starts the embedded cluster when it is not running;
+        otherwise a stopped cluster is an error that says how to start it.
+        """
+        if self.database_url:
+            return self.database_url
+        cluster = self.cluster()
+        if start:
+            cluster.start(wait_for_lock=60)
+        elif cluster.running_pid() is None:
+            raise localdb.LocalDbError(
+                f"the embedded database ({cluster.data_dir}) is not running: start it with "
+                "`ledger db start`, or set LEDGER_DATABASE_URL to use another server"
+            )
+        return cluster.url()
+
+
+# -- the one error boundary -------------------------------------------------
+
+
+def _describe(exc: BaseException, url: str | None) -> str:
+    """One line for a person, saying what failed and, where we can, what to do."""
+    import psycopg
+
+    try:
+        from ledger_py.errors import LedgerError
+    except ImportError:  # the wrapper is not installed in this build
+        LedgerError = ()  # type: ignore[assignment,misc]
+
+    target = _where(url)
+    if isinstance(exc, LedgerError):
+        code = getattr(exc, "code", "error")
+        message = getattr(exc, "message", None) or str(exc)
+        if code == "ledger_unavailable":
+            return f"cannot reach the database{target}: {_first_line(message)}"
+        return f"{code}: {_first_line(message)}"
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach the database{target}: {_first_line(str(exc))}"
+    if isinstance(exc, psycopg.Error):
+        return f"database error{target}: {_first_line(str(exc))}"
+    if isinstance(exc, (localdb.LocalDbError, pgserver.PostgresBinariesMissing)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return (
+        f"unexpected {type(exc).__name__}: {_first_line(str(exc))} "
+        "(LEDGER_LOG_LEVEL=debug shows details)"
+    )
+
+
+def _where(url: str | None) -> str:
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "localhost", parts.port or 5432
+    except ValueError:
+        return ""
+    return f" at {host}:{port}"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+def _scrub(text: str, url: str | None) -> str:
+    """Never print a password: mask the configured URL's wherever it appears."""
+    if not url:
+        return text
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    text = text.replace(url, mask_url(url))
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+class LedgerGroup(click.Group):
+    """Runs a command; any failure becomes one clean line (click prints `Error: ...`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+        except Exception as exc:
+            settings = ctx.obj if isinstance(ctx.obj, Settings) else None
+            url = settings.database_url if settings else None
+            if settings and settings.embedded:
+                url = _embedded_url_or_none(settings)
+            if settings and settings.log_level == "debug":
+                raise
+            raise click.ClickException(_scrub(_describe(exc, url), url)) from None
+
+
+def _embedded_url_or_none(settings: Settings) -> str | None:
+    try:
+        return settings.cluster().url()
+    except Exception:
+        return None
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.find_object(Settings)
+    assert settings is not None
+    return settings
+
+
+@contextmanager
+def _open_ledger(url: str) -> Iterator[Any]:
+    from ledger_py import Ledger
+
+    ledger = Ledger(url, max_size=2)
+    try:
+        yield ledger
+    finally:
+        close = getattr(ledger, "close", None)
+        if close is not None:
+            close()
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly copy of a result (dataclasses, decimals, datetimes)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    return value
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(_plain(value), indent=2, sort_keys=False, default=str))
+
+
+def _signed(amount: Any) -> str:
+    return f"+{amount}" if amount is not None and amount > 0 else str(amount)
+
+
+def _time(value: Any) -> str:
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+# -- the command group ------------------------------------------------------
+
+
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    envvar="LEDGER_DATABASE_URL",
+    metavar="URL",
+    help="PostgreSQL URL [env LEDGER_DATABASE_URL]; unset: the embedded cluster.",
+)
+@click.option(
+    "--data-dir",
+    envvar="LEDGER_DATA_DIR",
+    default=localdb.DEFAULT_DATA_DIR,
+    show_default=True,
+    metavar="DIR",
+    help="Folder of the embedded cluster [env LEDGER_DATA_DIR].",
+)
+@click.option(
+    "--db-port",
+    envvar="LEDGER_DB_PORT",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help=f"Port of the embedded cluster [env LEDGER_DB_PORT; default {localdb.DEFAULT_PORT}].",
+)
+@click.option(
+    "--log-level",
+    envvar="LEDGER_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Log level [env LEDGER_LOG_LEVEL]; debug also shows tracebacks.",
+)
+@click.version_option(package_name="shared-ledger", prog_name="ledger")
+@click.pass_context
+def cli(
+    ctx: click.Context, database_url: str | None, data_dir: str, db_port: int | None, log_level: str
+) -> None:
+    """The shared credit ledger: database, migrations, HTTP server, API keys."""
+    level = log_level.lower()
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if level != "debug":
+        # yoyo logs every migration step at INFO; the command prints a summary instead.
+        logging.getLogger("yoyo").setLevel(max(logging.WARNING, logging.getLogger().level))
+    ctx.obj = Settings(
+        database_url=database_url or None, data_dir=data_dir, db_port=db_port, log_level=level
+    )
+
+
+# -- ledger db ----------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The embedded PostgreSQL cluster (used when LEDGER_DATABASE_URL is unset)."""
+
+
+def _describe_cluster(status: localdb.ClusterStatus, url: str | None) -> list[str]:
+    lines = [f"  data:   {status.data_dir}", f"  listen: {localdb.LISTEN_HOST}:{status.port}"]
+    if url:
+        lines.append(
+            f"  url:    {mask_url(url)}  (password in {status.data_dir / 'superuser.password'})"
+        )
+    lines.append(
+        f"  psql:   psql -h {status.socket_dir} -p {status.port} -U {localdb.SUPERUSER} "
+        f"{localdb.DATABASE}"
+    )
+    return lines
+
+
+@db.command("start")
+@click.pass_context
+def db_start(ctx: click.Context) -> None:
+    """Create (first time) and start the embedded cluster."""
+    cluster = _settings(ctx).cluster()
+    started = cluster.start()
+    status = cluster.status()
+    verb = "started" if started else "already running"
+    click.echo(f"embedded PostgreSQL {verb} (pid {status.pid})")
+    for line in _describe_cluster(status, cluster.url()):
+        click.echo(line)
+
+
+@db.command("stop")
+@click.pass_context
+def db_stop(ctx: click.Context) -> None:
+    """Stop the embedded cluster (its data stays)."""
+    cluster = _settings(ctx).cluster()
+    if cluster.stop():
+        click.echo(f"embedded PostgreSQL stopped (data kept in {cluster.data_dir})")
+    else:
+        click.echo(f"embedded PostgreSQL was not running ({cluster.data_dir})")
+
+
+@db.command("status")
+@click.pass_context
+def db_status(ctx: click.Context) -> None:
+    """Say whether the embedded cluster runs (exit status 3 when it does not)."""
+    cluster = _settings(ctx).cluster()
+    status = cluster.status()
+    if status.running:
+        click.echo(f"embedded PostgreSQL running (pid {status.pid})")
+        for line in _describe_cluster(status, cluster.url()):
+            click.echo(line)
+        return
+    if status.initialized:
+        click.echo(
+            f"embedded PostgreSQL stopped (data in {status.data_dir}); `ledger db start` starts it"
+        )
+    else:
+        click.echo(f"no embedded PostgreSQL in {status.data_dir} yet; `ledger db start` creates it")
+    ctx.exit(3)
+
+
+# -- ledger migrate -----------------------------------------------------------
+
+
+@cli.command()
+@click.argument("database_url", required=False, metavar="[DATABASE_URL]")
+@click.pass_context
+def migrate(ctx: click.Context, database_url: str | None) -> None:
+    """Apply pending migrations and reload changed sql/ functions.
+
+    Uses DATABASE_URL if given, else LEDGER_DATABASE_URL, else the embedded
+    cluster (started if needed).
+    """
+    from ledger_py.migrate import migrate as run_migrations
+
+    settings = _settings(ctx)
+    if database_url:
+        settings.database_url = database_url
+    url = settings.url(start=True)
+    done = run_migrations(url)
+    click.echo(
+        f"migrated {mask_url(url)}: " + (", ".join(done) if done else "nothing to do (up to date)")
+    )
+
+
+# -- ledger serve -------------------------------------------------------------
+
+
+def _wsgi_target() -> str:
+    if importlib.util.find_spec("web.wsgi") is not None:
+        return "web.wsgi:app"
+    return "web:create_app()"
+
+
+@cli.command()
+@click.option(
+    "--host",
+    envvar="LEDGER_HOST",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on [env LEDGER_HOST].",
+)
+@click.option(
+    "--port",
+    envvar="LEDGER_PORT",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_HTTP_PORT,
+    show_default=True,
+    help="HTTP port [env LEDGER_PORT].",
+)
+@click.option(
+    "--workers",
+    envvar="LEDGER_WORKERS",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_WORKERS,
+    show_default=True,
+    help="gunicorn workers [env LEDGER_WORKERS].",
+)
+@click.option(
+    "--pool-size",
+    envvar="LEDGER_POOL_SIZE",
+    type=click.IntRange(1, 1000),
+    default=DEFAULT_POOL_SIZE,
+    show_default=True,
+    help="Database connections per worker [env LEDGER_POOL_SIZE].",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help=f"Make sure {DEMO_APP} has an API key and print it with a curl example.",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str, port: int, workers: int, pool_size: int, demo: bool
+) -> None:
+    """Serve the HTTP API with gunicorn.
+
+    With no LEDGER_DATABASE_URL: starts (or reuses) the embedded cluster,
+    migrates it, serves, and stops the cluster on exit if it started it.
+    With LEDGER_DATABASE_URL: uses that database as it is (run `ledger migrate` first).
+    """
+    from ledger_py.migrate import migrate as run_migrations
+
+    settings = _settings(ctx)
+    if not localdb.port_is_free(host, port):
+        raise click.ClickException(
+            f"port {port} on {host} is already in use: choose another with --port or LEDGER_PORT"
+        )
+    cluster = settings.cluster() if settings.embedded else None
+    started_here = False
+    if cluster is not None:
+        started_here = cluster.start(wait_for_lock=60)
+    try:
+        url = settings.url()
+        if cluster is not None:
+            done = run_migrations(url)
+            click.echo(
+                f"database {mask_url(url)}: "
+                + (f"migrated ({', '.join(done)})" if done else "up to date")
+            )
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        if demo:
+            _demo_key(settings, url, base)
+        click.echo(f"serving {base}  (docs: {base}/docs, health: {base}/health); Ctrl-C stops")
+        status = _run_gunicorn(url, host, port, workers, pool_size, settings.log_level)
+    finally:
+        if started_here and cluster is not None:
+            cluster.stop(wait_for_lock=60)
+            click.echo("embedded PostgreSQL stopped (data kept)")
+    if status not in (0, -signal.SIGINT, -signal.SIGTERM):
+        raise click.ClickException(f"gunicorn exited with status {status}")
+
+
+def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, level: str) -> int:
+    """Run gunicorn in a child process until it ends; SIGTERM/SIGINT are passed on to it."""
+    env = dict(
+        os.environ, LEDGER_DATABASE_URL=url, LEDGER_POOL_SIZE=str(pool_size), LEDGER_LOG_LEVEL=level
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--log-level",
+        level,
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "10",
+        _wsgi_target(),
+    ]
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: Any) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # pragma: no cover - the handler above takes SIGINT
+                child.send_signal(signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _demo_key(settings: Settings, url: str, base: str) -> None:
+    """Give example_app an API key once; print it (kept in the data folder) and a curl line."""
+    from web.api_keys import create_api_key, list_api_keys
+
+    saved = Path(settings.data_dir) / f"{DEMO_APP}.key" if settings.embedded else None
+    with _open_ledger(url) as ledger:
+        active = [
+            k
+            for k in list_api_keys(ledger)
+            if getattr(k, "app", None) == DEMO_APP and getattr(k, "revoked_at", None) is None
+        ]
+        token = None
+        if saved is not None and saved.exists():
+            key_id, _, stored = saved.read_text().strip().partition(" ")
+            if any(getattr(k, "key_id", None) == key_id for k in active):
+                token = stored
+        if token is None and active:
+            ids = ", ".join(str(getattr(k, "key_id", "?")) for k in active)
+            click.echo(
+                f"{DEMO_APP} already has an API key ({ids}); its token was shown when it was "
+                f"created. `ledger keys create {DEMO_APP}` makes another."
+            )
+            return
+        if token is None:
+            key_id, token = create_api_key(ledger, DEMO_APP)
+            click.echo(f"created API key {key_id} for {DEMO_APP}")
+            if saved is not None:
+                saved.write_text(f"{key_id} {token}\n")
+                saved.chmod(0o600)
+    click.echo(f"\nAPI key for {DEMO_APP}: {token}\nTry it:\n")
+    click.echo(f"  export LEDGER_TOKEN={token}")
+    click.echo(
+        f'  curl -s -X POST {base}/ledger -H "Authorization: Bearer $LEDGER_TOKEN" \\\n'
+        f"       -H 'Idempotency-Key: signup-alice' -H 'Content-Type: application/json' \\\n"
+        f'       -d \'{{"owner_id": "alice", "operation": "SIGNUP_CREDIT"}}\''
+    )
+    click.echo(f'  curl -s {base}/balance/alice -H "Authorization: Bearer $LEDGER_TOKEN"\n')
+
+
+# -- ledger keys --------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """HTTP API keys: each app has its own (several at once, for rotation)."""
+
+
+@keys.command("create")
+@click.argument("app")
+@click.pass_context
+def keys_create(ctx: click.Context, app: str) -> None:
+    """Create an API key for APP and print its token (shown only this once)."""
+    from web.api_keys import create_api_key
+
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        key_id, token = create_api_key(ledger, app)
+    click.echo(f"key_id: {key_id}\ntoken:  {token}")
+    click.echo(
+        "Keep the token now: only its hash is stored. Use it as `Authorization: Bearer <token>`.",
+        err=True,
+    )
+
+
+@keys.command("list")
+@json_option
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    """List API keys (never their tokens)."""
+    from web.api_keys import list_api_keys
+
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        found = list(list_api_keys(ledger))
+    if as_json:
+        _echo_json(found)
+        return
+    if not found:
+        click.echo("no API keys yet: `ledger keys create APP` makes one")
+        return
+    click.echo(f"{'KEY_ID':<30} {'APP':<20} {'CREATED (UTC)':<20} REVOKED (UTC)")
+    for key in found:
+        click.echo(
+            f"{getattr(key, 'key_id', ''):<30} {getattr(key, 'app', ''):<20} "
+            f"{_time(getattr(key, 'created_at', None)):<20} "
+            f"{_time(getattr(key, 'revoked_at', None)) or '-'}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke an API key: requests with it are refused from now on."""
+    from web.api_keys import revoke_api_key
+
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        revoked = revoke_api_key(ledger, key_id)
+    if not revoked:
+        raise click.ClickException(f"no active API key {key_id!r} (unknown or already revoked)")
+    click.echo(f"revoked {key_id}")
+
+
+# -- ledger balance / post / history / verify ---------------------------------
+
+
+@cli.command()
+@click.argument("owner")
+@json_option
+@click.pass_context
+def balance(ctx: click.Context, owner: str, as_json: bool) -> None:
+    """Show OWNER's balance, held credits and available credits."""
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        result = ledger.get_balance(owner_id=owner)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"{owner}: balance {result.balance}, held {result.held}, available {result.available}"
+    )
+
+
+@cli.command()
+@click.argument("owner")
+@click.argument("operation")
+@click.option("--amount", type=int, default=None, help="Amount (default: the operation's).")
+@click.option(
+    "--key",
+    "idempotency_key",
+    default=None,
+    help="Idempotency key (default: a new one, printed so the call can be retried).",
+)
+@click.option("--app", default="core", show_default=True, help="App the entry is written for.")
+@click.option(
+    "--metadata", default=None, metavar="JSON", help="A JSON object stored with the entry."
+)
+@json_option
+@click.pass_context
+def post(
+    ctx: click.Context,
+    owner: str,
+    operation: str,
+    amount: int | None,
+    idempotency_key: str | None,
+    app: str,
+    metadata: str | None,
+    as_json: bool,
+) -> None:
+    """Write one entry of OPERATION for OWNER (the operation decides credit or debit)."""
+    key = idempotency_key or f"cli-{uuid.uuid4()}"
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        entry = ledger.post_entry(
+            owner_id=owner,
+            app=app,
+            operation=operation,
+            idempotency_key=key,
+            amount=amount,
+            metadata=metadata,
+        )
+    if as_json:
+        _echo_json(entry)
+        return
+    replay = " (replay: nothing written)" if getattr(entry, "replayed", False) else ""
+    click.echo(
+        f"entry {entry.entry_id}: {_signed(entry.amount)} {app}/{operation} for {owner}, "
+        f"balance {entry.balance}{replay}"
+    )
+    if idempotency_key is None:
+        click.echo(f"idempotency key: {key}", err=True)
+
+
+@cli.command()
+@click.argument("owner")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--before",
+    "after_id",
+    type=int,
+    default=None,
+    metavar="ENTRY_ID",
+    help="Only entries older than this one (to page back).",
+)
+@json_option
+@click.pass_context
+def history(
+    ctx: click.Context, owner: str, limit: int, after_id: int | None, as_json: bool
+) -> None:
+    """OWNER's entries, newest first."""
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        entries = list(ledger.list_entries(owner_id=owner, after_id=after_id, max_rows=limit))
+    if as_json:
+        _echo_json(entries)
+        return
+    if not entries:
+        click.echo(f"no entries for {owner}")
+        return
+    click.echo(
+        f"{'ENTRY':>8}  {'TIME (UTC)':<19}  {'APP/OPERATION':<32} {'AMOUNT':>10} {'BALANCE':>10}"
+    )
+    for e in entries:
+        click.echo(
+            f"{e.entry_id:>8}  {_time(e.created_at):<19}  {e.app + '/' + e.operation:<32} "
+            f"{_signed(e.amount):>10} {e.balance:>10}"
+        )
+    if len(entries) == limit:
+        click.echo(f"(more: ledger history {owner} --before {entries[-1].entry_id})")
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Check the ledger's invariants; exit status 1 if any discrepancy is found."""
+    url = _settings(ctx).url()
+    estimate = _estimated_entries(url)
+    with _open_ledger(url) as ledger:
+        if estimate >= VERIFY_PROGRESS_THRESHOLD and not as_json:
+            found = _with_progress(
+                lambda: list(ledger.verify()), f"verifying ~{estimate:,} entries"
+            )
+        else:
+            found = list(ledger.verify())
+    if as_json:
+        _echo_json(found)
+    elif not found:
+        click.echo("ledger verified: no discrepancy")
+    else:
+        for row in found:
+            click.echo(f"{row.check_name}: {row.owner_id}: {row.detail}")
+    if found:
+        ctx.exit(1)
+
+
+def _estimated_entries(url: str) -> int:
+    """The planner's row estimate of ledger.entries: instant, good enough to choose a display."""
+    import psycopg
+
+    from ledger_py.migrate import libpq_url
+
+    with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
+        row = conn.execute(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+            "WHERE oid = to_regclass('ledger.entries')"
+        ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _with_progress(work: Any, label: str) -> Any:
+    """Run work() in a thread while an (indeterminate) progress bar moves; return its result."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def ticks() -> Iterator[int]:
+        n = 0
+        while thread.is_alive():
+            thread.join(0.2)
+            n += 1
+            yield n
+
+    with click.progressbar(ticks(), label=label, file=sys.stderr, show_eta=False) as bar:
+        for _ in bar:
+            pass
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point (`ledger`)."""
+    cli.main(args=argv, prog_name="ledger")
+    raise SystemExit(0)  # pragma: no cover - cli.main always exits
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
