@@ -1,0 +1,78 @@
+"""ledger_py: the Python wrapper of the shared credit ledger.
+
+    from ledger_py import Ledger, InsufficientCredits
+    with Ledger("postgresql://...") as ledger:
+        ledger.post_entry(owner_id="user-1", app="core", operation="CREDIT_ADD",
+                          idempotency_key="purchase-1", amount=10)
+
+The rules live in PostgreSQL (sql/); this package calls them, one statement
+per method, and turns their SQLSTATEs into the exceptions below.
+"""
+
+from .client import DEFAULT_PREPARE_THRESHOLD, AsyncLedger, Ledger
+from .errors import (
+    EXCEPTIONS_BY_SQLSTATE,
+    AlreadyReversed,
+    AppendOnly,
+    HoldNotActive,
+    IdempotencyConflict,
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidArgument,
+    LedgerError,
+    LedgerUnavailable,
+    NotFound,
+    OperationInUse,
+    OperationLimitReached,
+    OperationNotAllowed,
+    UnknownApp,
+    UnknownOperation,
+    translate_errors,
+)
+from .migrate import migrate
+from .results import (
+    App,
+    Balance,
+    Discrepancy,
+    Entry,
+    Hold,
+    HoldRecord,
+    JournalEntry,
+    Operation,
+    ReportRow,
+    Transfer,
+)
+
+__all__ = [
+    "DEFAULT_PREPARE_THRESHOLD",
+    "EXCEPTIONS_BY_SQLSTATE",
+    "AlreadyReversed",
+    "App",
+    "AppendOnly",
+    "AsyncLedger",
+    "Balance",
+    "Discrepancy",
+    "Entry",
+    "Hold",
+    "HoldNotActive",
+    "HoldRecord",
+    "IdempotencyConflict",
+    "InsufficientCredits",
+    "InvalidAmount",
+    "InvalidArgument",
+    "JournalEntry",
+    "Ledger",
+    "LedgerError",
+    "LedgerUnavailable",
+    "NotFound",
+    "Operation",
+    "OperationInUse",
+    "OperationLimitReached",
+    "OperationNotAllowed",
+    "ReportRow",
+    "Transfer",
+    "UnknownApp",
+    "UnknownOperation",
+    "migrate",
+    "translate_errors",
+]

@@ -1,0 +1,805 @@
+"""`Ledger` and `AsyncLedger`: one method per SQL function of the ledger.
+
+Each method sends exactly one statement, `SELECT ... FROM ledger.<fn>(...)`
+with bound named parameters, and returns frozen dataclasses. Without
+`conn=`, the statement runs on a pool connection in autocommit mode: the
+function is atomic by itself, so the call is one round trip (an explicit
+transaction per call would add BEGIN and COMMIT). With `conn=`, it runs on
+the caller's connection and joins whatever transaction is open there; the
+wrapper never commits or rolls back a caller's connection.
+
+Every error crosses `errors.translate_errors`, the one boundary. No business
+rule lives here: amounts, owners, metadata and limits are the database's to
+judge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import RowFactory, class_row, tuple_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from . import queries as q
+from .errors import LedgerUnavailable, Where, translate_errors
+from .migrate import libpq_url
+from .results import (
+    App,
+    Balance,
+    Discrepancy,
+    Entry,
+    Hold,
+    HoldRecord,
+    JournalEntry,
+    Operation,
+    ReportRow,
+    Transfer,
+)
+
+__all__ = ["DEFAULT_PREPARE_THRESHOLD", "AsyncLedger", "Ledger"]
+
+T = TypeVar("T")
+
+# psycopg's own default: a statement is prepared on a connection after it
+# ran that many times there. Right for direct connections; pass None for
+# PgBouncer in transaction mode (before 1.21, or without
+# max_prepared_statements), where a prepared statement may vanish between calls.
+DEFAULT_PREPARE_THRESHOLD = 5
+
+Json = Any  # a JSON-serializable value; the database decides what it accepts
+
+
+def _json(value: Json) -> str | None:
+    """Metadata travels as JSON text, so the database judges every value
+    (\\u0000, non-objects) and answers LG007 itself."""
+    return None if value is None else json.dumps(value)
+
+
+def _row_factory(call: q.Call) -> RowFactory[Any]:
+    return class_row(call.result) if call.result is not None else tuple_row
+
+
+def _broken_connection(exc: BaseException | None) -> bool:
+    """Whether an error means the server went away (so idle pool connections
+    are likely dead too), as opposed to a statement-level failure."""
+    cause = exc.__cause__ if exc is not None else None
+    if not isinstance(cause, psycopg.OperationalError):
+        return False
+    if type(cause).__module__.startswith("psycopg_pool"):
+        return False  # pool timeout/closed: nothing to throw away
+    state = cause.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _pool_kwargs(prepare_threshold: int | None) -> dict[str, Any]:
+    return {"autocommit": True, "prepare_threshold": prepare_threshold}
+
+
+def _where_of_pool(pool: ConnectionPool[Any] | AsyncConnectionPool[Any]) -> Where:
+    return (
+        Where.from_conninfo(pool.conninfo) if isinstance(pool.conninfo, str) else Where(None, None)
+    )
+
+
+def _check_construction(url: str | None, pool: object) -> None:
+    if (url is None) == (pool is None):
+        raise TypeError("give either a database URL or pool=, not both and not neither")
+
+
+class Ledger:
+    """The ledger for synchronous code (threads welcome: the pool is shared).
+
+    Ledger(url, min_size=1, max_size=10, prepare_threshold=5, timeout=10.0)
+        builds and owns a psycopg_pool.ConnectionPool (autocommit
+        connections); close() or the `with` block closes it.
+    Ledger(pool=existing_pool)
+        uses an application's pool as it is configured; close() leaves it open.
+
+    `timeout` is how long a call waits for a pool connection before raising
+    LedgerUnavailable. `open=False` defers opening (e.g. until after a fork);
+    call open() then.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        pool: ConnectionPool[Any] | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepare_threshold: int | None = DEFAULT_PREPARE_THRESHOLD,
+        timeout: float = 10.0,
+        open: bool = True,
+        name: str = "ledger",
+    ) -> None:
+        _check_construction(url, pool)
+        if pool is None:
+            assert url is not None
+            conninfo = libpq_url(url)
+            pool = ConnectionPool(
+                conninfo,
+                min_size=min_size,
+                max_size=max_size,
+                kwargs=_pool_kwargs(prepare_threshold),
+                timeout=timeout,
+                open=False,
+                name=name,
+            )
+            self._owns_pool = True
+        else:
+            self._owns_pool = False
+        self._pool: ConnectionPool[Any] = pool
+        self._where = _where_of_pool(pool)
+        if open and self._owns_pool:
+            self.open()
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """The connection pool (e.g. to run an app's own statements beside the ledger's)."""
+        return self._pool
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool; with wait=True, block until it has min_size connections
+        (LedgerUnavailable when the database cannot be reached in time)."""
+        with translate_errors(self._where):
+            self._pool.open(wait=wait, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the pool if this Ledger built it."""
+        if self._owns_pool:
+            self._pool.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the one way a statement is run ------------------------------------
+
+    def _rows(
+        self, call: q.Call, conn: psycopg.Connection[Any] | None, given: Mapping[str, Any]
+    ) -> list[Any]:
+        params = call.params(given)
+        query = call.sql(params)
+        if conn is not None:
+            with translate_errors(lambda: Where.from_connection(conn), params):
+                with conn.cursor(row_factory=_row_factory(call)) as cur:
+                    cur.execute(query, params)
+                    return cur.fetchall()
+        try:
+            with translate_errors(self._where, params):
+                with (
+                    self._pool.connection() as pooled,
+                    pooled.cursor(row_factory=_row_factory(call)) as cur,
+                ):
+                    cur.execute(query, params)
+                    rows: list[Any] = cur.fetchall()
+                    return rows
+        except LedgerUnavailable as exc:
+            # The server went away: every idle connection is probably dead.
+            # drain() replaces them without a round trip, so the first call
+            # after the server is back gets a fresh connection.
+            if self._owns_pool and _broken_connection(exc) and not self._pool.closed:
+                self._pool.drain()
+            raise
+
+    def _one(
+        self, call: q.Call, conn: psycopg.Connection[Any] | None, given: Mapping[str, Any]
+    ) -> Any:
+        rows = self._rows(call, conn, given)
+        return rows[0]
+
+    # -- apps and operations (ledger_owner) ---------------------------------
+
+    def define_app(
+        self,
+        *,
+        app: str,
+        description: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> App:
+        """Register an app (idempotent; a description given replaces the stored one)."""
+        result: App = self._one(q.DEFINE_APP, conn, {"app": app, "description": description})
+        return result
+
+    def define_operation(
+        self,
+        *,
+        app: str,
+        operation: str,
+        direction: str,
+        default_amount: int | None = None,
+        min_amount: int | None = None,
+        max_amount: int | None = None,
+        caller_sets_amount: bool | None = None,
+        limit_per: str | None = None,
+        description: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Operation:
+        """Register or update an operation of an app (None: the SQL default)."""
+        result: Operation = self._one(
+            q.DEFINE_OPERATION,
+            conn,
+            {
+                "app": app,
+                "operation": operation,
+                "direction": direction,
+                "default_amount": default_amount,
+                "min_amount": min_amount,
+                "max_amount": max_amount,
+                "caller_sets_amount": caller_sets_amount,
+                "limit_per": limit_per,
+                "description": description,
+            },
+        )
+        return result
+
+    def list_operations(
+        self, *, app: str, conn: psycopg.Connection[Any] | None = None
+    ) -> list[Operation]:
+        """The operations the app may post (core's and its own), by name."""
+        return self._rows(q.LIST_OPERATIONS, conn, {"app": app})
+
+    # -- entries -------------------------------------------------------------
+
+    def post_entry(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        metadata: Json = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Entry:
+        """Write one entry (amount None: the operation's default); a replay of
+        an earlier identical request returns it with replayed=True."""
+        result: Entry = self._one(
+            q.POST_ENTRY,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    def post_entries(
+        self, *, entries: Sequence[Mapping[str, Json]], conn: psycopg.Connection[Any] | None = None
+    ) -> list[Entry]:
+        """Write a batch (objects keyed like post_entry's parameters) all or
+        nothing; results in input order."""
+        return self._rows(q.POST_ENTRIES, conn, {"entries": json.dumps(list(entries))})
+
+    def get_balance(self, *, owner_id: str, conn: psycopg.Connection[Any] | None = None) -> Balance:
+        """Balance, held and available credits of an owner (zeros if unknown)."""
+        result: Balance = self._one(q.GET_BALANCE, conn, {"owner_id": owner_id})
+        return result
+
+    def get_entry(
+        self, *, entry_id: int, conn: psycopg.Connection[Any] | None = None
+    ) -> JournalEntry:
+        """One journal entry (NotFound if none)."""
+        result: JournalEntry = self._one(q.GET_ENTRY, conn, {"entry_id": entry_id})
+        return result
+
+    def list_entries(
+        self,
+        *,
+        owner_id: str,
+        after_id: int | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[JournalEntry]:
+        """An owner's history, newest first; the last entry_id as after_id gives the next page."""
+        return self._rows(
+            q.LIST_ENTRIES, conn, {"owner_id": owner_id, "after_id": after_id, "max_rows": max_rows}
+        )
+
+    def balance_at(
+        self, *, owner_id: str, at: datetime, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """The owner's balance as of an instant."""
+        return int(self._one(q.BALANCE_AT, conn, {"owner_id": owner_id, "at": at})[0])
+
+    # -- holds ---------------------------------------------------------------
+
+    def create_hold(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        ttl: timedelta | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Hold:
+        """Reserve what a debit of the operation would take (ttl None: the SQL default)."""
+        result: Hold = self._one(
+            q.CREATE_HOLD,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "ttl": ttl,
+            },
+        )
+        return result
+
+    def capture_hold(
+        self,
+        *,
+        hold_id: int,
+        app: str,
+        amount: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Entry:
+        """Turn an active hold into one debit entry (amount None: all of it)."""
+        result: Entry = self._one(
+            q.CAPTURE_HOLD, conn, {"hold_id": hold_id, "app": app, "amount": amount}
+        )
+        return result
+
+    def release_hold(
+        self, *, hold_id: int, app: str, conn: psycopg.Connection[Any] | None = None
+    ) -> Hold:
+        """Free an active hold (a repeated release is a replay)."""
+        result: Hold = self._one(q.RELEASE_HOLD, conn, {"hold_id": hold_id, "app": app})
+        return result
+
+    def get_hold(self, *, hold_id: int, conn: psycopg.Connection[Any] | None = None) -> HoldRecord:
+        """One hold (NotFound if none)."""
+        result: HoldRecord = self._one(q.GET_HOLD, conn, {"hold_id": hold_id})
+        return result
+
+    def list_holds(
+        self, *, owner_id: str, conn: psycopg.Connection[Any] | None = None
+    ) -> list[HoldRecord]:
+        """An owner's holds, newest first."""
+        return self._rows(q.LIST_HOLDS, conn, {"owner_id": owner_id})
+
+    # -- cross-owner work ------------------------------------------------------
+
+    def transfer(
+        self,
+        *,
+        from_owner: str,
+        to_owner: str,
+        amount: int,
+        app: str,
+        idempotency_key: str,
+        metadata: Json = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Transfer:
+        """Move credits between two owners in one transaction."""
+        result: Transfer = self._one(
+            q.TRANSFER,
+            conn,
+            {
+                "from_owner": from_owner,
+                "to_owner": to_owner,
+                "amount": amount,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    def reverse_entry(
+        self,
+        *,
+        entry_id: int,
+        app: str,
+        idempotency_key: str,
+        reason: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[Entry]:
+        """Compensate an entry the app wrote (both legs of a transfer)."""
+        return self._rows(
+            q.REVERSE_ENTRY,
+            conn,
+            {
+                "entry_id": entry_id,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "reason": reason,
+            },
+        )
+
+    # -- reports ---------------------------------------------------------------
+
+    def app_report(
+        self,
+        *,
+        app: str,
+        from_time: datetime,
+        to_time: datetime,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[ReportRow]:
+        """Per operation of the app's entries in [from_time, to_time)."""
+        return self._rows(
+            q.APP_REPORT, conn, {"app": app, "from_time": from_time, "to_time": to_time}
+        )
+
+    def verify(self, *, conn: psycopg.Connection[Any] | None = None) -> list[Discrepancy]:
+        """Consistency findings; an empty list means healthy."""
+        return self._rows(q.VERIFY, conn, {})
+
+
+class AsyncLedger:
+    """The ledger for asyncio code: the same methods as Ledger, awaited.
+
+    AsyncLedger(url, ...) builds a psycopg_pool.AsyncConnectionPool; it opens
+    on `async with`, on `await open()`, or at the first call. close() (or
+    leaving the `async with` block) closes a pool this object built.
+    AsyncLedger(pool=existing_pool) uses the application's pool as it is.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        pool: AsyncConnectionPool[Any] | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepare_threshold: int | None = DEFAULT_PREPARE_THRESHOLD,
+        timeout: float = 10.0,
+        name: str = "ledger",
+    ) -> None:
+        _check_construction(url, pool)
+        if pool is None:
+            assert url is not None
+            pool = AsyncConnectionPool(
+                libpq_url(url),
+                min_size=min_size,
+                max_size=max_size,
+                kwargs=_pool_kwargs(prepare_threshold),
+                timeout=timeout,
+                open=False,
+                name=name,
+            )
+            self._owns_pool = True
+        else:
+            self._owns_pool = False
+        self._pool: AsyncConnectionPool[Any] = pool
+        self._where = _where_of_pool(pool)
+        self._opened = not self._owns_pool
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The connection pool (e.g. to run an app's own statements beside the ledger's)."""
+        return self._pool
+
+    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool; with wait=True, until it has min_size connections."""
+        with translate_errors(self._where):
+            await self._pool.open(wait=wait, timeout=timeout)
+        self._opened = True
+
+    async def close(self) -> None:
+        """Close the pool if this AsyncLedger built it."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> AsyncLedger:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the one way a statement is run ------------------------------------
+
+    async def _rows(
+        self, call: q.Call, conn: psycopg.AsyncConnection[Any] | None, given: Mapping[str, Any]
+    ) -> list[Any]:
+        params = call.params(given)
+        query = call.sql(params)
+        if conn is not None:
+            with translate_errors(lambda: Where.from_connection(conn), params):
+                async with conn.cursor(row_factory=_row_factory(call)) as cur:
+                    await cur.execute(query, params)
+                    return await cur.fetchall()
+        if not self._opened:
+            await self.open()
+        try:
+            with translate_errors(self._where, params):
+                async with (
+                    self._pool.connection() as pooled,
+                    pooled.cursor(row_factory=_row_factory(call)) as cur,
+                ):
+                    await cur.execute(query, params)
+                    rows: list[Any] = await cur.fetchall()
+                    return rows
+        except LedgerUnavailable as exc:
+            # See Ledger._connection: replace the likely dead idle connections.
+            if self._owns_pool and _broken_connection(exc) and not self._pool.closed:
+                await self._pool.drain()
+            raise
+
+    async def _one(
+        self, call: q.Call, conn: psycopg.AsyncConnection[Any] | None, given: Mapping[str, Any]
+    ) -> Any:
+        rows = await self._rows(call, conn, given)
+        return rows[0]
+
+    # -- apps and operations (ledger_owner) ---------------------------------
+
+    async def define_app(
+        self,
+        *,
+        app: str,
+        description: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> App:
+        """Register an app (idempotent; a description given replaces the stored one)."""
+        result: App = await self._one(q.DEFINE_APP, conn, {"app": app, "description": description})
+        return result
+
+    async def define_operation(
+        self,
+        *,
+        app: str,
+        operation: str,
+        direction: str,
+        default_amount: int | None = None,
+        min_amount: int | None = None,
+        max_amount: int | None = None,
+        caller_sets_amount: bool | None = None,
+        limit_per: str | None = None,
+        description: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Operation:
+        """Register or update an operation of an app (None: the SQL default)."""
+        result: Operation = await self._one(
+            q.DEFINE_OPERATION,
+            conn,
+            {
+                "app": app,
+                "operation": operation,
+                "direction": direction,
+                "default_amount": default_amount,
+                "min_amount": min_amount,
+                "max_amount": max_amount,
+                "caller_sets_amount": caller_sets_amount,
+                "limit_per": limit_per,
+                "description": description,
+            },
+        )
+        return result
+
+    async def list_operations(
+        self, *, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[Operation]:
+        """The operations the app may post (core's and its own), by name."""
+        return await self._rows(q.LIST_OPERATIONS, conn, {"app": app})
+
+    # -- entries -------------------------------------------------------------
+
+    async def post_entry(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        metadata: Json = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """Write one entry (amount None: the operation's default); a replay of
+        an earlier identical request returns it with replayed=True."""
+        result: Entry = await self._one(
+            q.POST_ENTRY,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    async def post_entries(
+        self,
+        *,
+        entries: Sequence[Mapping[str, Json]],
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Entry]:
+        """Write a batch (objects keyed like post_entry's parameters) all or
+        nothing; results in input order."""
+        return await self._rows(q.POST_ENTRIES, conn, {"entries": json.dumps(list(entries))})
+
+    async def get_balance(
+        self, *, owner_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> Balance:
+        """Balance, held and available credits of an owner (zeros if unknown)."""
+        result: Balance = await self._one(q.GET_BALANCE, conn, {"owner_id": owner_id})
+        return result
+
+    async def get_entry(
+        self, *, entry_id: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> JournalEntry:
+        """One journal entry (NotFound if none)."""
+        result: JournalEntry = await self._one(q.GET_ENTRY, conn, {"entry_id": entry_id})
+        return result
+
+    async def list_entries(
+        self,
+        *,
+        owner_id: str,
+        after_id: int | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[JournalEntry]:
+        """An owner's history, newest first; the last entry_id as after_id gives the next page."""
+        return await self._rows(
+            q.LIST_ENTRIES, conn, {"owner_id": owner_id, "after_id": after_id, "max_rows": max_rows}
+        )
+
+    async def balance_at(
+        self, *, owner_id: str, at: datetime, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        """The owner's balance as of an instant."""
+        return int((await self._one(q.BALANCE_AT, conn, {"owner_id": owner_id, "at": at}))[0])
+
+    # -- holds ---------------------------------------------------------------
+
+    async def create_hold(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        ttl: timedelta | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Hold:
+        """Reserve what a debit of the operation would take (ttl None: the SQL default)."""
+        result: Hold = await self._one(
+            q.CREATE_HOLD,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "ttl": ttl,
+            },
+        )
+        return result
+
+    async def capture_hold(
+        self,
+        *,
+        hold_id: int,
+        app: str,
+        amount: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """Turn an active hold into one debit entry (amount None: all of it)."""
+        result: Entry = await self._one(
+            q.CAPTURE_HOLD, conn, {"hold_id": hold_id, "app": app, "amount": amount}
+        )
+        return result
+
+    async def release_hold(
+        self, *, hold_id: int, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> Hold:
+        """Free an active hold (a repeated release is a replay)."""
+        result: Hold = await self._one(q.RELEASE_HOLD, conn, {"hold_id": hold_id, "app": app})
+        return result
+
+    async def get_hold(
+        self, *, hold_id: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> HoldRecord:
+        """One hold (NotFound if none)."""
+        result: HoldRecord = await self._one(q.GET_HOLD, conn, {"hold_id": hold_id})
+        return result
+
+    async def list_holds(
+        self, *, owner_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[HoldRecord]:
+        """An owner's holds, newest first."""
+        return await self._rows(q.LIST_HOLDS, conn, {"owner_id": owner_id})
+
+    # -- cross-owner work ------------------------------------------------------
+
+    async def transfer(
+        self,
+        *,
+        from_owner: str,
+        to_owner: str,
+        amount: int,
+        app: str,
+        idempotency_key: str,
+        metadata: Json = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Transfer:
+        """Move credits between two owners in one transaction."""
+        result: Transfer = await self._one(
+            q.TRANSFER,
+            conn,
+            {
+                "from_owner": from_owner,
+                "to_owner": to_owner,
+                "amount": amount,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    async def reverse_entry(
+        self,
+        *,
+        entry_id: int,
+        app: str,
+        idempotency_key: str,
+        reason: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Entry]:
+        """Compensate an entry the app wrote (both legs of a transfer)."""
+        return await self._rows(
+            q.REVERSE_ENTRY,
+            conn,
+            {
+                "entry_id": entry_id,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "reason": reason,
+            },
+        )
+
+    # -- reports ---------------------------------------------------------------
+
+    async def app_report(
+        self,
+        *,
+        app: str,
+        from_time: datetime,
+        to_time: datetime,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[ReportRow]:
+        """Per operation of the app's entries in [from_time, to_time)."""
+        return await self._rows(
+            q.APP_REPORT, conn, {"app": app, "from_time": from_time, "to_time": to_time}
+        )
+
+    async def verify(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[Discrepancy]:
+        """Consistency findings; an empty list means healthy."""
+        return await self._rows(q.VERIFY, conn, {})

@@ -1,0 +1,350 @@
+"""The ledger's exceptions and the one boundary that produces them.
+
+Every business error of the SQL API has its own SQLSTATE (class LG); each
+maps to exactly one exception class here, and each class knows the `code`
+(a stable name shared with HTTP), its SQLSTATE and the HTTP status the web
+layer answers with. `translate_errors()` is the only place where psycopg
+errors become ledger errors: the wrapper's methods run every statement
+inside it. Nothing here decides a business rule: the database does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+__all__ = [
+    "EXCEPTIONS_BY_SQLSTATE",
+    "AlreadyReversed",
+    "AppendOnly",
+    "HoldNotActive",
+    "IdempotencyConflict",
+    "InsufficientCredits",
+    "InvalidAmount",
+    "InvalidArgument",
+    "LedgerError",
+    "LedgerUnavailable",
+    "NotFound",
+    "OperationInUse",
+    "OperationLimitReached",
+    "OperationNotAllowed",
+    "UnknownApp",
+    "UnknownOperation",
+    "Where",
+    "translate_error",
+    "translate_errors",
+]
+
+
+class LedgerError(Exception):
+    """Base of every ledger error.
+
+    Attributes: `code` (stable name, also the HTTP error body's `code`),
+    `sqlstate` (None for errors that do not come from the SQL API),
+    `message` (for a person), `detail` (the error's DETAIL JSON object as a
+    dict), `hint` (or None) and the class attribute `http_status`.
+    """
+
+    code: ClassVar[str] = "ledger_error"
+    sqlstate: ClassVar[str | None] = None
+    http_status: ClassVar[int] = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: Mapping[str, Any] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail: dict[str, Any] = dict(detail or {})
+        self.hint = hint
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, detail={self.detail!r})"
+
+
+class InsufficientCredits(LedgerError):
+    """The owner's available credits (balance minus active holds) do not cover a debit."""
+
+    code = "insufficient_credits"
+    sqlstate = "LG001"
+    http_status = 402
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: Mapping[str, Any] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, detail=detail, hint=hint)
+        self.owner_id: str | None = self.detail.get("owner_id")
+        self.needed: int | None = self.detail.get("needed")
+        self.available: int | None = self.detail.get("available")
+
+
+class UnknownOperation(LedgerError):
+    """No operation of that name is registered."""
+
+    code = "unknown_operation"
+    sqlstate = "LG002"
+    http_status = 422
+
+
+class OperationNotAllowed(LedgerError):
+    """Another app's operation, a system operation, or another app's hold or entry."""
+
+    code = "operation_not_allowed"
+    sqlstate = "LG003"
+    http_status = 403
+
+
+class OperationLimitReached(LedgerError):
+    """The operation is granted once per owner (ever, or per UTC day) and was."""
+
+    code = "operation_limit_reached"
+    sqlstate = "LG004"
+    http_status = 409
+
+
+class IdempotencyConflict(LedgerError):
+    """The idempotency key was already used by the app for a different request."""
+
+    code = "idempotency_conflict"
+    sqlstate = "LG005"
+    http_status = 409
+
+
+class InvalidAmount(LedgerError):
+    """Zero, negative, fractional, out of the operation's bounds, or an overflow."""
+
+    code = "invalid_amount"
+    sqlstate = "LG006"
+    http_status = 422
+
+
+class InvalidArgument(LedgerError):
+    """A missing, empty, over-long or malformed argument (NUL characters included)."""
+
+    code = "invalid_argument"
+    sqlstate = "LG007"
+    http_status = 422
+
+
+class NotFound(LedgerError):
+    """No entry or hold with that id."""
+
+    code = "not_found"
+    sqlstate = "LG008"
+    http_status = 404
+
+
+class HoldNotActive(LedgerError):
+    """The hold was captured, released or has expired."""
+
+    code = "hold_not_active"
+    sqlstate = "LG009"
+    http_status = 409
+
+
+class AlreadyReversed(LedgerError):
+    """The entry was reversed before: an entry is reversed once."""
+
+    code = "already_reversed"
+    sqlstate = "LG010"
+    http_status = 409
+
+
+class UnknownApp(LedgerError):
+    """The app is not registered."""
+
+    code = "unknown_app"
+    sqlstate = "LG011"
+    http_status = 422
+
+
+class OperationInUse(LedgerError):
+    """The operation has entries: its direction cannot change."""
+
+    code = "operation_in_use"
+    sqlstate = "LG012"
+    http_status = 409
+
+
+class AppendOnly(LedgerError):
+    """Journal entries are never updated or deleted."""
+
+    code = "append_only"
+    sqlstate = "LG013"
+    http_status = 409
+
+
+class LedgerUnavailable(LedgerError):
+    """The database cannot be reached (down, refusing, pool exhausted or timed out).
+
+    `host` and `port` name the server; the password never appears.
+    """
+
+    code = "ledger_unavailable"
+    http_status = 503
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        port: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, detail=detail, hint=hint)
+        self.host = host
+        self.port = port
+
+
+EXCEPTIONS_BY_SQLSTATE: dict[str, type[LedgerError]] = {
+    cls.sqlstate: cls
+    for cls in (
+        InsufficientCredits,
+        UnknownOperation,
+        OperationNotAllowed,
+        OperationLimitReached,
+        IdempotencyConflict,
+        InvalidAmount,
+        InvalidArgument,
+        NotFound,
+        HoldNotActive,
+        AlreadyReversed,
+        UnknownApp,
+        OperationInUse,
+        AppendOnly,
+    )
+    if cls.sqlstate is not None
+}
+
+
+class Where:
+    """Where statements go, for naming the server in LedgerUnavailable.
+
+    Built from a conninfo string or URL; the password is kept only to be
+    masked out of messages.
+    """
+
+    __slots__ = ("host", "password", "port")
+
+    def __init__(self, host: str | None, port: str | None, password: str | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.password = password
+
+    @classmethod
+    def from_conninfo(cls, conninfo: str) -> Where:
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            return cls(None, None)
+        host = params.get("host") or params.get("hostaddr")
+        port = params.get("port")
+        password = params.get("password")
+        return cls(
+            str(host) if host is not None else "localhost (default)",
+            str(port) if port is not None else "5432 (default)",
+            str(password) if password else None,
+        )
+
+    @classmethod
+    def from_connection(cls, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> Where:
+        try:
+            return cls(conn.info.host, str(conn.info.port))
+        except psycopg.Error:  # a closed connection can no longer tell
+            return cls(None, None)
+
+    def describe(self) -> str:
+        if self.host is None:
+            return "the ledger database"
+        return f"the ledger database at host {self.host}, port {self.port}"
+
+    def mask(self, text: str) -> str:
+        if self.password:
+            text = text.replace(self.password, "***")
+        return text
+
+
+def _nul_field(params: Mapping[str, Any] | None) -> str | None:
+    for name, value in (params or {}).items():
+        if isinstance(value, str) and "\x00" in value:
+            return name
+    return None
+
+
+WhereLike = Where | Callable[[], Where] | None
+
+
+def translate_error(
+    exc: psycopg.Error, where: WhereLike = None, params: Mapping[str, Any] | None = None
+) -> LedgerError | None:
+    """The ledger error for a psycopg error, or None when it is not one.
+
+    Errors that are not the ledger's (a missing privilege, a defect) are
+    left alone: the caller re-raises them unchanged.
+    """
+    sqlstate = exc.sqlstate
+    if sqlstate is not None and sqlstate in EXCEPTIONS_BY_SQLSTATE:
+        diag = exc.diag
+        detail: dict[str, Any] = {}
+        raw_detail = diag.message_detail
+        if raw_detail:
+            try:
+                parsed = json.loads(raw_detail)
+            except ValueError:
+                parsed = {"text": raw_detail}
+            detail = parsed if isinstance(parsed, dict) else {"value": parsed}
+        message = diag.message_primary or str(exc)
+        return EXCEPTIONS_BY_SQLSTATE[sqlstate](message, detail=detail, hint=diag.message_hint)
+    if isinstance(exc, psycopg.OperationalError):
+        if callable(where):
+            where = where()
+        where = where or Where(None, None)
+        text = str(exc).strip()
+        reason = where.mask(text.splitlines()[0] if text else type(exc).__name__)
+        return LedgerUnavailable(
+            f"{where.describe()} is unavailable: {reason}",
+            host=where.host,
+            port=where.port,
+            detail={"host": where.host, "port": where.port},
+        )
+    field = _nul_field(params)
+    if sqlstate is None and isinstance(exc, psycopg.DataError) and (field or "NUL" in str(exc)):
+        # Raised by psycopg before sending: PostgreSQL text cannot hold NUL.
+        # The database's rule (LG007) would say the same; this translates it.
+        return InvalidArgument(
+            f"invalid argument: {field or 'a text argument'} contains a NUL character",
+            detail={"field": field, "reason": "nul character"},
+            hint="PostgreSQL text cannot store \\u0000.",
+        )
+    return None
+
+
+@contextmanager
+def translate_errors(
+    where: WhereLike = None, params: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """The error boundary: psycopg errors raised inside become ledger errors.
+
+    `raise ... from` keeps the psycopg error as `__cause__`; errors that are
+    not the ledger's pass through unchanged.
+    """
+    try:
+        yield
+    except psycopg.Error as exc:
+        translated = translate_error(exc, where, params)
+        if translated is None:
+            raise
+        raise translated from exc

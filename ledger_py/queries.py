@@ -1,0 +1,149 @@
+"""The SQL text both wrapper classes send: one statement per call.
+
+Each SQL function of the API is described once: its required parameters
+(always sent, so that a None reaches the function's own check), its
+optional ones (sent only when given, so the function's DEFAULT applies
+and Python never restates it), the SQL type of each (an explicit cast
+picks the right overload and keeps prepared statements stable), and what
+it returns. `Call.sql()` renders
+
+    SELECT <fields of the result class> FROM ledger.<name>(p => %(p)s::type, ...)
+
+with named parameters, cached per set of given optional parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from . import results
+
+
+@dataclass(frozen=True)
+class Call:
+    """One SQL function of the ledger API."""
+
+    name: str
+    required: tuple[tuple[str, str], ...]
+    optional: tuple[tuple[str, str], ...] = ()
+    result: type[Any] | None = None  # None: a scalar result
+
+    @property
+    def types(self) -> dict[str, str]:
+        return dict(self.required + self.optional)
+
+    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters to send: every required one, the optional ones not None."""
+        sent = {name: given[name] for name, _ in self.required}
+        for name, _ in self.optional:
+            if given.get(name) is not None:
+                sent[name] = given[name]
+        return sent
+
+    def sql(self, params: Mapping[str, Any]) -> str:
+        return _render(self, tuple(params))
+
+
+@lru_cache(maxsize=256)
+def _render(call: Call, names: tuple[str, ...]) -> str:
+    args = ", ".join(f"{name} => %({name})s::{call.types[name]}" for name in names)
+    if call.result is None:
+        return f"SELECT ledger.{call.name}({args})"
+    return f"SELECT {results.column_list(call.result)} FROM ledger.{call.name}({args})"
+
+
+DEFINE_APP = Call("define_app", (("app", "text"),), (("description", "text"),), results.App)
+DEFINE_OPERATION = Call(
+    "define_operation",
+    (("app", "text"), ("operation", "text"), ("direction", "text")),
+    (
+        ("default_amount", "bigint"),
+        ("min_amount", "bigint"),
+        ("max_amount", "bigint"),
+        ("caller_sets_amount", "boolean"),
+        ("limit_per", "text"),
+        ("description", "text"),
+    ),
+    results.Operation,
+)
+LIST_OPERATIONS = Call("list_operations", (("app", "text"),), (), results.Operation)
+POST_ENTRY = Call(
+    "post_entry",
+    (("owner_id", "text"), ("app", "text"), ("operation", "text"), ("idempotency_key", "text")),
+    (("amount", "numeric"), ("metadata", "text")),
+    results.Entry,
+)
+POST_ENTRIES = Call("post_entries", (("entries", "text"),), (), results.Entry)
+GET_BALANCE = Call("get_balance", (("owner_id", "text"),), (), results.Balance)
+GET_ENTRY = Call("get_entry", (("entry_id", "bigint"),), (), results.JournalEntry)
+LIST_ENTRIES = Call(
+    "list_entries",
+    (("owner_id", "text"),),
+    (("after_id", "bigint"), ("max_rows", "integer")),
+    results.JournalEntry,
+)
+BALANCE_AT = Call("balance_at", (("owner_id", "text"), ("at", "timestamptz")))
+CREATE_HOLD = Call(
+    "create_hold",
+    (("owner_id", "text"), ("app", "text"), ("operation", "text"), ("idempotency_key", "text")),
+    (("amount", "numeric"), ("ttl", "interval")),
+    results.Hold,
+)
+CAPTURE_HOLD = Call(
+    "capture_hold",
+    (("hold_id", "bigint"), ("app", "text")),
+    (("amount", "numeric"),),
+    results.Entry,
+)
+RELEASE_HOLD = Call("release_hold", (("hold_id", "bigint"), ("app", "text")), (), results.Hold)
+GET_HOLD = Call("get_hold", (("hold_id", "bigint"),), (), results.HoldRecord)
+LIST_HOLDS = Call("list_holds", (("owner_id", "text"),), (), results.HoldRecord)
+TRANSFER = Call(
+    "transfer",
+    (
+        ("from_owner", "text"),
+        ("to_owner", "text"),
+        ("amount", "numeric"),
+        ("app", "text"),
+        ("idempotency_key", "text"),
+    ),
+    (("metadata", "text"),),
+    results.Transfer,
+)
+REVERSE_ENTRY = Call(
+    "reverse_entry",
+    (("entry_id", "bigint"), ("app", "text"), ("idempotency_key", "text")),
+    (("reason", "text"),),
+    results.Entry,
+)
+APP_REPORT = Call(
+    "app_report",
+    (("app", "text"), ("from_time", "timestamptz"), ("to_time", "timestamptz")),
+    (),
+    results.ReportRow,
+)
+VERIFY = Call("verify", (), (), results.Discrepancy)
+
+ALL_CALLS: tuple[Call, ...] = (
+    DEFINE_APP,
+    DEFINE_OPERATION,
+    POST_ENTRY,
+    GET_BALANCE,
+    GET_ENTRY,
+    LIST_ENTRIES,
+    BALANCE_AT,
+    CREATE_HOLD,
+    CAPTURE_HOLD,
+    RELEASE_HOLD,
+    GET_HOLD,
+    LIST_HOLDS,
+    TRANSFER,
+    REVERSE_ENTRY,
+    POST_ENTRIES,
+    LIST_OPERATIONS,
+    APP_REPORT,
+    VERIFY,
+)

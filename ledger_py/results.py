@@ -1,0 +1,159 @@
+"""What the ledger's functions return, as frozen dataclasses.
+
+Each class mirrors one result type or table of the SQL API; the wrapper
+selects exactly these fields (by name) and builds them with psycopg's
+`class_row`, so a column added to a table later does not break callers.
+Amounts and balances are ints (bigint); times are aware datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An `entry_result`: what a write produced. `amount` is signed, `balance`
+    is the owner's balance after it, `replayed` says an earlier identical
+    request was returned and nothing was written."""
+
+    entry_id: int
+    owner_id: str
+    app: str
+    operation: str
+    amount: int
+    balance: int
+    created_at: datetime
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A row of `ledger.entries` (the journal)."""
+
+    entry_id: int
+    owner_id: str
+    app: str
+    operation: str
+    amount: int
+    balance: int
+    idempotency_key: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    created_by: str
+    transfer_id: int | None
+    hold_id: int | None
+    reverses_entry_id: int | None
+
+
+@dataclass(frozen=True)
+class Balance:
+    """An owner's balance, the credits active holds reserve, and what is
+    available. An unknown owner has zeros and `updated_at` None."""
+
+    owner_id: str
+    balance: int
+    held: int
+    available: int
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A `hold_result`: the hold after create_hold or release_hold."""
+
+    hold_id: int
+    owner_id: str
+    app: str
+    operation: str
+    amount: int
+    status: str
+    expires_at: datetime
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    """A row of `ledger.holds` (status `active`, `captured`, `released` or `expired`)."""
+
+    hold_id: int
+    owner_id: str
+    app: str
+    operation: str
+    amount: int
+    status: str
+    idempotency_key: str
+    created_at: datetime
+    expires_at: datetime
+    closed_at: datetime | None
+    captured_amount: int | None
+    capture_request: int | None
+    entry_id: int | None
+    created_by: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A `transfer_result`: both legs of a transfer and the balances after it."""
+
+    transfer_id: int
+    from_entry_id: int
+    to_entry_id: int
+    amount: int
+    from_balance: int
+    to_balance: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One operation of an app's report: entries, credits issued, credits
+    consumed (positive) and distinct owners."""
+
+    app: str
+    operation: str
+    entries: int
+    credited: int
+    debited: int
+    owners: int
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """One finding of `verify()`; none means the ledger is consistent."""
+
+    check_name: str
+    owner_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class App:
+    """A row of `ledger.apps`."""
+
+    app: str
+    description: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A row of `ledger.operations`: the rules of one kind of entry."""
+
+    app: str
+    operation: str
+    direction: str | None
+    default_amount: int | None
+    min_amount: int
+    max_amount: int | None
+    caller_sets_amount: bool
+    limit_per: str | None
+    is_system: bool
+    description: str | None
+
+
+def column_list(cls: type[Any]) -> str:
+    """The select list for a result class: its field names, in order."""
+    return ", ".join(f.name for f in fields(cls))
