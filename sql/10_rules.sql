@@ -166,7 +166,9 @@ BEGIN
     BEGIN
         v_json := p_metadata::jsonb;
     EXCEPTION WHEN invalid_text_representation OR untranslatable_character
-                   OR character_not_in_repertoire OR invalid_parameter_value THEN
+                   OR character_not_in_repertoire OR invalid_parameter_value
+                   OR numeric_value_out_of_range OR statement_too_complex THEN
+        -- 22003: a number beyond numeric (1e1000000); 54001: nesting too deep.
         RAISE EXCEPTION 'invalid argument: metadata is not storable JSON (%)', SQLERRM
             USING ERRCODE = 'LG007',
                   DETAIL = json_build_object('field', 'metadata', 'reason', 'invalid json')::text,
