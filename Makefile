@@ -21,11 +21,18 @@ test: venv
 run: venv
 	$(BIN)/ledger serve --demo
 
-bench: venv
-	$(BIN)/python -m bench
+# Benchmarks (bench/README.md): a durable throwaway PostgreSQL, results in
+# bench/results/. The HTTP scenario needs wrk (apt-get install wrk).
+$(VENV)/.bench-extra: pyproject.toml $(BIN)/ledger
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	@touch $@
 
-bench-quick: venv
-	$(BIN)/python -m bench --quick
+bench: $(VENV)/.bench-extra
+	@command -v wrk >/dev/null || echo "note: wrk is not installed (apt-get install wrk): the HTTP scenario will be skipped"
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.bench-extra
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check ledger_py web tests bench

@@ -178,8 +178,9 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     ax.set_xlabel("measured / target (right of the dashed line: target met)")
     machine, settings = results["machine"], results["server_settings"]
     ax.set_title(
-        f"Ledger vs PostgreSQL floor ({results['plan']['mode']}), {machine.get('cores')} cores, "
-        f"PostgreSQL {settings.get('server_version', '?')}, fsync={settings.get('fsync')}, "
+        f"Ledger vs PostgreSQL doing the same work ({results['plan']['mode']}, "
+        f"{results.get('generated_at', '')})\n{machine.get('cores')} cores, "
+        f"PostgreSQL {str(settings.get('server_version', '?')).split()[0]}, fsync={settings.get('fsync')}, "
         f"synchronous_commit={settings.get('synchronous_commit')}",
         fontsize=9,
     )
