@@ -2,12 +2,14 @@
 -- and the reads of balances and history.
 
 -- Credits of an owner's holds that still count: active and not yet expired.
--- Expiry is a comparison with the clock, so no sweeper is needed.
-CREATE OR REPLACE FUNCTION ledger._held(p_owner_id text, p_except_hold bigint DEFAULT NULL)
-RETURNS bigint
-LANGUAGE sql STABLE
+-- Expiry is a comparison with the clock, so no sweeper is needed. A set-
+-- returning SQL function so that callers' queries inline it (a scalar SQL
+-- function with a subquery is re-planned on every call); qualified
+-- throughout because get_balance inlines it under the caller's search_path.
+CREATE OR REPLACE FUNCTION ledger._active_holds(p_owner_id text, p_except_hold bigint DEFAULT NULL)
+RETURNS TABLE (held bigint)
+LANGUAGE sql STABLE ROWS 1
 AS $$
-    -- Qualified throughout: get_balance inlines this under the caller's search_path.
     SELECT coalesce(pg_catalog.sum(h.amount), 0)::bigint
     FROM ledger.holds h
     WHERE h.owner_id OPERATOR(pg_catalog.=) p_owner_id
@@ -27,6 +29,51 @@ BEGIN
         USING ERRCODE = 'LG001',
               DETAIL = json_build_object('owner_id', p_owner_id, 'needed', p_needed,
                                          'available', p_available)::text;
+END
+$$;
+
+-- Whether an owner already has the entry a limited operation grants once
+-- ('ever', or per UTC day); false for an operation without a limit. Shared by
+-- ledger._apply and ledger.post_entries, which decide it under the account lock.
+CREATE OR REPLACE FUNCTION ledger._limit_reached(p_owner_id text, p_operation text, p_limit_per text)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT p_limit_per IS NOT NULL AND EXISTS (
+        SELECT FROM ledger.entries e
+        WHERE e.owner_id = p_owner_id
+          AND e.operation = p_operation
+          AND (p_limit_per = 'ever'
+               OR e.created_at >= (date_trunc('day', clock_timestamp() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')))
+$$;
+
+-- Guarantees: raises LG004 naming the owner, the operation and its limit.
+CREATE OR REPLACE FUNCTION ledger._limit_error(p_owner_id text, p_operation text, p_limit_per text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'operation limit reached: % is granted once per % per owner, and owner % already has it',
+            p_operation, CASE p_limit_per WHEN 'day' THEN 'UTC day' ELSE 'lifetime' END, p_owner_id
+        USING ERRCODE = 'LG004',
+              DETAIL = json_build_object('owner_id', p_owner_id, 'operation', p_operation,
+                                         'limit_per', p_limit_per)::text,
+              HINT = CASE p_limit_per WHEN 'day' THEN 'The next claim is possible after midnight UTC.'
+                          ELSE 'This operation is granted once per owner, ever.' END;
+END
+$$;
+
+-- Guarantees: raises LG006 for a credit that would take a balance beyond bigint.
+CREATE OR REPLACE FUNCTION ledger._balance_overflow(p_owner_id text, p_amount bigint)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'invalid amount: crediting % to owner % would exceed the largest storable balance',
+            p_amount, p_owner_id
+        USING ERRCODE = 'LG006',
+              DETAIL = json_build_object('owner_id', p_owner_id, 'amount', p_amount,
+                                         'reason', 'balance overflow')::text;
 END
 $$;
 
@@ -66,11 +113,7 @@ BEGIN
             WHERE a.balance <= 9223372036854775807 - excluded.balance
         RETURNING a.balance, a.updated_at INTO v_balance, v_at;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'invalid amount: crediting % to owner % would exceed the largest storable balance',
-                    p_amount, p_owner_id
-                USING ERRCODE = 'LG006',
-                      DETAIL = json_build_object('owner_id', p_owner_id, 'amount', p_amount,
-                                                 'reason', 'balance overflow')::text;
+            PERFORM ledger._balance_overflow(p_owner_id, p_amount);
         END IF;
     ELSE
         -- Debits and limited credits decide under the lock: take it first, so
@@ -85,35 +128,18 @@ BEGIN
             SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
         END IF;
 
-        IF p_op.limit_per IS NOT NULL THEN
-            PERFORM FROM ledger.entries e
-            WHERE e.owner_id = p_owner_id
-              AND e.operation = p_op.operation
-              AND (p_op.limit_per = 'ever'
-                   OR e.created_at >= (date_trunc('day', clock_timestamp() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))
-            LIMIT 1;
-            IF FOUND THEN
-                RAISE EXCEPTION 'operation limit reached: % is granted once per % per owner, and owner % already has it',
-                        p_op.operation, CASE p_op.limit_per WHEN 'day' THEN 'UTC day' ELSE 'lifetime' END, p_owner_id
-                    USING ERRCODE = 'LG004',
-                          DETAIL = json_build_object('owner_id', p_owner_id, 'operation', p_op.operation,
-                                                     'limit_per', p_op.limit_per)::text,
-                          HINT = CASE p_op.limit_per WHEN 'day' THEN 'The next claim is possible after midnight UTC.'
-                                      ELSE 'This operation is granted once per owner, ever.' END;
-            END IF;
+        IF p_op.limit_per IS NOT NULL
+           AND ledger._limit_reached(p_owner_id, p_op.operation, p_op.limit_per) THEN
+            PERFORM ledger._limit_error(p_owner_id, p_op.operation, p_op.limit_per);
         END IF;
 
         IF p_amount < 0 THEN
-            v_held := ledger._held(p_owner_id, p_hold_id);
+            SELECT h.held INTO v_held FROM ledger._active_holds(p_owner_id, p_hold_id) h;
             IF v_balance - v_held < -p_amount THEN
                 PERFORM ledger._insufficient(p_owner_id, -p_amount, v_balance - v_held);
             END IF;
         ELSIF v_balance > 9223372036854775807 - p_amount THEN
-            RAISE EXCEPTION 'invalid amount: crediting % to owner % would exceed the largest storable balance',
-                    p_amount, p_owner_id
-                USING ERRCODE = 'LG006',
-                      DETAIL = json_build_object('owner_id', p_owner_id, 'amount', p_amount,
-                                                 'reason', 'balance overflow')::text;
+            PERFORM ledger._balance_overflow(p_owner_id, p_amount);
         END IF;
 
         UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
@@ -193,11 +219,14 @@ CREATE OR REPLACE FUNCTION ledger.post_entry(
     idempotency_key text,
     amount          numeric DEFAULT NULL)
 RETURNS ledger.entry_result
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM ledger.post_entry(owner_id => $2, app => $3, operation => $4, idempotency_key => $5,
-                                    amount => $6, metadata => $1::text)
+BEGIN
+    RETURN ledger.post_entry(owner_id => post_entry.owner_id, app => post_entry.app,
+                             operation => post_entry.operation, idempotency_key => post_entry.idempotency_key,
+                             amount => post_entry.amount, metadata => post_entry.metadata::text);
+END
 $$;
 
 -- Guarantees: raises LG005 when the key already names a hold of the app
@@ -242,7 +271,7 @@ AS $$
            coalesce(a.balance, 0::bigint) OPERATOR(pg_catalog.-) h.held,
            a.updated_at
     FROM (SELECT ledger._require_id('owner_id', $1) AS owner_id) v
-    CROSS JOIN LATERAL (SELECT ledger._held(v.owner_id) AS held) h
+    CROSS JOIN LATERAL ledger._active_holds(v.owner_id) h
     LEFT JOIN ledger.accounts a ON a.owner_id OPERATOR(pg_catalog.=) v.owner_id
 $$;
 
