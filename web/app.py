@@ -1,0 +1,189 @@
+"""The Flask app factory: one Ledger (one psycopg pool) per process.
+
+``create_app(config)`` builds the app and opens the pool; it is closed at
+interpreter exit (``atexit``; gunicorn's workers exit through it too) or by
+``close_app(app)``. Under gunicorn every worker imports ``web.wsgi`` after
+the fork (no ``preload_app``), so each worker opens its own pool: a pool's
+sockets are never shared across processes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import swagger_ui_bundle
+from apiflask import APIFlask
+from flask import Flask, jsonify, make_response, render_template, send_from_directory, url_for
+
+from werkzeug.routing import IntegerConverter, Map
+
+from ledger_py.client import Ledger
+from ledger_py.errors import LedgerError
+from web import example_app, ledger_api
+from web.api_keys import KeyResolver
+from web.database import connection
+from web.errors import register_error_handlers
+from web.schemas import ERROR_SCHEMA, HealthOut
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a 10,000-item batch fits
+
+DESCRIPTION = """\
+HTTP interface of the shared credit ledger. Every rule (amounts, owners,
+operations, limits, holds, idempotency) is decided by the ledger's PL/pgSQL
+functions; this API carries requests to them.
+
+**Authentication**: `Authorization: Bearer <token>`, an API key of one app
+(`ledger keys create APP`). The key decides the app a request acts for.
+
+**Idempotency**: writes take an `Idempotency-Key` header (or a `nonce` body
+field). First write: 201. The same request again: 200, the original body and
+`Idempotent-Replayed: true`. The same key with another request: 409.
+
+**Errors**: `{"code": ..., "detail": ..., ...fields}` with 400 malformed
+JSON, 401 missing or bad API key, 402 insufficient credits, 403 operation of
+another app, 404 unknown entry/hold/content, 409 idempotency conflict, limit
+reached, hold not active or already reversed, 413 body over 4 MiB, 422
+validation, 502 the example app's content work failed (hold released), 503
+database unreachable.
+"""
+
+
+class BigintConverter(IntegerConverter):
+    """``<int:...>`` bounded to 1 .. 2**63-1, the ids of the ledger's tables."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
+@dataclass
+class WebState:
+    """What one app instance holds (``app.extensions["ledger_web"]``)."""
+
+    ledger: Ledger
+    keys: KeyResolver
+    owns_ledger: bool
+
+
+def _version() -> str:
+    try:
+        return metadata.version("shared-ledger")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+def create_app(config: dict[str, Any] | None = None) -> APIFlask:
+    """Build the app. Config keys (environment variables of the same name
+    are the fallback): LEDGER_DATABASE_URL (required unless LEDGER, a Ledger
+    instance, is given), LEDGER_POOL_SIZE (default 5), API_KEY_CACHE_SECONDS
+    (default 0: every request asks the database), CONTENT_WORK (the example
+    app's work function), MAX_CONTENT_LENGTH (default 4 MiB)."""
+    app = APIFlask(
+        "web",
+        title="Shared credit ledger",
+        version=_version(),
+        spec_path="/openapi.json",
+        docs_path="/docs",
+        docs_ui="swagger-ui",
+    )
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        API_KEY_CACHE_SECONDS=float(os.environ.get("LEDGER_API_KEY_CACHE_SECONDS", "0")),
+        CONTENT_WORK=example_app.default_work,
+        DESCRIPTION=DESCRIPTION,
+        HTTP_ERROR_SCHEMA=ERROR_SCHEMA,
+        VALIDATION_ERROR_SCHEMA=ERROR_SCHEMA,
+        # Documentation assets are served by this app (offline; no CDN).
+        # Relative URLs: they resolve against /docs and /redoc, also behind a prefix.
+        SWAGGER_UI_CSS="docs/assets/swagger-ui.css",
+        SWAGGER_UI_BUNDLE_JS="docs/assets/swagger-ui-bundle.js",
+        SWAGGER_UI_STANDALONE_PRESET_JS="docs/assets/swagger-ui-standalone-preset.js",
+        DOCS_FAVICON="docs/assets/favicon-32x32.png",
+        REDOC_USE_GOOGLE_FONT=False,
+        SECURITY_SCHEMES=None,
+    )
+    app.config.update(config or {})
+
+    state = _make_state(app)
+    app.extensions["ledger_web"] = state
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    # Path ids are SQL bigints: a larger number matches no route (404)
+    # instead of reaching the database as an out-of-range value.
+    app.url_map.converters["int"] = BigintConverter
+    register_error_handlers(app)
+    app.register_blueprint(ledger_api.bp)
+    app.register_blueprint(example_app.bp)
+    _register_service_routes(app)
+    return app
+
+
+def _make_state(app: Flask) -> WebState:
+    given = app.config.get("LEDGER")
+    if given is not None:
+        ledger, owns = given, False
+    else:
+        url = app.config.get("LEDGER_DATABASE_URL") or os.environ.get("LEDGER_DATABASE_URL")
+        if not url:
+            raise RuntimeError("LEDGER_DATABASE_URL is not set (config or environment)")
+        size = int(app.config.get("LEDGER_POOL_SIZE") or os.environ.get("LEDGER_POOL_SIZE") or 5)
+        # The pool opens now, in this process (a gunicorn worker: after the fork).
+        ledger, owns = Ledger(url, min_size=1, max_size=size, open=True), True
+        atexit.register(ledger.close)
+    keys = KeyResolver(ledger, cache_seconds=float(app.config["API_KEY_CACHE_SECONDS"]))
+    return WebState(ledger=ledger, keys=keys, owns_ledger=owns)
+
+
+def close_app(app: Flask) -> None:
+    """Close the pool the app opened (a no-op for a Ledger passed in)."""
+    state: WebState = app.extensions["ledger_web"]
+    if state.owns_ledger:
+        state.ledger.close()
+
+
+def _register_service_routes(app: APIFlask) -> None:
+    @app.get("/health")
+    @app.output(HealthOut, description="the API and its database answer")
+    @app.doc(
+        summary="Liveness and database reachability",
+        tags=["Service"],
+        responses={503: "the database does not answer"},
+    )
+    def health() -> Any:
+        """No API key needed."""
+        state: WebState = app.extensions["ledger_web"]
+        try:
+            with connection(state.ledger) as conn:
+                conn.execute("SELECT 1")
+        except LedgerError as exc:
+            # A Response, so that the 200 schema does not filter the error fields.
+            body = {
+                "status": "unhealthy",
+                "database": "unreachable",
+                "code": "ledger_unavailable",
+                "detail": getattr(exc, "message", str(exc)),
+            }
+            return make_response(jsonify(body), 503)
+        return {"status": "healthy", "database": "ok"}
+
+    @app.get("/redoc")
+    @app.doc(hide=True)
+    def redoc() -> Any:
+        return render_template(
+            "redoc.html",
+            title=app.title,
+            version=app.version,
+            spec_url=url_for("openapi.spec"),
+            redoc_js=url_for("static", filename="redoc/redoc.standalone.js"),
+            favicon=url_for("swagger_ui_asset", filename="favicon-32x32.png"),
+        )
+
+    @app.get("/docs/assets/<path:filename>")
+    @app.doc(hide=True)
+    def swagger_ui_asset(filename: str) -> Any:
+        return send_from_directory(str(swagger_ui_bundle.swagger_ui_path), filename, max_age=86400)

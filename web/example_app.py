@@ -1,0 +1,232 @@
+"""The example content app: a real app of the monorepo on top of the ledger.
+
+Its tables live in schema ``example_app`` (migrations/0007_example_app_content.sql),
+its operations CONTENT_CREATION and CONTENT_ACCESS in migrations/0004. It
+shows the pattern every app with slow or failing work follows:
+
+1. hold the credits (``create_hold``): the owner cannot spend them meanwhile;
+2. do the work, outside any transaction;
+3. insert the app's row and capture the hold in ONE transaction
+   (``capture_hold(conn=...)``), so content exists exactly when it was paid;
+4. if the work failed, release the hold: nothing is charged (502).
+
+Accessing content charges CONTENT_ACCESS once per reader and content: the
+debit's idempotency key names the pair, so the ledger itself makes a second
+access a replay (``"charged": false``), and the access row is written in
+the same transaction as the debit.
+
+These views act as app ``example_app`` whatever the API key's app, except
+that only keys of ``example_app`` may call them (403 otherwise).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import current_app
+
+from ledger_py.client import Ledger
+from ledger_py.errors import HoldNotActive, LedgerError
+from web import schemas as s
+from web.auth import auth, current_app_name
+from web.database import connection
+from web.errors import api_error
+from web.idempotency import IdempotencyHeaders, answer, idempotency_key, replay_doc
+
+APP = "example_app"
+CREATION = "CONTENT_CREATION"
+ACCESS = "CONTENT_ACCESS"
+
+bp = APIBlueprint("example_app", __name__, tag="Example app (content)")
+
+ContentWork = Callable[[str, str], str]
+
+
+def default_work(title: str, body: str) -> str:
+    """The 'work' of creating content (a stand-in for slow generation):
+    returns the body to store. Apps replace it via config CONTENT_WORK."""
+    return body.strip()
+
+
+def _ledger() -> Ledger:
+    return current_app.extensions["ledger_web"].ledger  # type: ignore[no-any-return]
+
+
+def _require_example_app() -> None:
+    app = current_app_name()
+    if app != APP:
+        raise api_error(
+            403,
+            "operation_not_allowed",
+            f"the content resources belong to app {APP}; this API key is of app {app}",
+            app=app,
+            required_app=APP,
+        )
+
+
+def _require_text(field: str, value: str) -> None:
+    # The example app's own data: PostgreSQL text cannot hold NUL characters.
+    if "\x00" in value:
+        raise api_error(
+            422, "invalid_argument", f"invalid argument: {field} contains a NUL character",
+            field=field, reason="nul character",
+        )
+
+
+_CONTENT_COLUMNS = "content_id, owner_id, title, body, created_at"
+
+
+def _content_row(row: Any) -> dict[str, Any]:
+    content_id, owner_id, title, body, created_at = row
+    return {
+        "content_id": content_id, "owner_id": owner_id, "title": title, "body": body,
+        "created_at": created_at,
+    }
+
+
+def _entry_view(entry: Any) -> dict[str, Any]:
+    """The fields of an entry_result, from an Entry or a JournalEntry alike."""
+    return {
+        "entry_id": entry.entry_id, "owner_id": entry.owner_id, "app": entry.app,
+        "operation": entry.operation, "amount": entry.amount, "balance": entry.balance,
+        "created_at": entry.created_at,
+    }
+
+
+@bp.post("/content")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.ContentIn, arg_name="body")
+@bp.output(s.ContentWriteOut, status_code=201, description="the content, paid by its owner")
+@bp.doc(
+    summary="Create content: hold CONTENT_CREATION, do the work, store it and capture the hold",
+    responses={
+        200: replay_doc("ContentWriteOut"),
+        402: "insufficient credits",
+        403: "the API key is not of example_app",
+        409: "idempotency key reused for other content, or the hold is no longer active",
+        502: "the content work failed: the hold was released, nothing charged",
+        503: "database unreachable",
+    },
+)
+def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """Send an Idempotency-Key (or nonce) to make retries safe: without one,
+    each request is new content."""
+    _require_example_app()
+    _require_text("title", body["title"])
+    _require_text("body", body["body"])
+    ledger = _ledger()
+    owner_id = body["owner_id"]
+    key = idempotency_key(headers, body) or f"content-{uuid.uuid4()}"
+
+    hold = ledger.create_hold(owner_id=owner_id, app=APP, operation=CREATION, idempotency_key=key)
+    if hold.replayed:
+        done = _content_of_hold(ledger, hold.hold_id)
+        if done is not None:
+            return answer(done, replayed=True)
+
+    work: ContentWork = current_app.config["CONTENT_WORK"]
+    try:
+        stored_body = work(body["title"], body["body"])
+        _require_text("body", stored_body)
+    except Exception as exc:
+        _release_quietly(ledger, hold.hold_id)
+        current_app.logger.warning("content work failed for hold %s: %r", hold.hold_id, exc)
+        raise api_error(
+            502, "content_work_failed",
+            "creating the content failed; its hold was released and nothing was charged",
+            hold_id=hold.hold_id,
+        ) from exc
+
+    try:
+        with connection(ledger, owner_id=owner_id, title=body["title"]) as conn:
+            entry = ledger.capture_hold(hold_id=hold.hold_id, app=APP, conn=conn)
+            row = conn.execute(
+                "INSERT INTO example_app.content (owner_id, title, body, hold_id, entry_id)"
+                f" VALUES (%s, %s, %s, %s, %s) RETURNING {_CONTENT_COLUMNS}",
+                (owner_id, body["title"], stored_body, hold.hold_id, entry.entry_id),
+            ).fetchone()
+    except LedgerError as exc:
+        if not isinstance(exc, HoldNotActive):
+            _release_quietly(ledger, hold.hold_id)
+        raise
+    result = {"content": _content_row(row), "entry": _entry_view(entry), "balance": entry.balance,
+              "charged": True}
+    return answer(result, replayed=False)
+
+
+def _content_of_hold(ledger: Ledger, hold_id: int) -> dict[str, Any] | None:
+    """The answer a completed creation gave, rebuilt from what it stored."""
+    with connection(ledger) as conn:
+        row = conn.execute(
+            f"SELECT {_CONTENT_COLUMNS}, entry_id FROM example_app.content WHERE hold_id = %s",
+            (hold_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    entry = ledger.get_entry(entry_id=row[5])
+    return {"content": _content_row(row[:5]), "entry": _entry_view(entry), "balance": entry.balance,
+            "charged": True}
+
+
+def _release_quietly(ledger: Ledger, hold_id: int) -> None:
+    try:
+        ledger.release_hold(hold_id=hold_id, app=APP)
+    except LedgerError as exc:  # expired already, or the database is gone: it expires anyway
+        current_app.logger.warning("could not release hold %s: %r", hold_id, exc)
+
+
+@bp.post("/content/<int:content_id>/access")
+@bp.auth_required(auth)
+@bp.input(s.AccessQuery, location="query", arg_name="query")
+@bp.input(s.AccessIn, arg_name="body")
+@bp.output(s.ContentWriteOut, status_code=201, description="first access: charged")
+@bp.doc(
+    summary="Access content: CONTENT_ACCESS is charged once per reader and content",
+    responses={
+        200: {
+            "description": "a repeated access: not charged (charged: false)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContentWriteOut"}}},
+        },
+        402: "insufficient credits",
+        403: "the API key is not of example_app",
+        404: "unknown content",
+        503: "database unreachable",
+    },
+)
+def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any]) -> Any:
+    """owner_id (the reader) in the JSON body, or as the seed had it, ?owner_id=."""
+    _require_example_app()
+    owner_id = body.get("owner_id") or query.get("owner_id")
+    ledger = _ledger()
+    with connection(ledger, owner_id=owner_id) as conn:
+        row = conn.execute(
+            f"SELECT {_CONTENT_COLUMNS} FROM example_app.content WHERE content_id = %s",
+            (content_id,),
+        ).fetchone()
+        if row is None:
+            raise api_error(404, "not_found", f"content {content_id} not found",
+                            content_id=content_id, kind="content")
+        # The key names the (reader, content) pair: the ledger replays a second access.
+        entry = ledger.post_entry(
+            owner_id=owner_id,  # type: ignore[arg-type]  # None: the ledger answers 422
+            app=APP,
+            operation=ACCESS,
+            idempotency_key=f"content-access:{content_id}:{owner_id}",
+            metadata={"content_id": content_id},
+            conn=conn,
+        )
+        if not entry.replayed:
+            conn.execute(
+                "INSERT INTO example_app.content_access (content_id, owner_id, entry_id)"
+                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (content_id, owner_id, entry.entry_id),
+            )
+    balance = entry.balance if not entry.replayed else ledger.get_balance(owner_id=owner_id).balance
+    result = {"content": _content_row(row), "entry": _entry_view(entry), "balance": balance,
+              "charged": not entry.replayed}
+    return result, 201 if not entry.replayed else 200
+

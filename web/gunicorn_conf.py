@@ -1,0 +1,36 @@
+"""Gunicorn settings for the ledger's HTTP API (``-c python:web.gunicorn_conf``).
+
+Values come from the same environment variables as the ``ledger`` command;
+options given on gunicorn's command line override them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+bind = f"{os.environ.get('LEDGER_HOST', '127.0.0.1')}:{os.environ.get('LEDGER_PORT', '8000')}"
+workers = int(os.environ.get("LEDGER_WORKERS", "2"))
+# Threads serve concurrent requests inside a worker; they share its pool
+# (LEDGER_POOL_SIZE connections), so a few threads per connection-limited
+# worker keep the database busy without queueing in gunicorn.
+worker_class = "gthread"
+threads = int(os.environ.get("LEDGER_THREADS", "4"))
+# Never import the app in the master: each worker creates it (and its
+# psycopg pool) after the fork.
+preload_app = False
+loglevel = os.environ.get("LEDGER_LOG_LEVEL", "info")
+accesslog = "-"
+graceful_timeout = 10
+timeout = 30
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Close the worker's pool as it exits (atexit would too; this is explicit)."""
+    import sys
+
+    module = sys.modules.get("web.wsgi")
+    if module is not None:
+        from web.app import close_app
+
+        close_app(module.app)

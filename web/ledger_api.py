@@ -1,0 +1,274 @@
+"""The ledger's HTTP resources: one short view per ledger_py method.
+
+Each view parses the JSON shape, takes the app from the API key, calls one
+ledger_py method and renders its result. Every rule (amounts, owners,
+operations, limits, holds, idempotency) is the SQL function's; its errors
+become statuses in web/errors.py.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import current_app
+
+from ledger_py.client import Ledger
+from web import schemas as s
+from web.auth import auth, current_app_name
+from web.idempotency import IdempotencyHeaders, answer, idempotency_key, replay_doc
+
+bp = APIBlueprint("ledger", __name__, tag="Ledger")
+
+TTL_BOUND = 10**9  # seconds: far outside the ledger's 1 s .. 7 days, still a valid interval
+
+WRITE_ERRORS: dict[int, str] = {
+    402: "insufficient credits (the owner's available credits do not cover it)",
+    403: "an operation, hold or entry of another app",
+    409: "idempotency key reused for another request, operation limit reached, hold not active,"
+    " or already reversed",
+    413: "request body larger than 4 MiB",
+    400: "malformed JSON",
+    503: "database unreachable",
+}
+READ_ERRORS: dict[int, str] = {
+    422: "an argument the ledger refuses (e.g. an owner id over 255 characters)",
+    503: "database unreachable",
+}
+
+
+def ledger() -> Ledger:
+    return current_app.extensions["ledger_web"].ledger  # type: ignore[no-any-return]
+
+
+def _write(entry: Any) -> dict[str, Any]:
+    """The seed's answer to a write: the entry and the owner's balance right after it."""
+    return {"entry": entry, "balance": entry.balance}
+
+
+# ---- balances and history -----------------------------------------------------------------
+
+
+@bp.get("/balance/<path:owner_id>")
+@bp.get("/ledger/<path:owner_id>/balance")
+@bp.auth_required(auth)
+@bp.output(s.BalanceOut)
+@bp.doc(summary="An owner's balance, held and available credits", responses=READ_ERRORS)
+def get_balance(owner_id: str) -> Any:
+    """GET /ledger/{owner_id}/balance is the seed's alias of GET /balance/{owner_id}."""
+    return ledger().get_balance(owner_id=owner_id)
+
+
+@bp.get("/owners/<path:owner_id>/entries")
+@bp.auth_required(auth)
+@bp.input(s.HistoryQuery, location="query", arg_name="query")
+@bp.output(s.HistoryOut)
+@bp.doc(summary="An owner's history, newest first (keyset pagination)", responses=READ_ERRORS)
+def list_entries(owner_id: str, query: dict[str, Any]) -> Any:
+    """Pass the answer's next_after_id as after_id to read the next page."""
+    limit = query["limit"]
+    entries = ledger().list_entries(owner_id=owner_id, after_id=query["after_id"], max_rows=limit)
+    page_size = 100 if limit is None else limit
+    full = len(entries) == page_size and entries
+    return {
+        "owner_id": owner_id,
+        "entries": entries,
+        "next_after_id": entries[-1].entry_id if full else None,
+    }
+
+
+@bp.get("/entries/<int:entry_id>")
+@bp.auth_required(auth)
+@bp.output(s.JournalEntryOne)
+@bp.doc(summary="One journal entry", responses=READ_ERRORS)
+def get_entry(entry_id: int) -> Any:
+    return {"entry": ledger().get_entry(entry_id=entry_id)}
+
+
+# ---- entries ----------------------------------------------------------------------------------
+
+
+@bp.post("/ledger")
+@bp.post("/ledger/entry")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.EntryIn, arg_name="body")
+@bp.output(s.WriteOut, status_code=201, description="the entry written")
+@bp.doc(
+    summary="Post one entry (POST /ledger/entry is the seed's alias)",
+    responses={200: replay_doc("WriteOut"), **WRITE_ERRORS},
+)
+def post_entry(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """The operation decides credit or debit and the amount rules; amount is a magnitude."""
+    entry = ledger().post_entry(
+        owner_id=body["owner_id"],
+        app=current_app_name(),
+        operation=body["operation"],
+        idempotency_key=idempotency_key(headers, body),
+        amount=body["amount"],
+        metadata=body["metadata"],
+    )
+    return answer(_write(entry), entry.replayed)
+
+
+@bp.post("/ledger/batch")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.BatchIn, arg_name="body")
+@bp.output(s.EntriesOut, status_code=201, description="the entries, in input order")
+@bp.doc(
+    summary="Post up to 10,000 entries in one transaction (all or nothing)",
+    responses={200: replay_doc("EntriesOut"), **WRITE_ERRORS},
+)
+def post_entries(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """Each item needs an idempotency_key, or the request an Idempotency-Key header:
+    an item without one then uses '<header>:<index>'. An error names the failing index."""
+    base = idempotency_key(headers, body)
+    app = current_app_name()
+    items = []
+    for index, item in enumerate(body["entries"]):
+        key = item["idempotency_key"]
+        if key is None and base is not None:
+            key = f"{base}:{index}"
+        sent = {"owner_id": item["owner_id"], "app": app, "operation": item["operation"],
+                "idempotency_key": key}
+        # Absent optional values are left out so that the SQL defaults apply.
+        sent.update({k: item[k] for k in ("amount", "metadata") if item[k] is not None})
+        items.append(sent)
+    entries = ledger().post_entries(entries=items)
+    replayed = bool(entries) and all(e.replayed for e in entries)
+    return answer({"entries": entries}, replayed)
+
+
+# ---- holds ------------------------------------------------------------------------------------
+
+
+@bp.post("/holds")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.HoldIn, arg_name="body")
+@bp.output(s.HoldWriteOut, status_code=201, description="the hold")
+@bp.doc(
+    summary="Reserve what a debit operation would take, until captured, released or expired",
+    responses={200: replay_doc("HoldWriteOut"), **WRITE_ERRORS},
+)
+def create_hold(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """A replay answers the hold as it is now."""
+    ttl = body["ttl_seconds"]
+    hold = ledger().create_hold(
+        owner_id=body["owner_id"],
+        app=current_app_name(),
+        operation=body["operation"],
+        idempotency_key=idempotency_key(headers, body),
+        amount=body["amount"],
+        ttl=None if ttl is None else timedelta(seconds=max(-TTL_BOUND, min(TTL_BOUND, ttl))),
+    )
+    return answer({"hold": hold}, hold.replayed)
+
+
+@bp.get("/holds/<int:hold_id>")
+@bp.auth_required(auth)
+@bp.output(s.HoldRecordOne)
+@bp.doc(summary="One hold (status active, captured, released or expired)", responses=READ_ERRORS)
+def get_hold(hold_id: int) -> Any:
+    return {"hold": ledger().get_hold(hold_id=hold_id)}
+
+
+@bp.get("/owners/<path:owner_id>/holds")
+@bp.auth_required(auth)
+@bp.output(s.HoldListOut)
+@bp.doc(summary="An owner's holds, newest first", responses=READ_ERRORS)
+def list_holds(owner_id: str) -> Any:
+    return {"owner_id": owner_id, "holds": ledger().list_holds(owner_id=owner_id)}
+
+
+@bp.post("/holds/<int:hold_id>/capture")
+@bp.auth_required(auth)
+@bp.input(s.CaptureIn, arg_name="body")
+@bp.output(s.WriteOut, status_code=201, description="the debit entry")
+@bp.doc(
+    summary="Capture a hold (whole, or part of it): one debit entry; the rest is freed",
+    responses={200: replay_doc("WriteOut"), **WRITE_ERRORS},
+)
+def capture_hold(hold_id: int, body: dict[str, Any]) -> Any:
+    """Idempotent by hold id: the same capture again is a replay."""
+    entry = ledger().capture_hold(hold_id=hold_id, app=current_app_name(), amount=body["amount"])
+    return answer(_write(entry), entry.replayed)
+
+
+@bp.post("/holds/<int:hold_id>/release")
+@bp.auth_required(auth)
+@bp.output(s.HoldWriteOut, description="the released hold (a repeated release: a replay)")
+@bp.doc(summary="Release a hold: nothing is charged", responses={**WRITE_ERRORS})
+def release_hold(hold_id: int) -> Any:
+    hold = ledger().release_hold(hold_id=hold_id, app=current_app_name())
+    return answer({"hold": hold}, hold.replayed, first_status=200)
+
+
+# ---- transfers and reversals ------------------------------------------------------------------
+
+
+@bp.post("/transfers")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.TransferIn, arg_name="body")
+@bp.output(s.TransferWriteOut, status_code=201, description="both legs of the transfer")
+@bp.doc(
+    summary="Move credits from one owner to another",
+    responses={200: replay_doc("TransferWriteOut"), **WRITE_ERRORS},
+)
+def transfer(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    result = ledger().transfer(
+        from_owner=body["from_owner"],
+        to_owner=body["to_owner"],
+        amount=body["amount"],
+        app=current_app_name(),
+        idempotency_key=idempotency_key(headers, body),
+        metadata=body["metadata"],
+    )
+    return answer({"transfer": result}, result.replayed)
+
+
+@bp.post("/reversals")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.ReversalIn, arg_name="body")
+@bp.output(s.EntriesOut, status_code=201, description="the compensating entries")
+@bp.doc(
+    summary="Reverse an entry the app wrote (both legs of a transfer)",
+    responses={200: replay_doc("EntriesOut"), **WRITE_ERRORS},
+)
+def reverse_entry(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    entries = ledger().reverse_entry(
+        entry_id=body["entry_id"],
+        app=current_app_name(),
+        idempotency_key=idempotency_key(headers, body),
+        reason=body["reason"],
+    )
+    return answer({"entries": entries}, bool(entries) and all(e.replayed for e in entries))
+
+
+# ---- the app's operations and reports ---------------------------------------------------------
+
+
+@bp.get("/operations")
+@bp.auth_required(auth)
+@bp.output(s.OperationsOut)
+@bp.doc(summary="The operations the key's app may post (core's and its own)", responses=READ_ERRORS)
+def list_operations() -> Any:
+    app = current_app_name()
+    return {"app": app, "operations": ledger().list_operations(app=app)}
+
+
+@bp.get("/reports")
+@bp.auth_required(auth)
+@bp.input(s.ReportQuery, location="query", arg_name="query")
+@bp.output(s.ReportOut)
+@bp.doc(summary="The key's app, per operation: entries, credited, debited, owners", responses=READ_ERRORS)
+def app_report(query: dict[str, Any]) -> Any:
+    """Entries created in [from, to)."""
+    app = current_app_name()
+    rows = ledger().app_report(app=app, from_time=query["from_time"], to_time=query["to_time"])
+    return {"app": app, "from_time": query["from_time"], "to_time": query["to_time"], "rows": rows}
+
