@@ -181,9 +181,15 @@ def _settings(ctx: click.Context) -> Settings:
 
 @contextmanager
 def _open_ledger(url: str) -> Iterator[Any]:
-    from ledger_py import Ledger
+    import psycopg
 
-    ledger = Ledger(url, max_size=2)
+    from ledger_py import Ledger
+    from ledger_py.migrate import libpq_url
+
+    # One plain connection first: an unreachable server fails at once with
+    # libpq's reason, where a pool would retry until its timeout.
+    psycopg.connect(libpq_url(url), connect_timeout=10).close()
+    ledger = Ledger(url, min_size=1, max_size=1, timeout=10.0)
     try:
         yield ledger
     finally:
@@ -268,6 +274,8 @@ def cli(
     if level != "debug":
         # yoyo logs every migration step at INFO; the command prints a summary instead.
         logging.getLogger("yoyo").setLevel(max(logging.WARNING, logging.getLogger().level))
+        # The error boundary reports connection failures once, in one line.
+        logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     ctx.obj = Settings(
         database_url=database_url or None, data_dir=data_dir, db_port=db_port, log_level=level
     )
@@ -455,22 +463,14 @@ def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, 
     env = dict(
         os.environ, LEDGER_DATABASE_URL=url, LEDGER_POOL_SIZE=str(pool_size), LEDGER_LOG_LEVEL=level
     )
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"{host}:{port}",
-        "--workers",
-        str(workers),
-        "--log-level",
-        level,
-        "--access-logfile",
-        "-",
-        "--graceful-timeout",
-        "10",
-        _wsgi_target(),
-    ]
+    command = [sys.executable, "-m", "gunicorn"]
+    if importlib.util.find_spec("web.gunicorn_conf") is not None:
+        command += ["--config", "python:web.gunicorn_conf"]
+    else:
+        command += ["--access-logfile", "-", "--graceful-timeout", "10"]
+    # Given on the command line, these override the config module's values.
+    command += ["--bind", f"{host}:{port}", "--workers", str(workers), "--log-level", level]
+    command.append(_wsgi_target())
     child = subprocess.Popen(command, env=env)
 
     def forward(signum: int, _frame: Any) -> None:
