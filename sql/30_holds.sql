@@ -18,10 +18,13 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger._hold_result(p_hold ledger.holds, p_replayed boolean)
 RETURNS ledger.hold_result
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT (v.hold_id, v.owner_id, v.app, v.operation, v.amount, v.status, v.expires_at, p_replayed)::ledger.hold_result
-    FROM ledger._hold_view(p_hold) v
+DECLARE
+    v ledger.holds := ledger._hold_view(p_hold);
+BEGIN
+    RETURN (v.hold_id, v.owner_id, v.app, v.operation, v.amount, v.status, v.expires_at, p_replayed)::ledger.hold_result;
+END
 $$;
 
 -- Guarantees: raises LG009 naming the hold's state.
@@ -125,7 +128,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, 0);
     END IF;
-    v_held := ledger._held(create_hold.owner_id);
+    SELECT h.held INTO v_held FROM ledger._active_holds(create_hold.owner_id) h;
     IF v_balance - v_held < v_amount THEN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, v_balance - v_held);
     END IF;

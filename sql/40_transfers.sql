@@ -19,12 +19,16 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger._transfer_result(p_out ledger.entries, p_replayed boolean)
 RETURNS ledger.transfer_result
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT (p_out.transfer_id, p_out.entry_id, i.entry_id, -p_out.amount, p_out.balance, i.balance,
-            p_replayed)::ledger.transfer_result
-    FROM ledger.entries i
-    WHERE i.transfer_id = p_out.transfer_id AND i.entry_id <> p_out.entry_id AND i.reverses_entry_id IS NULL
+DECLARE
+    v_in ledger.entries;
+BEGIN
+    SELECT i.* INTO v_in FROM ledger.entries i
+    WHERE i.transfer_id = p_out.transfer_id AND i.entry_id <> p_out.entry_id AND i.reverses_entry_id IS NULL;
+    RETURN (p_out.transfer_id, p_out.entry_id, v_in.entry_id, -p_out.amount, p_out.balance, v_in.balance,
+            p_replayed)::ledger.transfer_result;
+END
 $$;
 
 -- Guarantees: moves `amount` from one owner to another in one transaction:
@@ -97,11 +101,14 @@ CREATE OR REPLACE FUNCTION ledger.transfer(
     app             text,
     idempotency_key text)
 RETURNS ledger.transfer_result
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM ledger.transfer(from_owner => $2, to_owner => $3, amount => $4, app => $5,
-                                  idempotency_key => $6, metadata => $1::text)
+BEGIN
+    RETURN ledger.transfer(from_owner => transfer.from_owner, to_owner => transfer.to_owner,
+                           amount => transfer.amount, app => transfer.app,
+                           idempotency_key => transfer.idempotency_key, metadata => transfer.metadata::text);
+END
 $$;
 
 -- Guarantees: writes the compensating REVERSAL entry of an entry the calling

@@ -42,7 +42,7 @@ GRANT EXECUTE ON FUNCTION
 TO ledger_reader;
 
 -- get_balance is inlined into the caller's query: these run as the caller.
-GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._held(text, bigint)
+GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._active_holds(text, bigint)
     TO ledger_app, ledger_reader;
 
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token
