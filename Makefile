@@ -21,7 +21,7 @@ test: venv
 run: venv
 	$(BIN)/ledger serve --demo
 
-# Benchmarks (bench/README.md): a durable throwaway PostgreSQL, results in
+# Benchmarks (README, section Benchmarks): a durable throwaway PostgreSQL, results in
 # bench/results/. The HTTP scenario needs wrk (apt-get install wrk).
 $(VENV)/.bench-extra: pyproject.toml $(BIN)/ledger
 	$(BIN)/pip install --quiet -e ".[test,bench]"

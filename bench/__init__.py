@@ -2,5 +2,5 @@
 
 `python -m bench` (full) or `python -m bench --quick` (seconds, used by the
 test suite). Every scenario runs on one throwaway server with fsync and
-synchronous_commit on, in the same run as its baseline; see bench/README.md.
+synchronous_commit on, in the same run as its baseline (README: Benchmarks).
 """

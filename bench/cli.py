@@ -30,23 +30,30 @@ class Plan:
     runs: int
     seconds: float
     scale: int
-    growth_rows: int              # 0: no growth scenarios
+    growth_rows: int  # 0: no growth scenarios
     out: Path
     only: frozenset[str] | None
 
 
 def parse_args(argv: list[str] | None) -> Plan:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="seconds, not minutes: 1 run of 1 s per scenario, scale 1, no growth")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="seconds, not minutes: 1 run of 1 s per scenario, scale 1, no growth",
+    )
     parser.add_argument("--runs", type=int, help="runs per scenario (median reported); full: 3")
     parser.add_argument("--seconds", type=float, help="duration of one run; full: 10")
     parser.add_argument("--scale", type=int, help="pgbench scale; full: 10")
-    parser.add_argument("--growth-rows", type=int,
-                        help="entries bulk-loaded for the growth scenarios (0 skips them); full: 5000000")
+    parser.add_argument(
+        "--growth-rows",
+        type=int,
+        help="entries bulk-loaded for the growth scenarios (0 skips them); full: 5000000",
+    )
     parser.add_argument("--only", help="comma-separated scenario keys to run (others skipped)")
-    parser.add_argument("--out", type=Path,
-                        help="results folder; full: bench/results, quick: bench/results/tmp")
+    parser.add_argument(
+        "--out", type=Path, help="results folder; full: bench/results, quick: bench/results/tmp"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     return Plan(
@@ -54,7 +61,9 @@ def parse_args(argv: list[str] | None) -> Plan:
         runs=args.runs or (1 if quick else 3),
         seconds=args.seconds or (1.0 if quick else 10.0),
         scale=args.scale or (1 if quick else 10),
-        growth_rows=(args.growth_rows if args.growth_rows is not None else (0 if quick else 5_000_000)),
+        growth_rows=(
+            args.growth_rows if args.growth_rows is not None else (0 if quick else 5_000_000)
+        ),
         out=args.out or (RESULTS / "tmp" if quick else RESULTS),
         only=frozenset(k.strip() for k in args.only.split(",")) if args.only else None,
     )
@@ -76,12 +85,28 @@ def function_exists(url: str, signature: str) -> bool:
     return bool(row and row[0])
 
 
-def pgbench_scenario(key: str, title: str, target: pgbench.Target, *, script: str | None = None,
-                     builtin: str | None = None, clients: int = CLIENTS, per_txn: int = 1,
-                     unit: str = "txn/s", note: str | None = None) -> Scenario:
+def pgbench_scenario(
+    key: str,
+    title: str,
+    target: pgbench.Target,
+    *,
+    script: str | None = None,
+    builtin: str | None = None,
+    clients: int = CLIENTS,
+    per_txn: int = 1,
+    unit: str = "txn/s",
+    note: str | None = None,
+) -> Scenario:
     def measure(seconds: float) -> Sample:
-        return pgbench.run(target, script=script, builtin=builtin, clients=clients,
-                           threads=PGBENCH_THREADS, seconds=seconds, per_txn=per_txn)
+        return pgbench.run(
+            target,
+            script=script,
+            builtin=builtin,
+            clients=clients,
+            threads=PGBENCH_THREADS,
+            seconds=seconds,
+            per_txn=per_txn,
+        )
 
     return Scenario(key, title, "pgbench", clients, measure, unit=unit, note=note)
 
@@ -90,27 +115,66 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
     one = dict(clients=1)
     items = [
         pgbench_scenario("tpcb_like", "pgbench tpcb-like (baseline)", target, builtin="tpcb-like"),
-        pgbench_scenario("select_only", "pgbench select-only (baseline)", target, builtin="select-only"),
-        pgbench_scenario("one_row_update", "UPDATE of one row, all clients (baseline)", target,
-                         script=scripts.ONE_ROW_UPDATE),
-        pgbench_scenario("floor_uniform", "bare floor: one CTE, update account + insert entry, uniform",
-                         target, script=scripts.FLOOR_UNIFORM),
-        pgbench_scenario("floor_hot", "bare floor: debit CTE, every client on one owner", target,
-                         script=scripts.FLOOR_HOT),
-        pgbench_scenario("post_entry_uniform", "ledger.post_entry credit, uniform over 10,000 owners",
-                         target, script=scripts.POST_ENTRY_UNIFORM),
-        pgbench_scenario("post_entry_hot", "ledger.post_entry debit, every client on one owner", target,
-                         script=scripts.POST_ENTRY_HOT),
-        pgbench_scenario("transfer_uniform", "ledger.transfer, uniform over 10,000 owners", target,
-                         script=scripts.TRANSFER_UNIFORM),
-        pgbench_scenario("get_balance", "ledger.get_balance, uniform", target, script=scripts.GET_BALANCE),
-        pgbench_scenario("post_entry_single_client", "ledger.post_entry, 1 client (entries/s)", target,
-                         script=scripts.POST_ENTRY_UNIFORM, unit="entries/s", **one),
-        pgbench_scenario("post_entries_batch",
-                         f"ledger.post_entries, {scripts.BATCH_SIZE} entries per call, 1 client (entries/s)",
-                         target, script=scripts.POST_ENTRIES_BATCH, per_txn=scripts.BATCH_SIZE,
-                         unit="entries/s", note="the JSON array is built server-side, inside the timing",
-                         **one),
+        pgbench_scenario(
+            "select_only", "pgbench select-only (baseline)", target, builtin="select-only"
+        ),
+        pgbench_scenario(
+            "one_row_update",
+            "UPDATE of one row, all clients (baseline)",
+            target,
+            script=scripts.ONE_ROW_UPDATE,
+        ),
+        pgbench_scenario(
+            "floor_uniform",
+            "bare floor: one CTE, update account + insert entry, uniform",
+            target,
+            script=scripts.FLOOR_UNIFORM,
+        ),
+        pgbench_scenario(
+            "floor_hot",
+            "bare floor: debit CTE, every client on one owner",
+            target,
+            script=scripts.FLOOR_HOT,
+        ),
+        pgbench_scenario(
+            "post_entry_uniform",
+            "ledger.post_entry credit, uniform over 10,000 owners",
+            target,
+            script=scripts.POST_ENTRY_UNIFORM,
+        ),
+        pgbench_scenario(
+            "post_entry_hot",
+            "ledger.post_entry debit, every client on one owner",
+            target,
+            script=scripts.POST_ENTRY_HOT,
+        ),
+        pgbench_scenario(
+            "transfer_uniform",
+            "ledger.transfer, uniform over 10,000 owners",
+            target,
+            script=scripts.TRANSFER_UNIFORM,
+        ),
+        pgbench_scenario(
+            "get_balance", "ledger.get_balance, uniform", target, script=scripts.GET_BALANCE
+        ),
+        pgbench_scenario(
+            "post_entry_single_client",
+            "ledger.post_entry, 1 client (entries/s)",
+            target,
+            script=scripts.POST_ENTRY_UNIFORM,
+            unit="entries/s",
+            **one,
+        ),
+        pgbench_scenario(
+            "post_entries_batch",
+            f"ledger.post_entries, {scripts.BATCH_SIZE} entries per call, 1 client (entries/s)",
+            target,
+            script=scripts.POST_ENTRIES_BATCH,
+            per_txn=scripts.BATCH_SIZE,
+            unit="entries/s",
+            note="the JSON array is built server-side, inside the timing",
+            **one,
+        ),
     ]
     if not function_exists(url, "ledger.post_entries(jsonb)"):
         items[-1].skip = "ledger.post_entries(jsonb) does not exist yet (sql/50_batches.sql)"
@@ -120,8 +184,9 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
 
 
 def python_scenarios(url: str) -> list[Scenario]:
-    def measured(fn: Callable[[str, int, float], tuple[Sample, str | None]],
-                 scenario: list[Scenario]) -> Callable[[float], Sample]:
+    def measured(
+        fn: Callable[[str, int, float], tuple[Sample, str | None]], scenario: list[Scenario]
+    ) -> Callable[[float], Sample]:
         def measure(seconds: float) -> Sample:
             sample, first_error = fn(url, CLIENTS, seconds)
             if first_error and sample.count == 0:
@@ -134,12 +199,28 @@ def python_scenarios(url: str) -> list[Scenario]:
 
     raw: list[Scenario] = []
     wrapped: list[Scenario] = []
-    raw.append(Scenario("python_raw", "raw psycopg: SELECT * FROM ledger.post_entry(...), 8 threads",
-                        "python", CLIENTS, measured(pyload.raw_psycopg, raw), unit="calls/s",
-                        note="one connection per thread, prepared statements"))
-    wrapped.append(Scenario("python_wrapper", "ledger_py Ledger.post_entry, 8 threads", "python", CLIENTS,
-                            measured(pyload.wrapper_ledger, wrapped), unit="calls/s",
-                            note="one Ledger, pool of 8 connections"))
+    raw.append(
+        Scenario(
+            "python_raw",
+            "raw psycopg: SELECT * FROM ledger.post_entry(...), 8 threads",
+            "python",
+            CLIENTS,
+            measured(pyload.raw_psycopg, raw),
+            unit="calls/s",
+            note="one connection per thread, prepared statements",
+        )
+    )
+    wrapped.append(
+        Scenario(
+            "python_wrapper",
+            "ledger_py Ledger.post_entry, 8 threads",
+            "python",
+            CLIENTS,
+            measured(pyload.wrapper_ledger, wrapped),
+            unit="calls/s",
+            note="one Ledger, pool of 8 connections",
+        )
+    )
     try:
         from ledger_py import Ledger
 
@@ -161,16 +242,23 @@ def http_scenario(url: str) -> Scenario:
             httpload.probe(server.base, token)
             state["token"] = token
         server = state["server"]
-        sample = httpload.run_wrk(server.base, state["token"], connections=CLIENTS, threads=2,
-                                  seconds=seconds)
+        sample = httpload.run_wrk(
+            server.base, state["token"], connections=CLIENTS, threads=2, seconds=seconds
+        )
         scenario.extra["worker_rss_mb"] = server.worker_rss_mb()
         return sample
 
     scenario = Scenario(
-        "http_post_ledger", "POST /ledger via gunicorn (wrk, 8 connections)", "wrk", CLIENTS, measure,
+        "http_post_ledger",
+        "POST /ledger via gunicorn (wrk, 8 connections)",
+        "wrk",
+        CLIENTS,
+        measure,
         unit="requests/s",
-        note=f"gunicorn {httpload.WORKERS} workers x {httpload.THREADS_PER_WORKER} threads (gthread), "
-             "pool of 4 per worker; wrk on the same 2 cores",
+        note=f"web/gunicorn_conf.py: {httpload.WORKERS} workers x "
+        f"{httpload.THREADS_PER_WORKER} threads (gthread), pool of "
+        f"{httpload.THREADS_PER_WORKER} per worker, access log on; "
+        "wrk -t2 -c8 on the same cores",
     )
     scenario.extra["stop"] = lambda: state["server"].stop() if "server" in state else None
     try:
@@ -190,7 +278,7 @@ def run_rounds(scenarios: list[Scenario], plan: Plan, checkpoint_url: str, label
             checkpoint(checkpoint_url)
             try:
                 sample = sc.measure(plan.seconds)
-            except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others
+            except Exception as exc:
                 sc.error = f"{type(exc).__name__}: {exc}"
                 say(f"  {label}{sc.key:28} ERROR {sc.error}")
                 if "--debug" in sys.argv:
@@ -198,25 +286,36 @@ def run_rounds(scenarios: list[Scenario], plan: Plan, checkpoint_url: str, label
                 continue
             sc.samples.append(sample)
             errors = f"  errors {sample.errors}" if sample.errors else ""
-            say(f"  run {r + 1}/{plan.runs} {sc.key:28} {sample.rate:10.1f} {sc.unit:10}"
-                f" p50 {_ms(sample.p50_ms)} p99 {_ms(sample.p99_ms)}{errors}")
+            say(
+                f"  run {r + 1}/{plan.runs} {sc.key:28} {sample.rate:10.1f} {sc.unit:10}"
+                f" p50 {_ms(sample.p50_ms)} p99 {_ms(sample.p99_ms)}{errors}"
+            )
 
 
 def _ms(value: float | None) -> str:
     return f"{value:7.2f} ms" if value is not None else "      - ms"
 
 
-def growth_scenarios(server_url: str, server: Any, plan: Plan) -> tuple[list[Scenario], dict[str, Any]]:
+def growth_scenarios(
+    server_url: str, server: Any, plan: Plan
+) -> tuple[list[Scenario], dict[str, Any]]:
     """post_entry on an empty journal, then with growth_rows entries, and
     list_entries pages at that size: a database of its own."""
     url = dataset.create_database(server_url, "bench_growth")
     dataset.prepare_ledger(url)
     target = pgbench.Target("127.0.0.1", server.settings["port"], "postgres", "bench_growth")
-    empty = pgbench_scenario("growth_post_entry_empty", "ledger.post_entry uniform, empty journal",
-                             target, script=scripts.POST_ENTRY_UNIFORM)
-    big = pgbench_scenario("growth_post_entry_5m",
-                           f"ledger.post_entry uniform, {plan.growth_rows:,} entries in the journal",
-                           target, script=scripts.POST_ENTRY_UNIFORM)
+    empty = pgbench_scenario(
+        "growth_post_entry_empty",
+        "ledger.post_entry uniform, empty journal",
+        target,
+        script=scripts.POST_ENTRY_UNIFORM,
+    )
+    big = pgbench_scenario(
+        "growth_post_entry_5m",
+        f"ledger.post_entry uniform, {plan.growth_rows:,} entries in the journal",
+        target,
+        script=scripts.POST_ENTRY_UNIFORM,
+    )
     say("growth: post_entry on an empty journal")
     run_rounds([empty], plan, url)
     say(f"growth: bulk-loading {plan.growth_rows:,} entries (setup, not measured)")
@@ -224,13 +323,22 @@ def growth_scenarios(server_url: str, server: Any, plan: Plan) -> tuple[list[Sce
     loaded = dataset.bulk_load_history(url, plan.growth_rows)
     loaded["load_seconds"] = round(time.monotonic() - started, 1)
     say(f"  loaded {loaded}")
-    first = pgbench_scenario("growth_list_entries",
-                             f"ledger.list_entries first page of 100, {plan.growth_rows:,} entries, 1 client",
-                             target, script=scripts.LIST_ENTRIES_FIRST_PAGE, clients=1, unit="pages/s")
-    deep = pgbench_scenario("growth_list_entries_deep",
-                            "ledger.list_entries page of 100 from a random after_id, 1 client",
-                            target, script=scripts.list_entries_deep_page(int(loaded["max_entry_id"])),
-                            clients=1, unit="pages/s")
+    first = pgbench_scenario(
+        "growth_list_entries",
+        f"ledger.list_entries first page of 100, {plan.growth_rows:,} entries, 1 client",
+        target,
+        script=scripts.LIST_ENTRIES_FIRST_PAGE,
+        clients=1,
+        unit="pages/s",
+    )
+    deep = pgbench_scenario(
+        "growth_list_entries_deep",
+        "ledger.list_entries page of 100 from a random after_id, 1 client",
+        target,
+        script=scripts.list_entries_deep_page(int(loaded["max_entry_id"])),
+        clients=1,
+        unit="pages/s",
+    )
     run_rounds([big, first, deep], plan, url)
     return [empty, big, first, deep], loaded
 
@@ -238,8 +346,10 @@ def growth_scenarios(server_url: str, server: Any, plan: Plan) -> tuple[list[Sce
 def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
     started = time.monotonic()
-    say(f"bench ({plan.mode}): {plan.runs} run(s) of {plan.seconds:g} s per scenario, "
-        f"{CLIENTS} clients, pgbench -M prepared -j {PGBENCH_THREADS}")
+    say(
+        f"bench ({plan.mode}): {plan.runs} run(s) of {plan.seconds:g} s per scenario, "
+        f"{CLIENTS} clients, pgbench -M prepared -j {PGBENCH_THREADS}"
+    )
     load_before = load_average()
     server = start_server()
     try:
@@ -250,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         say("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "version"))
         url = dataset.create_database(server_url, "bench")
         target = pgbench.Target("127.0.0.1", server.settings["port"], "postgres", "bench")
-        say("setup: migrate, fund 10,000 owners and the hot owner, floor tables, "
-            f"pgbench -i -s {plan.scale}")
+        say(
+            "setup: migrate, fund 10,000 owners and the hot owner, floor tables, "
+            f"pgbench -i -s {plan.scale}"
+        )
         dataset.prepare_ledger(url)
         floor_fks = dataset.prepare_floor(url)
         dataset.prepare_pgbench(target, plan.scale)
@@ -273,16 +385,24 @@ def main(argv: list[str] | None = None) -> int:
                     stop()
 
         growth: dict[str, Any] | None = None
-        if plan.growth_rows > 0 and (plan.only is None or any(k.startswith("growth") for k in plan.only)):
+        if plan.growth_rows > 0 and (
+            plan.only is None or any(k.startswith("growth") for k in plan.only)
+        ):
             more, growth = growth_scenarios(server_url, server, plan)
             scenarios += more
     finally:
         server.stop()
 
     results = report.build(
-        plan_info={"mode": plan.mode, "runs": plan.runs, "seconds_per_run": plan.seconds,
-                   "clients": CLIENTS, "pgbench_threads": PGBENCH_THREADS, "pgbench_scale": plan.scale,
-                   "growth_rows": plan.growth_rows},
+        plan_info={
+            "mode": plan.mode,
+            "runs": plan.runs,
+            "seconds_per_run": plan.seconds,
+            "clients": CLIENTS,
+            "pgbench_threads": PGBENCH_THREADS,
+            "pgbench_scale": plan.scale,
+            "growth_rows": plan.growth_rows,
+        },
         machine=machine,
         settings=settings,
         scenarios=scenarios,

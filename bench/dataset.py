@@ -14,8 +14,8 @@ from bench import pgbench
 from bench.scripts import OWNERS
 from ledger_py.migrate import migrate
 
-FUNDING = 1_000_000          # credits of each uniform owner (the largest CREDIT_ADD)
-HOT_FUNDING_CALLS = 20       # the hot owner gets 20 x 1,000,000: enough for any run
+FUNDING = 1_000_000  # credits of each uniform owner (the largest CREDIT_ADD)
+HOT_FUNDING_CALLS = 20  # the hot owner gets 20 x 1,000,000: enough for any run
 
 
 def database_url(server_url: str, dbname: str) -> str:
@@ -24,7 +24,9 @@ def database_url(server_url: str, dbname: str) -> str:
 
 def create_database(server_url: str, dbname: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     return database_url(server_url, dbname)
 

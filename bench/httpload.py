@@ -32,13 +32,20 @@ class HttpUnavailable(RuntimeError):
 def check_available() -> None:
     if shutil.which("wrk") is None:
         raise HttpUnavailable("wrk is not installed (apt-get install wrk)")
+    import importlib.util
+
     try:
-        import web
         from web import api_keys
-    except ImportError as exc:
-        raise HttpUnavailable(f"the web app is not available yet ({exc})") from exc
-    if not hasattr(web, "create_app") or not hasattr(api_keys, "create_api_key"):
-        raise HttpUnavailable("web.create_app or web.api_keys.create_api_key does not exist yet")
+
+        for module in ("web.wsgi", "web.gunicorn_conf"):
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(f"{module} does not exist yet")
+    except Exception as exc:
+        raise HttpUnavailable(
+            f"the web app is not available yet ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not hasattr(api_keys, "create_api_key"):
+        raise HttpUnavailable("web.api_keys.create_api_key does not exist yet")
 
 
 def create_token(url: str) -> str:
@@ -64,18 +71,39 @@ def _free_port() -> int:
 class Gunicorn:
     """gunicorn serving web.create_app on a free loopback port."""
 
-    def __init__(self, database_url: str, *, workers: int = WORKERS, threads: int = THREADS_PER_WORKER):
+    def __init__(
+        self, database_url: str, *, workers: int = WORKERS, threads: int = THREADS_PER_WORKER
+    ):
         self.port = _free_port()
         self.workers = workers
         self.threads = threads
-        env = dict(os.environ, BENCH_DATABASE_URL=database_url, BENCH_POOL_SIZE=str(threads))
+        # The production configuration (web/gunicorn_conf.py, as `ledger serve`
+        # runs it), sized by its environment variables; only the port differs.
+        env = dict(
+            os.environ,
+            LEDGER_DATABASE_URL=database_url,
+            LEDGER_WORKERS=str(workers),
+            LEDGER_THREADS=str(threads),
+            LEDGER_POOL_SIZE=str(threads),
+            LEDGER_LOG_LEVEL="warning",
+        )
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "gthread",
-             "--threads", str(threads), "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning",
-             "bench.http_app:app"],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:web.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "web.wsgi:app",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 
@@ -96,7 +124,9 @@ class Gunicorn:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise HttpUnavailable(f"gunicorn did not answer /health in {timeout:.0f}s: {self.output()[-800:]}")
+        raise HttpUnavailable(
+            f"gunicorn did not answer /health in {timeout:.0f}s: {self.output()[-800:]}"
+        )
 
     def output(self) -> str:
         self.log.seek(0)
@@ -134,9 +164,14 @@ def probe(base: str, token: str) -> None:
     """One POST before the measurement: a failure here names the cause."""
     body = json.dumps({"owner_id": "o1", "operation": "CREDIT_ADD", "amount": 1}).encode()
     request = urllib.request.Request(
-        base + "/ledger", data=body, method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}",
-                 "Idempotency-Key": f"probe-{uuid.uuid4().hex}"},
+        base + "/ledger",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+            "Idempotency-Key": f"probe-{uuid.uuid4().hex}",
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -188,25 +223,45 @@ end
 
 
 def run_wrk(base: str, token: str, *, connections: int, threads: int, seconds: float) -> Sample:
-    script = (_LUA % {"run": uuid.uuid4().hex[:12], "token": token, "owners": OWNERS}) + (_LUA_MAIN % {})
+    script = (_LUA % {"run": uuid.uuid4().hex[:12], "token": token, "owners": OWNERS}) + (
+        _LUA_MAIN % {}
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
         path = fh.name
     try:
         proc = subprocess.run(
-            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-             "-s", path, base + "/ledger"],
-            capture_output=True, text=True, check=False, timeout=seconds + 60,
+            [
+                "wrk",
+                "-t",
+                str(threads),
+                "-c",
+                str(connections),
+                "-d",
+                f"{max(1, round(seconds))}s",
+                "-s",
+                path,
+                base + "/ledger",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=seconds + 60,
         )
     finally:
         os.unlink(path)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-500:]}")
-    stats: dict[str, Any] = json.loads(line[len("WRK_JSON "):])
+    stats: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
     seconds_run = stats["duration_us"] / 1e6
     errors = sum(int(stats[k]) for k in ("status_errors", "connect", "read", "write", "timeout"))
     ok = stats["requests"] - stats["status_errors"]
-    return Sample(rate=ok / seconds_run if seconds_run else 0.0, p50_ms=stats["p50_us"] / 1000.0,
-                  p99_ms=stats["p99_us"] / 1000.0, count=int(stats["requests"]), seconds=seconds_run,
-                  errors=errors)
+    return Sample(
+        rate=ok / seconds_run if seconds_run else 0.0,
+        p50_ms=stats["p50_us"] / 1000.0,
+        p99_ms=stats["p99_us"] / 1000.0,
+        count=int(stats["requests"]),
+        seconds=seconds_run,
+        errors=errors,
+    )

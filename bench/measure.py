@@ -34,17 +34,28 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def sample_from_latencies(latencies_ms: list[float], seconds: float, *, rate: float | None = None,
-                          per_call: int = 1, errors: int = 0) -> Sample:
+def sample_from_latencies(
+    latencies_ms: list[float],
+    seconds: float,
+    *,
+    rate: float | None = None,
+    per_call: int = 1,
+    errors: int = 0,
+) -> Sample:
     """A Sample from the latency of every call of a run; `per_call` scales the
     rate when one call carries several units (entries of a batch)."""
     latencies_ms.sort()
     calls = len(latencies_ms)
     if rate is None:
         rate = calls * per_call / seconds if seconds > 0 else 0.0
-    return Sample(rate=rate, p50_ms=percentile(latencies_ms, 0.50),
-                  p99_ms=percentile(latencies_ms, 0.99), count=calls * per_call,
-                  seconds=seconds, errors=errors)
+    return Sample(
+        rate=rate,
+        p50_ms=percentile(latencies_ms, 0.50),
+        p99_ms=percentile(latencies_ms, 0.99),
+        count=calls * per_call,
+        seconds=seconds,
+        errors=errors,
+    )
 
 
 def median_of(samples: Sequence[Sample]) -> dict[str, float | None]:

@@ -26,7 +26,9 @@ class Target:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user, PGDATABASE=self.dbname)
+        env.update(
+            PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user, PGDATABASE=self.dbname
+        )
         return env
 
 
@@ -47,16 +49,36 @@ _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MU
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
 
 
-def run(target: Target, *, script: str | None = None, builtin: str | None = None,
-        clients: int, threads: int, seconds: float, per_txn: int = 1) -> Sample:
+def run(
+    target: Target,
+    *,
+    script: str | None = None,
+    builtin: str | None = None,
+    clients: int,
+    threads: int,
+    seconds: float,
+    per_txn: int = 1,
+) -> Sample:
     """One timed pgbench run. `per_txn` scales the rate when one transaction
     carries several units (the entries of a batch)."""
     if (script is None) == (builtin is None):
         raise ValueError("give a script or a builtin")
     threads = max(1, min(threads, clients))
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-        args = [pgbench_program(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(threads),
-                "-T", str(max(1, round(seconds))), "--log", f"--log-prefix={tmp}/txn"]
+        args = [
+            pgbench_program(),
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(clients),
+            "-j",
+            str(threads),
+            "-T",
+            str(max(1, round(seconds))),
+            "--log",
+            f"--log-prefix={tmp}/txn",
+        ]
         if script is not None:
             path = os.path.join(tmp, "script.sql")
             with open(path, "w", encoding="utf-8") as fh:
@@ -76,8 +98,13 @@ def run(target: Target, *, script: str | None = None, builtin: str | None = None
     tps = _TPS.search(out)
     failed = _FAILED.search(out)
     rate = float(tps.group(1)) * per_txn if tps else None
-    return sample_from_latencies(latencies, seconds, rate=rate, per_call=per_txn,
-                                 errors=int(failed.group(1)) if failed else 0)
+    return sample_from_latencies(
+        latencies,
+        seconds,
+        rate=rate,
+        per_call=per_txn,
+        errors=int(failed.group(1)) if failed else 0,
+    )
 
 
 def _run(args: list[str], target: Target) -> str:

@@ -15,22 +15,38 @@ import psycopg
 from bench.measure import Sample, sample_from_latencies
 from bench.scripts import OWNERS
 
-# The statement a caller writes by hand: named parameters, as the wrapper does.
-POST_ENTRY_SQL = (
-    "SELECT * FROM ledger.post_entry(owner_id => %s, app => %s, operation => %s,"
-    " idempotency_key => %s, amount => %s)"
+# The statement a caller writes by hand, when the wrapper's own text cannot be had.
+FALLBACK_POST_ENTRY_SQL = (
+    "SELECT * FROM ledger.post_entry(owner_id => %(owner_id)s::text, app => %(app)s::text,"
+    " operation => %(operation)s::text, idempotency_key => %(idempotency_key)s::text,"
+    " amount => %(amount)s::numeric)"
 )
 
-Call = Callable[[int, int], Any]          # (thread number, call number) -> result
+
+def post_entry_sql() -> str:
+    """The exact SQL text Ledger.post_entry sends (ledger_py.queries), so that
+    raw psycopg runs the same statement and the ratio is the wrapper's cost."""
+    params = {"owner_id": "", "app": "", "operation": "", "idempotency_key": "", "amount": 1}
+    try:
+        from ledger_py import queries
+
+        return str(queries.POST_ENTRY.sql(queries.POST_ENTRY.params(params)))
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return FALLBACK_POST_ENTRY_SQL
+
+
+Call = Callable[[int, int], Any]  # (thread number, call number) -> result
 
 
 class WrapperMissing(RuntimeError):
     """ledger_py.Ledger (or a method of it) does not exist yet."""
 
 
-def run_threads(make_call: Callable[[int], Call], threads: int, seconds: float) -> tuple[Sample, str | None]:
+def run_threads(
+    make_call: Callable[[int], Call], threads: int, seconds: float
+) -> tuple[Sample, str | None]:
     """Runs make_call(thread)(thread, i) in `threads` threads for `seconds`
-    after one untimed warm-up call each. Returns the sample and the first
+    after six untimed warm-up calls each (connect, then prepare). Returns the sample and the first
     error message (errors are counted, not raised)."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors = [0] * threads
@@ -41,8 +57,9 @@ def run_threads(make_call: Callable[[int], Call], threads: int, seconds: float) 
     def worker(n: int) -> None:
         call = make_call(n)
         try:
-            call(n, -1)                       # warm-up: connection, prepared statement
-        except Exception as exc:  # noqa: BLE001 - reported, not hidden
+            for w in range(6):  # warm-up: connection, then prepared (threshold 5)
+                call(n, -1 - w)
+        except Exception as exc:
             first_error.append(f"{type(exc).__name__}: {exc}")
             errors[n] += 1
         ready.wait()
@@ -54,7 +71,7 @@ def run_threads(make_call: Callable[[int], Call], threads: int, seconds: float) 
                 break
             try:
                 call(n, i)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors[n] += 1
                 if not first_error:
                     first_error.append(f"{type(exc).__name__}: {exc}")
@@ -73,7 +90,9 @@ def run_threads(make_call: Callable[[int], Call], threads: int, seconds: float) 
         t.join()
     elapsed = time.perf_counter() - began
     merged = [x for per_thread in latencies for x in per_thread]
-    return sample_from_latencies(merged, elapsed, errors=sum(errors)), (first_error[0] if first_error else None)
+    return sample_from_latencies(merged, elapsed, errors=sum(errors)), (
+        first_error[0] if first_error else None
+    )
 
 
 def _owner(thread: int, i: int) -> str:
@@ -83,15 +102,24 @@ def _owner(thread: int, i: int) -> str:
 def raw_psycopg(url: str, threads: int, seconds: float) -> tuple[Sample, str | None]:
     """One connection per thread, autocommit, prepared on first use."""
     run = uuid.uuid4().hex[:12]
+    query = post_entry_sql()
     connections: list[psycopg.Connection[Any]] = []
 
     def make_call(n: int) -> Call:
-        conn = psycopg.connect(url, autocommit=True, prepare_threshold=0)
+        # psycopg's defaults, as the wrapper's pool: prepared after 5 executions.
+        conn = psycopg.connect(url, autocommit=True)
         connections.append(conn)
 
         def call(thread: int, i: int) -> Any:
             return conn.execute(
-                POST_ENTRY_SQL, (_owner(thread, i), "bench", "CREDIT_ADD", f"raw-{run}-{thread}-{i}", 1)
+                query,
+                {
+                    "owner_id": _owner(thread, i),
+                    "app": "bench",
+                    "operation": "CREDIT_ADD",
+                    "idempotency_key": f"raw-{run}-{thread}-{i}",
+                    "amount": 1,
+                },
             ).fetchone()
 
         return call
@@ -117,8 +145,13 @@ def wrapper_ledger(url: str, threads: int, seconds: float) -> tuple[Sample, str 
 
         def make_call(n: int) -> Call:
             def call(thread: int, i: int) -> Any:
-                return ledger.post_entry(owner_id=_owner(thread, i), app="bench", operation="CREDIT_ADD",
-                                         idempotency_key=f"py-{run}-{thread}-{i}", amount=1)
+                return ledger.post_entry(
+                    owner_id=_owner(thread, i),
+                    app="bench",
+                    operation="CREDIT_ADD",
+                    idempotency_key=f"py-{run}-{thread}-{i}",
+                    amount=1,
+                )
 
             return call
 
@@ -132,9 +165,7 @@ def wrapper_ledger(url: str, threads: int, seconds: float) -> tuple[Sample, str 
 def _make_ledger(ledger_class: Any, url: str, size: int) -> Any:
     """Ledger(url, min_size=..., max_size=...) as INTERFACES.md shows; older
     signatures without min_size are tried next."""
-    for kwargs in ({"min_size": size, "max_size": size, "prepare_threshold": 0},
-                   {"max_size": size, "prepare_threshold": 0},
-                   {"max_size": size}):
+    for kwargs in ({"min_size": size, "max_size": size}, {"max_size": size}):
         try:
             return ledger_class(url, **kwargs)
         except TypeError:

@@ -13,11 +13,19 @@ from bench.scenarios import HTTP_WORKER_RSS_MB, LATENCY_TARGETS, RATE_TARGETS, S
 SCHEMA_VERSION = 1
 
 
-def build(*, plan_info: dict[str, Any], machine: dict[str, Any], settings: dict[str, str],
-          scenarios: list[Scenario], extra: dict[str, Any]) -> dict[str, Any]:
+def build(
+    *,
+    plan_info: dict[str, Any],
+    machine: dict[str, Any],
+    settings: dict[str, str],
+    scenarios: list[Scenario],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     by_key: dict[str, dict[str, Any]] = {}
     for sc in scenarios:
-        status = "skipped" if sc.skip else "error" if sc.error else "ok" if sc.samples else "skipped"
+        status = (
+            "skipped" if sc.skip else "error" if sc.error else "ok" if sc.samples else "skipped"
+        )
         entry: dict[str, Any] = {
             "title": sc.title,
             "driver": sc.driver,
@@ -51,30 +59,48 @@ def build(*, plan_info: dict[str, Any], machine: dict[str, Any], settings: dict[
             why_missing = f"{missing['title']}: {missing['note'] or missing['status']}"
         elif den["rate"] > 0:
             value = num["rate"] / den["rate"]
-        targets.append({
-            "title": rt.title, "kind": "ratio", "numerator": rt.numerator, "denominator": rt.denominator,
-            "value": round(value, 3) if value is not None else None, "target": f">= {rt.minimum:g}",
-            "threshold": rt.minimum, "pass": (value >= rt.minimum) if value is not None else None,
-            "note": why_missing or rt.why or None,
-        })
+        targets.append(
+            {
+                "title": rt.title,
+                "kind": "ratio",
+                "numerator": rt.numerator,
+                "denominator": rt.denominator,
+                "value": round(value, 3) if value is not None else None,
+                "target": f">= {rt.minimum:g}",
+                "threshold": rt.minimum,
+                "pass": (value >= rt.minimum) if value is not None else None,
+                "note": why_missing or rt.why or None,
+            }
+        )
     for lt in LATENCY_TARGETS:
         sc = by_key.get(lt.scenario)
         p99 = sc["p99_ms"] if sc else None
-        targets.append({
-            "title": lt.title, "kind": "latency_ms", "scenario": lt.scenario,
-            "value": p99, "target": f"<= {lt.maximum_ms:g} ms", "threshold": lt.maximum_ms,
-            "pass": (p99 <= lt.maximum_ms) if p99 is not None else None,
-            "note": None if sc else "not run in this mode",
-        })
+        targets.append(
+            {
+                "title": lt.title,
+                "kind": "latency_ms",
+                "scenario": lt.scenario,
+                "value": p99,
+                "target": f"<= {lt.maximum_ms:g} ms",
+                "threshold": lt.maximum_ms,
+                "pass": (p99 <= lt.maximum_ms) if p99 is not None else None,
+                "note": None if sc else "not run in this mode",
+            }
+        )
     http = by_key.get("http_post_ledger")
     rss = http.get("worker_rss_mb") if http else None
-    targets.append({
-        "title": "HTTP worker memory after the run (largest worker)", "kind": "memory_mb",
-        "scenario": "http_post_ledger", "value": max(rss) if rss else None,
-        "target": f"< {HTTP_WORKER_RSS_MB:g} MB", "threshold": HTTP_WORKER_RSS_MB,
-        "pass": (max(rss) < HTTP_WORKER_RSS_MB) if rss else None,
-        "note": None if rss else "HTTP scenario not run",
-    })
+    targets.append(
+        {
+            "title": "HTTP worker memory after the run (largest worker)",
+            "kind": "memory_mb",
+            "scenario": "http_post_ledger",
+            "value": max(rss) if rss else None,
+            "target": f"< {HTTP_WORKER_RSS_MB:g} MB",
+            "threshold": HTTP_WORKER_RSS_MB,
+            "pass": (max(rss) < HTTP_WORKER_RSS_MB) if rss else None,
+            "note": None if rss else "HTTP scenario not run",
+        }
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         **extra,
@@ -88,7 +114,7 @@ def build(*, plan_info: dict[str, Any], machine: dict[str, Any], settings: dict[
 
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return str(value)
@@ -103,15 +129,18 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Ledger benchmark ({plan['mode']}, {results.get('generated_at', '')})",
         "",
-        f"Median of {plan['runs']} run(s) of {plan['seconds_per_run']:g} s; {plan['clients']} clients "
-        f"unless stated; pgbench `-M prepared -j {plan['pgbench_threads']}`, scale {plan['pgbench_scale']}. "
+        f"Median of {plan['runs']} run(s) of {plan['seconds_per_run']:g} s; "
+        f"{plan['clients']} clients unless stated; pgbench `-M prepared "
+        f"-j {plan['pgbench_threads']}`, scale {plan['pgbench_scale']}. "
         f"Load average before/after: {results.get('load_average_before')} / "
         f"{results.get('load_average_after')}.",
         "",
         f"**Machine**: {machine.get('cores')} cores, {machine.get('cpu', '?')}, "
         f"{machine.get('memory_gb', '?')} GB, {machine.get('platform')}.  ",
         f"**Server**: {settings.get('version', '?')}.  ",
-        "**Settings**: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "version") + ".",
+        "**Settings**: "
+        + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "version")
+        + ".",
         "",
         "## Targets",
         "",
@@ -120,8 +149,10 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for t in results["targets"]:
         digits = 2 if t["kind"] != "memory_mb" else 1
-        lines.append(f"| {t['title']} | {_fmt(t['value'], digits)} | {t['target']} | "
-                     f"{_verdict(t['pass'])} | {t['note'] or ''} |")
+        lines.append(
+            f"| {t['title']} | {_fmt(t['value'], digits)} | {t['target']} | "
+            f"{_verdict(t['pass'])} | {t['note'] or ''} |"
+        )
     lines += [
         "",
         "## Scenarios",
@@ -136,12 +167,17 @@ def markdown(results: dict[str, Any]) -> str:
             note += f" worker RSS {sc['worker_rss_mb']} MB"
         if sc.get("errors"):
             note += f" ({sc['errors']} errors)"
-        lines.append(f"| `{key}`: {sc['title']} | {sc['clients']} | {_fmt(sc['rate'])} | {sc['unit']} | "
-                     f"{_fmt(sc['p50_ms'], 2)} | {_fmt(sc['p99_ms'], 2)} | {runs} | {note.strip()} |")
+        lines.append(
+            f"| `{key}`: {sc['title']} | {sc['clients']} | {_fmt(sc['rate'])} | {sc['unit']} | "
+            f"{_fmt(sc['p50_ms'], 2)} | {_fmt(sc['p99_ms'], 2)} | {runs} | {note.strip()} |"
+        )
     if results.get("growth_setup"):
         lines += ["", f"Growth setup: {results['growth_setup']}."]
-    lines += ["", f"All clients connect as {results.get('connect_as', '?')}. "
-              "Figures of one machine at one moment: compare ratios, not absolute numbers."]
+    lines += [
+        "",
+        f"All clients connect as {results.get('connect_as', '?')}. "
+        "Figures of one machine at one moment: compare ratios, not absolute numbers.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +196,11 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     labels, scores, colors, texts = [], [], [], []
     for t in rows:
         # Higher is better for ratios; lower is better for latency and memory.
-        score = t["value"] / t["threshold"] if t["kind"] == "ratio" else t["threshold"] / max(t["value"], 1e-9)
+        score = (
+            t["value"] / t["threshold"]
+            if t["kind"] == "ratio"
+            else t["threshold"] / max(t["value"], 1e-9)
+        )
         labels.append(t["title"])
         scores.append(score)
         colors.append("#2e7d32" if t["pass"] else "#c62828")
@@ -180,7 +220,8 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     ax.set_title(
         f"Ledger vs PostgreSQL doing the same work ({results['plan']['mode']}, "
         f"{results.get('generated_at', '')})\n{machine.get('cores')} cores, "
-        f"PostgreSQL {str(settings.get('server_version', '?')).split()[0]}, fsync={settings.get('fsync')}, "
+        f"PostgreSQL {str(settings.get('server_version', '?')).split()[0]}, "
+        f"fsync={settings.get('fsync')}, "
         f"synchronous_commit={settings.get('synchronous_commit')}",
         fontsize=9,
     )

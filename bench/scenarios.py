@@ -19,12 +19,12 @@ PGBENCH_THREADS = 2
 class Scenario:
     key: str
     title: str
-    driver: str                       # pgbench | python | wrk
+    driver: str  # pgbench | python | wrk
     clients: int
     measure: Callable[[float], Sample]
     unit: str = "txn/s"
-    skip: str | None = None           # why it does not run
-    note: str | None = None           # printed beside the figure
+    skip: str | None = None  # why it does not run
+    note: str | None = None  # printed beside the figure
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -51,17 +51,32 @@ class LatencyTarget:
 
 
 RATE_TARGETS = (
-    RateTarget("post_entry uniform / bare floor uniform", "post_entry_uniform", "floor_uniform", 0.85),
+    RateTarget(
+        "post_entry uniform / bare floor uniform", "post_entry_uniform", "floor_uniform", 0.85
+    ),
     RateTarget("post_entry uniform / tpcb-like", "post_entry_uniform", "tpcb_like", 1.5),
     RateTarget("post_entry hot owner / bare floor one owner", "post_entry_hot", "floor_hot", 0.9),
-    RateTarget("transfer uniform / bare floor uniform", "transfer_uniform", "floor_uniform", 0.45,
-               "a transfer is two entries"),
+    RateTarget(
+        "transfer uniform / bare floor uniform",
+        "transfer_uniform",
+        "floor_uniform",
+        0.45,
+        "a transfer is two entries",
+    ),
     RateTarget("get_balance / select-only", "get_balance", "select_only", 0.8),
-    RateTarget("post_entries entries/s / single post_entry entries/s (1 client)",
-               "post_entries_batch", "post_entry_single_client", 15.0),
-    RateTarget("Python Ledger.post_entry / raw psycopg (8 threads)", "python_wrapper", "python_raw", 0.85),
+    RateTarget(
+        "post_entries entries/s / single post_entry entries/s (1 client)",
+        "post_entries_batch",
+        "post_entry_single_client",
+        15.0,
+    ),
+    RateTarget(
+        "Python Ledger.post_entry / raw psycopg (8 threads)", "python_wrapper", "python_raw", 0.85
+    ),
     RateTarget("HTTP POST /ledger / SQL post_entry", "http_post_ledger", "post_entry_uniform", 0.3),
-    RateTarget("post_entry at 5M entries / at 0", "growth_post_entry_5m", "growth_post_entry_empty", 0.9),
+    RateTarget(
+        "post_entry at 5M entries / at 0", "growth_post_entry_5m", "growth_post_entry_empty", 0.9
+    ),
 )
 
 LATENCY_TARGETS = (

@@ -15,7 +15,10 @@ _OWNER = f"\\set owner random(1, {OWNERS})\n"
 # Pure PostgreSQL, the same physical work as one credit: update the account
 # row, append the entry row with its keys and timestamps, in tables with the
 # ledger's columns, constraints and indexes (schema `floor`), one statement.
-FLOOR_UNIFORM = _OWNER + _KEY + """\
+FLOOR_UNIFORM = (
+    _OWNER
+    + _KEY
+    + """\
 WITH a AS (
     UPDATE floor.accounts SET balance = balance + 1, updated_at = clock_timestamp()
     WHERE owner_id = 'o' || :owner
@@ -27,9 +30,12 @@ SELECT a.owner_id, 'bench', 'CREDIT_ADD', 1, a.balance, 'k' || :key, md5('k' || 
 FROM a
 RETURNING entry_id, balance;
 """
+)
 
 # The same for a debit of the one hot owner, with the balance check in the WHERE.
-FLOOR_HOT = _KEY + """\
+FLOOR_HOT = (
+    _KEY
+    + """\
 WITH a AS (
     UPDATE floor.accounts SET balance = balance - 1, updated_at = clock_timestamp()
     WHERE owner_id = 'hot' AND balance >= 1
@@ -41,23 +47,35 @@ SELECT a.owner_id, 'bench', 'CREDIT_SPEND', -1, a.balance, 'k' || :key, md5('k' 
 FROM a
 RETURNING entry_id, balance;
 """
+)
 
 ONE_ROW_UPDATE = "UPDATE bench_counter SET v = v + 1 WHERE id = 1;\n"
 
-POST_ENTRY_UNIFORM = _OWNER + _KEY + """\
+POST_ENTRY_UNIFORM = (
+    _OWNER
+    + _KEY
+    + """\
 SELECT * FROM ledger.post_entry('o' || :owner, 'bench', 'CREDIT_ADD', 'k' || :key, 1);
 """
+)
 
-POST_ENTRY_HOT = _KEY + """\
+POST_ENTRY_HOT = (
+    _KEY
+    + """\
 SELECT * FROM ledger.post_entry('hot', 'bench', 'CREDIT_SPEND', 'k' || :key, 1);
 """
+)
 
-TRANSFER_UNIFORM = f"""\
+TRANSFER_UNIFORM = (
+    f"""\
 \\set a random(1, {OWNERS})
 \\set b (:a + random(1, {OWNERS - 1}) - 1) % {OWNERS} + 1
-""" + _KEY + """\
+"""
+    + _KEY
+    + """\
 SELECT * FROM ledger.transfer('o' || :a, 'o' || :b, 1, 'bench', 't' || :key);
 """
+)
 
 GET_BALANCE = _OWNER + "SELECT * FROM ledger.get_balance('o' || :owner);\n"
 
@@ -65,9 +83,12 @@ BATCH_SIZE = 1_000
 
 # The JSON array is built by the server: that costs post_entries a little
 # (a real client sends it ready-made), so the ratio errs on the low side.
-POST_ENTRIES_BATCH = f"""\
+POST_ENTRIES_BATCH = (
+    f"""\
 \\set base random(0, {OWNERS - 1})
-""" + _KEY + f"""\
+"""
+    + _KEY
+    + f"""\
 SELECT count(*) FROM ledger.post_entries((
     SELECT jsonb_agg(jsonb_build_object(
                'owner_id', 'o' || ((:base + g) % {OWNERS} + 1), 'app', 'bench',
@@ -75,13 +96,17 @@ SELECT count(*) FROM ledger.post_entries((
                'amount', 1) ORDER BY g)
     FROM generate_series(1, {BATCH_SIZE}) g));
 """
+)
 
 LIST_ENTRIES_FIRST_PAGE = _OWNER + "SELECT * FROM ledger.list_entries('o' || :owner);\n"
 
 
 def list_entries_deep_page(max_entry_id: int) -> str:
     """A page of 100 from a random point of the history (keyset: after_id)."""
-    return _OWNER + f"""\
+    return (
+        _OWNER
+        + f"""\
 \\set after random({max(2, max_entry_id // 10)}, {max(2, max_entry_id)})
 SELECT * FROM ledger.list_entries('o' || :owner, :after);
 """
+    )

@@ -20,9 +20,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The scenarios that need only PostgreSQL and this repository's SQL.
 ALWAYS_RUN = (
-    "tpcb_like", "select_only", "one_row_update", "floor_uniform", "floor_hot",
-    "post_entry_uniform", "post_entry_hot", "transfer_uniform", "get_balance",
-    "post_entry_single_client", "python_raw",
+    "tpcb_like",
+    "select_only",
+    "one_row_update",
+    "floor_uniform",
+    "floor_hot",
+    "post_entry_uniform",
+    "post_entry_hot",
+    "transfer_uniform",
+    "get_balance",
+    "post_entry_single_client",
+    "python_raw",
 )
 # Those that wait for code written elsewhere: run when it exists.
 WHEN_AVAILABLE = ("post_entries_batch", "python_wrapper", "http_post_ledger")
@@ -42,7 +50,11 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path,
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "quick.json").read_text(encoding="utf-8"))
@@ -104,7 +116,9 @@ def test_targets_carry_value_threshold_and_verdict(quick_results: tuple[dict, Pa
         else:
             assert isinstance(t["pass"], bool)
             assert t["value"] > 0
-    floor_ratio = next(t for t in targets if t["title"] == "post_entry uniform / bare floor uniform")
+    floor_ratio = next(
+        t for t in targets if t["title"] == "post_entry uniform / bare floor uniform"
+    )
     assert floor_ratio["value"] is not None
 
 
