@@ -1,0 +1,26 @@
+# The ledger's HTTP API: `ledger migrate`, then `ledger serve` (gunicorn).
+# Used by docker-compose.yml; any PostgreSQL 14-17 given by LEDGER_DATABASE_URL works.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md yoyo.ini ./
+COPY ledger_py ./ledger_py
+COPY sql ./sql
+COPY migrations ./migrations
+COPY web ./web
+# A regular (non-editable) install: sql/ and migrations/ ship inside the
+# package, so the sources can go.
+RUN pip install /src && rm -rf /src \
+    && useradd --system --uid 10001 --home-dir /nonexistent ledger
+WORKDIR /app
+
+USER ledger
+ENV LEDGER_HOST=0.0.0.0 \
+    LEDGER_PORT=8000
+EXPOSE 8000
+CMD ["sh", "-c", "ledger migrate && exec ledger serve"]
