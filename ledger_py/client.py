@@ -22,7 +22,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import RowFactory, class_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import queries as q
@@ -58,10 +57,6 @@ def _json(value: Json) -> str | None:
     """Metadata travels as JSON text, so the database judges every value
     (\\u0000, non-objects) and answers LG007 itself."""
     return None if value is None else json.dumps(value)
-
-
-def _row_factory(call: q.Call) -> RowFactory[Any]:
-    return class_row(call.result) if call.result is not None else tuple_row
 
 
 def _broken_connection(exc: BaseException | None) -> bool:
@@ -174,14 +169,14 @@ class Ledger:
         query = call.sql(params)
         if conn is not None:
             with translate_errors(lambda: Where.from_connection(conn), params):
-                with conn.cursor(row_factory=_row_factory(call)) as cur:
+                with conn.cursor(row_factory=call.row_factory) as cur:
                     cur.execute(query, params)
                     return cur.fetchall()
         try:
             with translate_errors(self._where, params):
                 with (
                     self._pool.connection() as pooled,
-                    pooled.cursor(row_factory=_row_factory(call)) as cur,
+                    pooled.cursor(row_factory=call.row_factory) as cur,
                 ):
                     cur.execute(query, params)
                     rows: list[Any] = cur.fetchall()
@@ -523,7 +518,7 @@ class AsyncLedger:
         query = call.sql(params)
         if conn is not None:
             with translate_errors(lambda: Where.from_connection(conn), params):
-                async with conn.cursor(row_factory=_row_factory(call)) as cur:
+                async with conn.cursor(row_factory=call.row_factory) as cur:
                     await cur.execute(query, params)
                     return await cur.fetchall()
         if not self._opened:
@@ -532,7 +527,7 @@ class AsyncLedger:
             with translate_errors(self._where, params):
                 async with (
                     self._pool.connection() as pooled,
-                    pooled.cursor(row_factory=_row_factory(call)) as cur,
+                    pooled.cursor(row_factory=call.row_factory) as cur,
                 ):
                     await cur.execute(query, params)
                     rows: list[Any] = await cur.fetchall()

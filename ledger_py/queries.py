@@ -9,27 +9,40 @@ it returns. `Call.sql()` renders
 
     SELECT <fields of the result class> FROM ledger.<name>(p => %(p)s::type, ...)
 
-with named parameters, cached per set of given optional parameters.
+with named parameters, rendered once per set of given optional parameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
+
+from psycopg.rows import RowFactory, class_row, tuple_row
 
 from . import results
 
 
-@dataclass(frozen=True)
 class Call:
     """One SQL function of the ledger API."""
 
-    name: str
-    required: tuple[tuple[str, str], ...]
-    optional: tuple[tuple[str, str], ...] = ()
-    result: type[Any] | None = None  # None: a scalar result
+    __slots__ = ("_sql", "name", "optional", "required", "result", "row_factory")
+
+    def __init__(
+        self,
+        name: str,
+        required: tuple[tuple[str, str], ...],
+        optional: tuple[tuple[str, str], ...] = (),
+        result: type[Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.required = required
+        self.optional = optional
+        self.result = result  # None: a scalar result
+        self.row_factory: RowFactory[Any] = class_row(result) if result is not None else tuple_row
+        self._sql: dict[tuple[str, ...], str] = {}
+
+    def __repr__(self) -> str:
+        return f"Call({self.name!r})"
 
     @property
     def types(self) -> dict[str, str]:
@@ -44,15 +57,19 @@ class Call:
         return sent
 
     def sql(self, params: Mapping[str, Any]) -> str:
-        return _render(self, tuple(params))
+        """The statement for these parameters (rendered once per set of names)."""
+        names = tuple(params)
+        text = self._sql.get(names)
+        if text is None:
+            text = self._sql[names] = self._render(names)
+        return text
 
-
-@lru_cache(maxsize=256)
-def _render(call: Call, names: tuple[str, ...]) -> str:
-    args = ", ".join(f"{name} => %({name})s::{call.types[name]}" for name in names)
-    if call.result is None:
-        return f"SELECT ledger.{call.name}({args})"
-    return f"SELECT {results.column_list(call.result)} FROM ledger.{call.name}({args})"
+    def _render(self, names: tuple[str, ...]) -> str:
+        types = self.types
+        args = ", ".join(f"{name} => %({name})s::{types[name]}" for name in names)
+        if self.result is None:
+            return f"SELECT ledger.{self.name}({args})"
+        return f"SELECT {results.column_list(self.result)} FROM ledger.{self.name}({args})"
 
 
 DEFINE_APP = Call("define_app", (("app", "text"),), (("description", "text"),), results.App)
