@@ -237,7 +237,7 @@ def transfer(headers: dict[str, Any], body: dict[str, Any]) -> Any:
 @bp.output(s.EntriesOut, status_code=201, description="the compensating entries")
 @bp.doc(
     summary="Reverse an entry the app wrote (both legs of a transfer)",
-    responses={200: replay_doc("EntriesOut"), **WRITE_ERRORS},
+    responses={200: replay_doc("EntriesOut"), 404: "unknown entry", **WRITE_ERRORS},
 )
 def reverse_entry(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     entries = ledger().reverse_entry(
