@@ -1,0 +1,97 @@
+"""The example content app: hold, work, store + capture in one transaction;
+release on failure; access charged once per reader and content."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from apiflask import APIFlask
+from flask.testing import FlaskClient
+
+from tests.web.helpers import error_of, fund
+
+H = dict[str, str]
+
+
+def create(client: FlaskClient, auth: H, key: str | None = "c-1", **body: Any) -> Any:
+    payload = {"owner_id": "alice", "title": "Hello", "body": "  a body  ", **body}
+    headers = {**auth, **({"Idempotency-Key": key} if key else {})}
+    return client.post("/content", json=payload, headers=headers)
+
+
+def test_create_content_charges_the_creation_once(client: FlaskClient, auth: H, db_url: str) -> None:
+    fund(client, auth, "alice", 12)
+    first = create(client, auth)
+    assert first.status_code == 201
+    body = first.json
+    assert body["content"]["title"] == "Hello" and body["content"]["body"] == "a body"
+    assert body["entry"]["operation"] == "CONTENT_CREATION" and body["entry"]["amount"] == -5
+    assert body["balance"] == 7 and body["charged"] is True
+    again = create(client, auth)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json == first.json
+    assert client.get("/balance/alice", headers=auth).json == {
+        **client.get("/balance/alice", headers=auth).json, "balance": 7, "held": 0}
+    # The content row records the hold that paid for it and the capture entry.
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT hold_id, entry_id FROM example_app.content").fetchall()
+    assert len(row) == 1 and row[0][1] == body["entry"]["entry_id"]
+    # Without a key each request is new content.
+    assert create(client, auth, key=None).status_code == 201
+    assert create(client, auth, key="c-other", title="Other").status_code == 402
+
+
+def test_failed_work_releases_the_hold_and_charges_nothing(app: APIFlask, client: FlaskClient, auth: H,
+                                                           db_url: str) -> None:
+    fund(client, auth, "alice", 10)
+
+    def failing_work(title: str, body: str) -> str:
+        raise RuntimeError("the generator is down")
+
+    app.config["CONTENT_WORK"] = failing_work
+    failed = create(client, auth, key="c-fail")
+    body = error_of(failed, 502, "content_work_failed")
+    hold = client.get(f"/holds/{body['hold_id']}", headers=auth).json["hold"]
+    assert hold["status"] == "released"
+    assert client.get("/balance/alice", headers=auth).json["available"] == 10
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM example_app.content").fetchone() == (0,)
+    app.config["CONTENT_WORK"] = lambda title, body: body
+    assert create(client, auth, key="c-next").status_code == 201
+
+
+def test_create_content_errors(client: FlaskClient, auth: H) -> None:
+    error_of(create(client, auth, key="e1"), 402, "insufficient_credits")
+    fund(client, auth, "alice", 10)
+    error_of(create(client, auth, key="e2", title=""), 422, "validation_error")
+    error_of(create(client, auth, key="e3", title="x" * 501), 422, "validation_error")
+    error_of(create(client, auth, key="e4", body="nul \u0000 inside"), 422, "invalid_argument")
+    error_of(create(client, auth, key="e5", owner_id=""), 422, "invalid_argument")
+    error_of(client.post("/content", json={"owner_id": "alice"}, headers=auth), 422, "validation_error")
+    assert client.get("/balance/alice", headers=auth).json["available"] == 10
+
+
+def test_access_is_charged_once_per_reader(client: FlaskClient, auth: H, db_url: str) -> None:
+    fund(client, auth, "alice", 5)
+    content_id = create(client, auth).json["content"]["content_id"]
+    error_of(client.post(f"/content/{content_id}/access", json={"owner_id": "bob"}, headers=auth),
+             402, "insufficient_credits")
+    fund(client, auth, "bob", 3)
+    first = client.post(f"/content/{content_id}/access", json={"owner_id": "bob"}, headers=auth)
+    assert first.status_code == 201
+    assert first.json["charged"] is True and first.json["balance"] == 2
+    assert first.json["entry"]["operation"] == "CONTENT_ACCESS"
+    assert first.json["content"]["content_id"] == content_id
+    # The seed's query parameter works too; a repeated access is free.
+    second = client.post(f"/content/{content_id}/access?owner_id=bob", headers=auth)
+    assert second.status_code == 200 and second.json["charged"] is False
+    assert second.json["entry"] == first.json["entry"] and second.json["balance"] == 2
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT content_id, owner_id FROM example_app.content_access").fetchall()
+    assert rows == [(content_id, "bob")]
+
+    error_of(client.post("/content/424242/access", json={"owner_id": "bob"}, headers=auth), 404, "not_found")
+    error_of(client.post(f"/content/{content_id}/access", json={}, headers=auth), 422, "invalid_argument")
+    error_of(client.post(f"/content/{content_id}/access", json={"owner_id": 7}, headers=auth),
+             422, "validation_error")
