@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from ledger_py.client import Ledger
-
 from web.database import connection
 
 TOKEN_PREFIX = "lgk_"
@@ -53,7 +52,8 @@ def create_api_key(ledger: Ledger, app: str, label: str | None = None) -> tuple[
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with connection(ledger, app=app) as conn:
         conn.execute(
-            "SELECT ledger.create_api_key(app => %s, key_id => %s, token_sha256 => %s, label => %s)",
+            "SELECT ledger.create_api_key("
+            "app => %s, key_id => %s, token_sha256 => %s, label => %s)",
             (app, key_id, token_hash(token), label),
         )
     return key_id, token

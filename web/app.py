@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-import swagger_ui_bundle
+import swagger_ui_bundle  # type: ignore[import-untyped]
 from apiflask import APIFlask
 from flask import Flask, jsonify, make_response, render_template, send_from_directory, url_for
-
 from werkzeug.routing import IntegerConverter, Map
 
 from ledger_py.client import Ledger

@@ -5,15 +5,17 @@ from __future__ import annotations
 from apiflask import HTTPTokenAuth
 from flask import current_app
 
+from web.api_keys import KeyResolver
+
 auth = HTTPTokenAuth(
     scheme="Bearer",
     description="An API key of one app (`ledger keys create APP`): `Authorization: Bearer lgk_...`",
 )
 
 
-@auth.verify_token
+@auth.verify_token  # type: ignore[untyped-decorator]
 def _verify_token(token: str) -> str | None:
-    resolver = current_app.extensions["ledger_web"].keys
+    resolver: KeyResolver = current_app.extensions["ledger_web"].keys
     return resolver.app_for(token)
 
 

@@ -70,7 +70,7 @@ def status_for(exc: ledger_errors.LedgerError) -> int:
     """The status of a ledger exception (its class, or the nearest mapped base)."""
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_EXCEPTION:
-            return STATUS_BY_EXCEPTION[cls]  # type: ignore[index]
+            return STATUS_BY_EXCEPTION[cls]
     return 500
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from apiflask import APIBlueprint
 from flask import current_app
@@ -71,8 +71,11 @@ def _require_text(field: str, value: str) -> None:
     # The example app's own data: PostgreSQL text cannot hold NUL characters.
     if "\x00" in value:
         raise api_error(
-            422, "invalid_argument", f"invalid argument: {field} contains a NUL character",
-            field=field, reason="nul character",
+            422,
+            "invalid_argument",
+            f"invalid argument: {field} contains a NUL character",
+            field=field,
+            reason="nul character",
         )
 
 
@@ -82,7 +85,10 @@ _CONTENT_COLUMNS = "content_id, owner_id, title, body, created_at"
 def _content_row(row: Any) -> dict[str, Any]:
     content_id, owner_id, title, body, created_at = row
     return {
-        "content_id": content_id, "owner_id": owner_id, "title": title, "body": body,
+        "content_id": content_id,
+        "owner_id": owner_id,
+        "title": title,
+        "body": body,
         "created_at": created_at,
     }
 
@@ -90,10 +96,26 @@ def _content_row(row: Any) -> dict[str, Any]:
 def _entry_view(entry: Any) -> dict[str, Any]:
     """The fields of an entry_result, from an Entry or a JournalEntry alike."""
     return {
-        "entry_id": entry.entry_id, "owner_id": entry.owner_id, "app": entry.app,
-        "operation": entry.operation, "amount": entry.amount, "balance": entry.balance,
+        "entry_id": entry.entry_id,
+        "owner_id": entry.owner_id,
+        "app": entry.app,
+        "operation": entry.operation,
+        "amount": entry.amount,
+        "balance": entry.balance,
         "created_at": entry.created_at,
     }
+
+
+CREATE_RESPONSES: dict[int, Any] = {
+    200: replay_doc("ContentWriteOut"),
+    400: "malformed JSON",
+    402: "insufficient credits",
+    403: "the API key is not of example_app",
+    409: "idempotency key reused for other content, or the hold is no longer active",
+    502: "the content work failed: the hold was released, nothing charged",
+    413: "request body larger than 4 MiB",
+    503: "database unreachable",
+}
 
 
 @bp.post("/content")
@@ -103,14 +125,7 @@ def _entry_view(entry: Any) -> dict[str, Any]:
 @bp.output(s.ContentWriteOut, status_code=201, description="the content, paid by its owner")
 @bp.doc(
     summary="Create content: hold CONTENT_CREATION, do the work, store it and capture the hold",
-    responses={
-        200: replay_doc("ContentWriteOut"),
-        402: "insufficient credits",
-        403: "the API key is not of example_app",
-        409: "idempotency key reused for other content, or the hold is no longer active",
-        502: "the content work failed: the hold was released, nothing charged",
-        503: "database unreachable",
-    },
+    responses=CREATE_RESPONSES,
 )
 def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     """Send an Idempotency-Key (or nonce) to make retries safe: without one,
@@ -120,7 +135,7 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     _require_text("body", body["body"])
     ledger = _ledger()
     owner_id = body["owner_id"]
-    key = idempotency_key(headers, body) or f"content-{uuid.uuid4()}"
+    key: str = idempotency_key(headers, body) or f"content-{uuid.uuid4()}"
 
     hold = ledger.create_hold(owner_id=owner_id, app=APP, operation=CREATION, idempotency_key=key)
     if hold.replayed:
@@ -136,7 +151,8 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
         _release_quietly(ledger, hold.hold_id)
         current_app.logger.warning("content work failed for hold %s: %r", hold.hold_id, exc)
         raise api_error(
-            502, "content_work_failed",
+            502,
+            "content_work_failed",
             "creating the content failed; its hold was released and nothing was charged",
             hold_id=hold.hold_id,
         ) from exc
@@ -153,8 +169,12 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
         if not isinstance(exc, HoldNotActive):
             _release_quietly(ledger, hold.hold_id)
         raise
-    result = {"content": _content_row(row), "entry": _entry_view(entry), "balance": entry.balance,
-              "charged": True}
+    result = {
+        "content": _content_row(row),
+        "entry": _entry_view(entry),
+        "balance": entry.balance,
+        "charged": True,
+    }
     return answer(result, replayed=False)
 
 
@@ -168,8 +188,12 @@ def _content_of_hold(ledger: Ledger, hold_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     entry = ledger.get_entry(entry_id=row[5])
-    return {"content": _content_row(row[:5]), "entry": _entry_view(entry), "balance": entry.balance,
-            "charged": True}
+    return {
+        "content": _content_row(row[:5]),
+        "entry": _entry_view(entry),
+        "balance": entry.balance,
+        "charged": True,
+    }
 
 
 def _release_quietly(ledger: Ledger, hold_id: int) -> None:
@@ -179,6 +203,22 @@ def _release_quietly(ledger: Ledger, hold_id: int) -> None:
         current_app.logger.warning("could not release hold %s: %r", hold_id, exc)
 
 
+ACCESS_RESPONSES: dict[int, Any] = {
+    200: {
+        "description": "a repeated access: not charged (charged: false)",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ContentWriteOut"}}
+        },
+    },
+    400: "malformed JSON",
+    402: "insufficient credits",
+    403: "the API key is not of example_app",
+    404: "unknown content",
+    413: "request body larger than 4 MiB",
+    503: "database unreachable",
+}
+
+
 @bp.post("/content/<int:content_id>/access")
 @bp.auth_required(auth)
 @bp.input(s.AccessQuery, location="query", arg_name="query")
@@ -186,21 +226,13 @@ def _release_quietly(ledger: Ledger, hold_id: int) -> None:
 @bp.output(s.ContentWriteOut, status_code=201, description="first access: charged")
 @bp.doc(
     summary="Access content: CONTENT_ACCESS is charged once per reader and content",
-    responses={
-        200: {
-            "description": "a repeated access: not charged (charged: false)",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContentWriteOut"}}},
-        },
-        402: "insufficient credits",
-        403: "the API key is not of example_app",
-        404: "unknown content",
-        503: "database unreachable",
-    },
+    responses=ACCESS_RESPONSES,
 )
 def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any]) -> Any:
     """owner_id (the reader) in the JSON body, or as the seed had it, ?owner_id=."""
     _require_example_app()
-    owner_id = body.get("owner_id") or query.get("owner_id")
+    # None reaches the ledger, which refuses it (422).
+    owner_id = cast(str, body.get("owner_id") or query.get("owner_id"))
     ledger = _ledger()
     with connection(ledger, owner_id=owner_id) as conn:
         row = conn.execute(
@@ -208,11 +240,16 @@ def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any])
             (content_id,),
         ).fetchone()
         if row is None:
-            raise api_error(404, "not_found", f"content {content_id} not found",
-                            content_id=content_id, kind="content")
+            raise api_error(
+                404,
+                "not_found",
+                f"content {content_id} not found",
+                content_id=content_id,
+                kind="content",
+            )
         # The key names the (reader, content) pair: the ledger replays a second access.
         entry = ledger.post_entry(
-            owner_id=owner_id,  # type: ignore[arg-type]  # None: the ledger answers 422
+            owner_id=owner_id,
             app=APP,
             operation=ACCESS,
             idempotency_key=f"content-access:{content_id}:{owner_id}",
@@ -226,7 +263,10 @@ def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any])
                 (content_id, owner_id, entry.entry_id),
             )
     balance = entry.balance if not entry.replayed else ledger.get_balance(owner_id=owner_id).balance
-    result = {"content": _content_row(row), "entry": _entry_view(entry), "balance": balance,
-              "charged": not entry.replayed}
+    result = {
+        "content": _content_row(row),
+        "entry": _entry_view(entry),
+        "balance": balance,
+        "charged": not entry.replayed,
+    }
     return result, 201 if not entry.replayed else 200
-

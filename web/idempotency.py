@@ -11,7 +11,7 @@ equals the original answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from apiflask import Schema
 from apiflask.fields import String
@@ -33,10 +33,11 @@ class IdempotencyHeaders(Schema):
     )
 
 
-def idempotency_key(headers: dict[str, Any], body: dict[str, Any]) -> str | None:
+def idempotency_key(headers: dict[str, Any], body: dict[str, Any]) -> str:
     """The request's key: the Idempotency-Key header, else the body's nonce.
 
-    None reaches the ledger as is, and the ledger refuses it (422).
+    A missing key is passed on as None: the ledger refuses it (422), Python
+    does not restate that rule (hence the cast).
     """
     header = headers.get("idempotency_key")
     nonce = body.get("nonce")
@@ -48,7 +49,7 @@ def idempotency_key(headers: dict[str, Any], body: dict[str, Any]) -> str | None
             field="nonce",
             reason="differs from Idempotency-Key",
         )
-    return header if header is not None else nonce
+    return cast(str, header if header is not None else nonce)
 
 
 def answer(body: Any, replayed: bool, first_status: int = 201) -> tuple[Any, int, dict[str, str]]:
@@ -61,8 +62,13 @@ def replay_doc(schema_name: str) -> dict[str, Any]:
     """The OpenAPI description of a write's replay answer."""
     return {
         "description": "a replay of an earlier identical write: its original body, nothing written",
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
+        },
         "headers": {
-            REPLAY_HEADER: {"description": "true on a replay", "schema": {"type": "string", "enum": ["true"]}}
+            REPLAY_HEADER: {
+                "description": "true on a replay",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
         },
     }

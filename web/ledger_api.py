@@ -23,7 +23,7 @@ bp = APIBlueprint("ledger", __name__, tag="Ledger")
 
 TTL_BOUND = 10**9  # seconds: far outside the ledger's 1 s .. 7 days, still a valid interval
 
-WRITE_ERRORS: dict[int, str] = {
+WRITE_ERRORS: dict[int, Any] = {
     402: "insufficient credits (the owner's available credits do not cover it)",
     403: "an operation, hold or entry of another app",
     409: "idempotency key reused for another request, operation limit reached, hold not active,"
@@ -32,7 +32,7 @@ WRITE_ERRORS: dict[int, str] = {
     400: "malformed JSON",
     503: "database unreachable",
 }
-READ_ERRORS: dict[int, str] = {
+READ_ERRORS: dict[int, Any] = {
     422: "an argument the ledger refuses (e.g. an owner id over 255 characters)",
     503: "database unreachable",
 }
@@ -131,8 +131,12 @@ def post_entries(headers: dict[str, Any], body: dict[str, Any]) -> Any:
         key = item["idempotency_key"]
         if key is None and base is not None:
             key = f"{base}:{index}"
-        sent = {"owner_id": item["owner_id"], "app": app, "operation": item["operation"],
-                "idempotency_key": key}
+        sent = {
+            "owner_id": item["owner_id"],
+            "app": app,
+            "operation": item["operation"],
+            "idempotency_key": key,
+        }
         # Absent optional values are left out so that the SQL defaults apply.
         sent.update({k: item[k] for k in ("amount", "metadata") if item[k] is not None})
         items.append(sent)
@@ -265,10 +269,12 @@ def list_operations() -> Any:
 @bp.auth_required(auth)
 @bp.input(s.ReportQuery, location="query", arg_name="query")
 @bp.output(s.ReportOut)
-@bp.doc(summary="The key's app, per operation: entries, credited, debited, owners", responses=READ_ERRORS)
+@bp.doc(
+    summary="The key's app, per operation: entries, credited, debited, owners",
+    responses=READ_ERRORS,
+)
 def app_report(query: dict[str, Any]) -> Any:
     """Entries created in [from, to)."""
     app = current_app_name()
     rows = ledger().app_report(app=app, from_time=query["from_time"], to_time=query["to_time"])
     return {"app": app, "from_time": query["from_time"], "to_time": query["to_time"], "rows": rows}
-

@@ -104,7 +104,8 @@ class BatchIn(StrictSchema):
 class HistoryQuery(StrictSchema):
     after_id = _bigint_id(
         strict=False,
-        load_default=None, metadata={"description": "next_after_id of the previous page"}
+        load_default=None,
+        metadata={"description": "next_after_id of the previous page"},
     )
     limit = Integer(
         strict=False,
@@ -116,7 +117,9 @@ class HistoryQuery(StrictSchema):
 
 class ReportQuery(StrictSchema):
     from_time = DateTime(required=True, data_key="from", metadata={"description": "ISO 8601"})
-    to_time = DateTime(required=True, data_key="to", metadata={"description": "ISO 8601, exclusive"})
+    to_time = DateTime(
+        required=True, data_key="to", metadata={"description": "ISO 8601, exclusive"}
+    )
 
 
 class ContentIn(StrictSchema):

@@ -14,8 +14,8 @@ from flask import Response, request
 from flask.testing import FlaskClient
 
 from ledger_py.client import Ledger
-from web import close_app, create_app
 from tests.web.helpers import check_against_spec, openapi_path
+from web import close_app, create_app
 from web.api_keys import create_api_key
 
 OTHER_APP = "other_app"  # a second app with an operation of its own
@@ -34,7 +34,9 @@ class SpecCheckedClient(FlaskClient):
             self.application._last_rule = None  # type: ignore[attr-defined]
             if not rule.startswith(("/openapi", "/docs", "/redoc", "/static")):
                 spec = self.application.extensions["served_spec"]
-                check_against_spec(spec, openapi_path(rule), method, response.status_code, response.json)
+                check_against_spec(
+                    spec, openapi_path(rule), method, response.status_code, response.json
+                )
                 self.checked.append((openapi_path(rule), method, response.status_code))
         return response
 
@@ -44,8 +46,12 @@ def ledger(db_url: str) -> Iterator[Ledger]:
     with Ledger(db_url, min_size=1, max_size=8) as instance:
         instance.define_app(app=OTHER_APP, description="second app of the tests")
         instance.define_operation(
-            app=OTHER_APP, operation="OTHER_SPEND", direction="debit", default_amount=1,
-            caller_sets_amount=True, max_amount=100,
+            app=OTHER_APP,
+            operation="OTHER_SPEND",
+            direction="debit",
+            default_amount=1,
+            caller_sets_amount=True,
+            max_amount=100,
         )
         yield instance
 

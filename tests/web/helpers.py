@@ -14,7 +14,9 @@ def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)
 
 
-def check_against_spec(spec: dict[str, Any], path: str, method: str, status: int, body: Any) -> None:
+def check_against_spec(
+    spec: dict[str, Any], path: str, method: str, status: int, body: Any
+) -> None:
     """The status is documented for the operation and the JSON body is valid."""
     operation = spec["paths"][path][method.lower()]
     responses = operation["responses"]
@@ -31,7 +33,9 @@ def bearer(token: str, **extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **extra}
 
 
-def fund(client: FlaskClient, auth: dict[str, str], owner_id: str, amount: int, key: str | None = None) -> None:
+def fund(
+    client: FlaskClient, auth: dict[str, str], owner_id: str, amount: int, key: str | None = None
+) -> None:
     """Credit an owner through the API (CREDIT_ADD)."""
     response = client.post(
         "/ledger",

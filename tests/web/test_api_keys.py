@@ -14,7 +14,9 @@ from tests.web.helpers import bearer, error_of
 from web.api_keys import create_api_key, list_api_keys, revoke_api_key
 
 
-def test_keys_are_created_listed_and_revoked(client: FlaskClient, ledger: Ledger, db_url: str) -> None:
+def test_keys_are_created_listed_and_revoked(
+    client: FlaskClient, ledger: Ledger, db_url: str
+) -> None:
     first_id, first = create_api_key(ledger, "example_app")
     second_id, second = create_api_key(ledger, "example_app")
     assert first != second and first.startswith("lgk_") and len(first) > 40
@@ -24,8 +26,9 @@ def test_keys_are_created_listed_and_revoked(client: FlaskClient, ledger: Ledger
 
     # Only the SHA-256 of a token is stored, never the token.
     with psycopg.connect(db_url) as conn:
-        stored = conn.execute("SELECT token_sha256 FROM ledger.api_keys WHERE key_id = %s",
-                              (first_id,)).fetchone()
+        stored = conn.execute(
+            "SELECT token_sha256 FROM ledger.api_keys WHERE key_id = %s", (first_id,)
+        ).fetchone()
         dump = conn.execute("SELECT string_agg(k::text, ' ') FROM ledger.api_keys k").fetchone()
     assert stored is not None and bytes(stored[0]) == hashlib.sha256(first.encode()).digest()
     assert dump is not None and first not in dump[0]
@@ -50,7 +53,9 @@ def test_the_service_role_can_resolve_but_not_read_keys(ledger: Ledger, db_url: 
     _, token = create_api_key(ledger, "core")
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("SET ROLE ledger_app")
-        app = conn.execute("SELECT ledger.api_key_app(%s)", (hashlib.sha256(token.encode()).digest(),)).fetchone()
+        app = conn.execute(
+            "SELECT ledger.api_key_app(%s)", (hashlib.sha256(token.encode()).digest(),)
+        ).fetchone()
         assert app == ("core",)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM ledger.api_keys")

@@ -20,7 +20,9 @@ def create(client: FlaskClient, auth: H, key: str | None = "c-1", **body: Any) -
     return client.post("/content", json=payload, headers=headers)
 
 
-def test_create_content_charges_the_creation_once(client: FlaskClient, auth: H, db_url: str) -> None:
+def test_create_content_charges_the_creation_once(
+    client: FlaskClient, auth: H, db_url: str
+) -> None:
     fund(client, auth, "alice", 12)
     first = create(client, auth)
     assert first.status_code == 201
@@ -32,7 +34,10 @@ def test_create_content_charges_the_creation_once(client: FlaskClient, auth: H, 
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json == first.json
     assert client.get("/balance/alice", headers=auth).json == {
-        **client.get("/balance/alice", headers=auth).json, "balance": 7, "held": 0}
+        **client.get("/balance/alice", headers=auth).json,
+        "balance": 7,
+        "held": 0,
+    }
     # The content row records the hold that paid for it and the capture entry.
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT hold_id, entry_id FROM example_app.content").fetchall()
@@ -42,8 +47,9 @@ def test_create_content_charges_the_creation_once(client: FlaskClient, auth: H, 
     assert create(client, auth, key="c-other", title="Other").status_code == 402
 
 
-def test_failed_work_releases_the_hold_and_charges_nothing(app: APIFlask, client: FlaskClient, auth: H,
-                                                           db_url: str) -> None:
+def test_failed_work_releases_the_hold_and_charges_nothing(
+    app: APIFlask, client: FlaskClient, auth: H, db_url: str
+) -> None:
     fund(client, auth, "alice", 10)
 
     def failing_work(title: str, body: str) -> str:
@@ -68,15 +74,20 @@ def test_create_content_errors(client: FlaskClient, auth: H) -> None:
     error_of(create(client, auth, key="e3", title="x" * 501), 422, "validation_error")
     error_of(create(client, auth, key="e4", body="nul \u0000 inside"), 422, "invalid_argument")
     error_of(create(client, auth, key="e5", owner_id=""), 422, "invalid_argument")
-    error_of(client.post("/content", json={"owner_id": "alice"}, headers=auth), 422, "validation_error")
+    error_of(
+        client.post("/content", json={"owner_id": "alice"}, headers=auth), 422, "validation_error"
+    )
     assert client.get("/balance/alice", headers=auth).json["available"] == 10
 
 
 def test_access_is_charged_once_per_reader(client: FlaskClient, auth: H, db_url: str) -> None:
     fund(client, auth, "alice", 5)
     content_id = create(client, auth).json["content"]["content_id"]
-    error_of(client.post(f"/content/{content_id}/access", json={"owner_id": "bob"}, headers=auth),
-             402, "insufficient_credits")
+    error_of(
+        client.post(f"/content/{content_id}/access", json={"owner_id": "bob"}, headers=auth),
+        402,
+        "insufficient_credits",
+    )
     fund(client, auth, "bob", 3)
     first = client.post(f"/content/{content_id}/access", json={"owner_id": "bob"}, headers=auth)
     assert first.status_code == 201
@@ -88,10 +99,21 @@ def test_access_is_charged_once_per_reader(client: FlaskClient, auth: H, db_url:
     assert second.status_code == 200 and second.json["charged"] is False
     assert second.json["entry"] == first.json["entry"] and second.json["balance"] == 2
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT content_id, owner_id FROM example_app.content_access").fetchall()
+        rows = conn.execute(
+            "SELECT content_id, owner_id FROM example_app.content_access"
+        ).fetchall()
     assert rows == [(content_id, "bob")]
 
-    error_of(client.post("/content/424242/access", json={"owner_id": "bob"}, headers=auth), 404, "not_found")
-    error_of(client.post(f"/content/{content_id}/access", json={}, headers=auth), 422, "invalid_argument")
-    error_of(client.post(f"/content/{content_id}/access", json={"owner_id": 7}, headers=auth),
-             422, "validation_error")
+    error_of(
+        client.post("/content/424242/access", json={"owner_id": "bob"}, headers=auth),
+        404,
+        "not_found",
+    )
+    error_of(
+        client.post(f"/content/{content_id}/access", json={}, headers=auth), 422, "invalid_argument"
+    )
+    error_of(
+        client.post(f"/content/{content_id}/access", json={"owner_id": 7}, headers=auth),
+        422,
+        "validation_error",
+    )

@@ -73,7 +73,13 @@ def test_post_entry_then_balance_and_aliases(client: FlaskClient, auth: H) -> No
         assert balance.status_code == 200
         assert balance.json["balance"] == 15 and balance.json["available"] == 15
     unknown = client.get("/balance/nobody", headers=auth)
-    assert unknown.json == {"owner_id": "nobody", "balance": 0, "held": 0, "available": 0, "updated_at": None}
+    assert unknown.json == {
+        "owner_id": "nobody",
+        "balance": 0,
+        "held": 0,
+        "available": 0,
+        "updated_at": None,
+    }
 
 
 def test_replay_returns_the_original_body_and_conflict_is_409(client: FlaskClient, auth: H) -> None:
@@ -90,11 +96,15 @@ def test_replay_returns_the_original_body_and_conflict_is_409(client: FlaskClien
 
 
 def test_nonce_body_field_is_the_idempotency_key(client: FlaskClient, auth: H) -> None:
-    first = post(client, auth, None, owner_id="carol", operation="CREDIT_ADD", amount=2, nonce="n-1")
+    first = post(
+        client, auth, None, owner_id="carol", operation="CREDIT_ADD", amount=2, nonce="n-1"
+    )
     assert first.status_code == 201
     by_header = post(client, auth, "n-1", owner_id="carol", operation="CREDIT_ADD", amount=2)
     assert by_header.status_code == 200 and by_header.json == first.json
-    differ = post(client, auth, "n-2", owner_id="carol", operation="CREDIT_ADD", amount=2, nonce="n-1")
+    differ = post(
+        client, auth, "n-2", owner_id="carol", operation="CREDIT_ADD", amount=2, nonce="n-1"
+    )
     error_of(differ, 422, "invalid_argument")
     missing = post(client, auth, None, owner_id="carol", operation="CREDIT_ADD", amount=2)
     assert error_of(missing, 422, "invalid_argument")["field"] == "idempotency_key"
@@ -111,59 +121,123 @@ def test_idempotency_keys_are_per_app(client: FlaskClient, tokens: dict[str, str
 
 def test_ledger_errors_map_to_statuses(client: FlaskClient, auth: H) -> None:
     fund(client, auth, "erin", 3)
-    body = error_of(post(client, auth, "e1", owner_id="erin", operation="CREDIT_SPEND", amount=10),
-                    402, "insufficient_credits")
+    body = error_of(
+        post(client, auth, "e1", owner_id="erin", operation="CREDIT_SPEND", amount=10),
+        402,
+        "insufficient_credits",
+    )
     assert (body["owner_id"], body["needed"], body["available"]) == ("erin", 10, 3)
-    error_of(post(client, auth, "e2", owner_id="erin", operation="NO_SUCH_OP"), 422, "unknown_operation")
-    error_of(post(client, auth, "e3", owner_id="erin", operation="CREDIT_ADD", amount=0), 422, "invalid_amount")
-    error_of(post(client, auth, "e4", owner_id="erin", operation="CREDIT_ADD", amount=-5), 422, "invalid_amount")
-    error_of(post(client, auth, "e5", owner_id="erin", operation="CREDIT_ADD", amount=10**30),
-             422, "invalid_amount")
+    error_of(
+        post(client, auth, "e2", owner_id="erin", operation="NO_SUCH_OP"), 422, "unknown_operation"
+    )
+    error_of(
+        post(client, auth, "e3", owner_id="erin", operation="CREDIT_ADD", amount=0),
+        422,
+        "invalid_amount",
+    )
+    error_of(
+        post(client, auth, "e4", owner_id="erin", operation="CREDIT_ADD", amount=-5),
+        422,
+        "invalid_amount",
+    )
+    error_of(
+        post(client, auth, "e5", owner_id="erin", operation="CREDIT_ADD", amount=10**30),
+        422,
+        "invalid_amount",
+    )
     error_of(post(client, auth, "e6", owner_id="", operation="CREDIT_ADD"), 422, "invalid_argument")
-    error_of(post(client, auth, "e7", owner_id="x" * 256, operation="CREDIT_ADD"), 422, "invalid_argument")
-    error_of(post(client, auth, "e8", owner_id="a\u0000b", operation="CREDIT_ADD"), 422, "invalid_argument")
-    error_of(post(client, auth, "e9", owner_id="erin", operation="CREDIT_ADD", metadata=[1, 2]),
-             422, "invalid_argument")
-    error_of(post(client, auth, "e10", owner_id="erin", operation="CREDIT_ADD", metadata={"k": "\u0000"}),
-             422, "invalid_argument")
-    error_of(post(client, auth, "e11", owner_id="erin", operation="TRANSFER_OUT", amount=1),
-             403, "operation_not_allowed")
+    error_of(
+        post(client, auth, "e7", owner_id="x" * 256, operation="CREDIT_ADD"),
+        422,
+        "invalid_argument",
+    )
+    error_of(
+        post(client, auth, "e8", owner_id="a\u0000b", operation="CREDIT_ADD"),
+        422,
+        "invalid_argument",
+    )
+    error_of(
+        post(client, auth, "e9", owner_id="erin", operation="CREDIT_ADD", metadata=[1, 2]),
+        422,
+        "invalid_argument",
+    )
+    error_of(
+        post(
+            client, auth, "e10", owner_id="erin", operation="CREDIT_ADD", metadata={"k": "\u0000"}
+        ),
+        422,
+        "invalid_argument",
+    )
+    error_of(
+        post(client, auth, "e11", owner_id="erin", operation="TRANSFER_OUT", amount=1),
+        403,
+        "operation_not_allowed",
+    )
     assert post(client, auth, "e12", owner_id="erin", operation="SIGNUP_CREDIT").status_code == 201
-    error_of(post(client, auth, "e13", owner_id="erin", operation="SIGNUP_CREDIT"), 409, "operation_limit_reached")
+    error_of(
+        post(client, auth, "e13", owner_id="erin", operation="SIGNUP_CREDIT"),
+        409,
+        "operation_limit_reached",
+    )
     error_of(client.get("/balance/" + "x" * 256, headers=auth), 422, "invalid_argument")
     # Nothing of the refused writes was recorded.
     assert client.get("/balance/erin", headers=auth).json["balance"] == 6
 
 
 def test_shapes_are_validated_before_the_ledger(client: FlaskClient, auth: H) -> None:
-    for body in ({"owner_id": "f"}, {"owner_id": 5, "operation": "CREDIT_ADD"},
-                 {"owner_id": "f", "operation": "CREDIT_ADD", "amount": "ten"},
-                 {"owner_id": "f", "operation": "CREDIT_ADD", "amount": 1.5},
-                 {"owner_id": "f", "operation": "CREDIT_ADD", "unexpected": True}):
-        error_of(client.post("/ledger", json=body, headers={**auth, "Idempotency-Key": "s"}),
-                 422, "validation_error")
-    error_of(client.post("/ledger", json=[1, 2], headers={**auth, "Idempotency-Key": "s"}),
-             422, "validation_error")
+    for body in (
+        {"owner_id": "f"},
+        {"owner_id": 5, "operation": "CREDIT_ADD"},
+        {"owner_id": "f", "operation": "CREDIT_ADD", "amount": "ten"},
+        {"owner_id": "f", "operation": "CREDIT_ADD", "amount": 1.5},
+        {"owner_id": "f", "operation": "CREDIT_ADD", "unexpected": True},
+    ):
+        error_of(
+            client.post("/ledger", json=body, headers={**auth, "Idempotency-Key": "s"}),
+            422,
+            "validation_error",
+        )
+    error_of(
+        client.post("/ledger", json=[1, 2], headers={**auth, "Idempotency-Key": "s"}),
+        422,
+        "validation_error",
+    )
 
 
 def test_malformed_json_is_400(client: FlaskClient, auth: H) -> None:
-    response = client.post("/ledger", data='{"owner_id": ', headers={**auth, "Idempotency-Key": "m"},
-                           content_type="application/json")
+    response = client.post(
+        "/ledger",
+        data='{"owner_id": ',
+        headers={**auth, "Idempotency-Key": "m"},
+        content_type="application/json",
+    )
     error_of(response, 400, "malformed_json")
 
 
 def test_body_over_4_mib_is_413_and_a_large_batch_fits(client: FlaskClient, auth: H) -> None:
-    big = b'{"owner_id": "g", "operation": "CREDIT_ADD", "metadata": {"x": "' + b"y" * (4 * 1024 * 1024) + b'"}}'
-    response = client.post("/ledger", data=big, headers={**auth, "Idempotency-Key": "big"},
-                           content_type="application/json")
+    big = (
+        b'{"owner_id": "g", "operation": "CREDIT_ADD", "metadata": {"x": "'
+        + b"y" * (4 * 1024 * 1024)
+        + b'"}}'
+    )
+    response = client.post(
+        "/ledger",
+        data=big,
+        headers={**auth, "Idempotency-Key": "big"},
+        content_type="application/json",
+    )
     assert error_of(response, 413, "body_too_large")["max_bytes"] == 4 * 1024 * 1024
 
 
 def test_missing_or_bad_api_key_is_401(client: FlaskClient, tokens: dict[str, str]) -> None:
     error_of(client.get("/balance/alice"), 401, "unauthorized")
     error_of(client.get("/balance/alice", headers=bearer("lgk_not-a-key")), 401, "unauthorized")
-    error_of(client.get("/balance/alice", headers={"Authorization": "Basic abc"}), 401, "unauthorized")
-    error_of(client.get("/balance/alice", headers=bearer(tokens["core"] + "x")), 401, "unauthorized")
+    error_of(
+        client.get("/balance/alice", headers={"Authorization": "Basic abc"}), 401, "unauthorized"
+    )
+    error_of(
+        client.get("/balance/alice", headers=bearer(tokens["core"] + "x")), 401, "unauthorized"
+    )
 
 
 def test_unknown_route_and_method(client: FlaskClient, auth: H) -> None:
@@ -172,17 +246,34 @@ def test_unknown_route_and_method(client: FlaskClient, auth: H) -> None:
     error_of(client.delete("/ledger", headers=auth), 405, "method_not_allowed")
 
 
-def test_two_apps_cannot_use_each_others_operations(client: FlaskClient, tokens: dict[str, str]) -> None:
+def test_two_apps_cannot_use_each_others_operations(
+    client: FlaskClient, tokens: dict[str, str]
+) -> None:
     example, other = bearer(tokens["example_app"]), bearer(tokens["other_app"])
     fund(client, example, "hal", 10)
-    body = error_of(post(client, example, "x1", owner_id="hal", operation="OTHER_SPEND", amount=1),
-                    403, "operation_not_allowed")
+    body = error_of(
+        post(client, example, "x1", owner_id="hal", operation="OTHER_SPEND", amount=1),
+        403,
+        "operation_not_allowed",
+    )
     assert body["operation_app"] == "other_app"
-    error_of(post(client, other, "x2", owner_id="hal", operation="CONTENT_ACCESS"), 403, "operation_not_allowed")
-    assert post(client, other, "x3", owner_id="hal", operation="OTHER_SPEND", amount=2).status_code == 201
-    assert post(client, example, "x4", owner_id="hal", operation="CONTENT_ACCESS").status_code == 201
-    error_of(client.post("/content", json={"owner_id": "hal", "title": "t", "body": "b"}, headers=other),
-             403, "operation_not_allowed")
+    error_of(
+        post(client, other, "x2", owner_id="hal", operation="CONTENT_ACCESS"),
+        403,
+        "operation_not_allowed",
+    )
+    assert (
+        post(client, other, "x3", owner_id="hal", operation="OTHER_SPEND", amount=2).status_code
+        == 201
+    )
+    assert (
+        post(client, example, "x4", owner_id="hal", operation="CONTENT_ACCESS").status_code == 201
+    )
+    error_of(
+        client.post("/content", json={"owner_id": "hal", "title": "t", "body": "b"}, headers=other),
+        403,
+        "operation_not_allowed",
+    )
 
 
 # ---- history -------------------------------------------------------------------------------
@@ -195,7 +286,9 @@ def test_history_keyset_pagination(client: FlaskClient, auth: H) -> None:
     seen = [e["amount"] for e in page["entries"]]
     assert seen == [5, 4]
     while page["next_after_id"] is not None:
-        page = client.get(f"/owners/ida/entries?limit=2&after_id={page['next_after_id']}", headers=auth).json
+        page = client.get(
+            f"/owners/ida/entries?limit=2&after_id={page['next_after_id']}", headers=auth
+        ).json
         seen += [e["amount"] for e in page["entries"]]
     assert seen == [5, 4, 3, 2, 1]
     everything = client.get("/owners/ida/entries", headers=auth).json
@@ -203,8 +296,11 @@ def test_history_keyset_pagination(client: FlaskClient, auth: H) -> None:
     assert everything["entries"][0]["idempotency_key"] == "h4"
     error_of(client.get("/owners/ida/entries?limit=0", headers=auth), 422, "invalid_argument")
     error_of(client.get("/owners/ida/entries?limit=abc", headers=auth), 422, "validation_error")
-    error_of(client.get("/owners/ida/entries?after_id=99999999999999999999", headers=auth),
-             422, "validation_error")
+    error_of(
+        client.get("/owners/ida/entries?after_id=99999999999999999999", headers=auth),
+        422,
+        "validation_error",
+    )
 
     entry_id = everything["entries"][0]["entry_id"]
     one = client.get(f"/entries/{entry_id}", headers=auth)
@@ -217,18 +313,27 @@ def test_history_keyset_pagination(client: FlaskClient, auth: H) -> None:
 
 def test_hold_create_capture_release(client: FlaskClient, auth: H) -> None:
     fund(client, auth, "jo", 10)
-    created = client.post("/holds", json={"owner_id": "jo", "operation": "CREDIT_SPEND", "amount": 6},
-                          headers={**auth, "Idempotency-Key": "hold-1"})
+    created = client.post(
+        "/holds",
+        json={"owner_id": "jo", "operation": "CREDIT_SPEND", "amount": 6},
+        headers={**auth, "Idempotency-Key": "hold-1"},
+    )
     assert created.status_code == 201
     hold = created.json["hold"]
     assert hold["status"] == "active" and hold["amount"] == 6
-    replay = client.post("/holds", json={"owner_id": "jo", "operation": "CREDIT_SPEND", "amount": 6},
-                         headers={**auth, "Idempotency-Key": "hold-1"})
+    replay = client.post(
+        "/holds",
+        json={"owner_id": "jo", "operation": "CREDIT_SPEND", "amount": 6},
+        headers={**auth, "Idempotency-Key": "hold-1"},
+    )
     assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
     assert client.get("/balance/jo", headers=auth).json["available"] == 4
     # Available credits, not the balance, limit a debit while the hold lives.
-    error_of(post(client, auth, "spend", owner_id="jo", operation="CREDIT_SPEND", amount=5), 402,
-             "insufficient_credits")
+    error_of(
+        post(client, auth, "spend", owner_id="jo", operation="CREDIT_SPEND", amount=5),
+        402,
+        "insufficient_credits",
+    )
 
     got = client.get(f"/holds/{hold['hold_id']}", headers=auth)
     assert got.status_code == 200 and got.json["hold"]["status"] == "active"
@@ -240,18 +345,29 @@ def test_hold_create_capture_release(client: FlaskClient, auth: H) -> None:
     assert captured.json["entry"]["amount"] == -4 and captured.json["balance"] == 6
     again = client.post(f"/holds/{hold['hold_id']}/capture", json={"amount": 4}, headers=auth)
     assert again.status_code == 200 and again.json == captured.json
-    error_of(client.post(f"/holds/{hold['hold_id']}/capture", json={}, headers=auth), 409, "hold_not_active")
+    error_of(
+        client.post(f"/holds/{hold['hold_id']}/capture", json={}, headers=auth),
+        409,
+        "hold_not_active",
+    )
     error_of(client.post(f"/holds/{hold['hold_id']}/release", headers=auth), 409, "hold_not_active")
 
-    second = client.post("/holds", json={"owner_id": "jo", "operation": "CREDIT_SPEND", "amount": 2},
-                         headers={**auth, "Idempotency-Key": "hold-2"}).json["hold"]
+    second = client.post(
+        "/holds",
+        json={"owner_id": "jo", "operation": "CREDIT_SPEND", "amount": 2},
+        headers={**auth, "Idempotency-Key": "hold-2"},
+    ).json["hold"]
     released = client.post(f"/holds/{second['hold_id']}/release", headers=auth)
     assert released.status_code == 200 and released.json["hold"]["status"] == "released"
     assert "Idempotent-Replayed" not in released.headers
     repeat = client.post(f"/holds/{second['hold_id']}/release", headers=auth)
     assert repeat.status_code == 200 and repeat.headers["Idempotent-Replayed"] == "true"
     assert client.get("/balance/jo", headers=auth).json == {
-        **client.get("/balance/jo", headers=auth).json, "balance": 6, "held": 0, "available": 6}
+        **client.get("/balance/jo", headers=auth).json,
+        "balance": 6,
+        "held": 0,
+        "available": 6,
+    }
 
 
 def test_hold_errors(client: FlaskClient, tokens: dict[str, str]) -> None:
@@ -261,22 +377,50 @@ def test_hold_errors(client: FlaskClient, tokens: dict[str, str]) -> None:
     def hold(body: dict[str, Any], key: str, headers: H = auth) -> Any:
         return client.post("/holds", json=body, headers={**headers, "Idempotency-Key": key})
 
-    error_of(hold({"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 50}, "a"), 402, "insufficient_credits")
-    error_of(hold({"owner_id": "kim", "operation": "CREDIT_ADD", "amount": 1}, "b"), 422, "invalid_argument")
-    error_of(hold({"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 1, "ttl_seconds": 0}, "c"),
-             422, "invalid_argument")
-    error_of(hold({"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 1, "ttl_seconds": 10**30}, "d"),
-             422, "invalid_argument")
+    error_of(
+        hold({"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 50}, "a"),
+        402,
+        "insufficient_credits",
+    )
+    error_of(
+        hold({"owner_id": "kim", "operation": "CREDIT_ADD", "amount": 1}, "b"),
+        422,
+        "invalid_argument",
+    )
+    error_of(
+        hold({"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 1, "ttl_seconds": 0}, "c"),
+        422,
+        "invalid_argument",
+    )
+    error_of(
+        hold(
+            {"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 1, "ttl_seconds": 10**30},
+            "d",
+        ),
+        422,
+        "invalid_argument",
+    )
     ok = hold({"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 2, "ttl_seconds": 60}, "e")
     hold_id = ok.json["hold"]["hold_id"]
-    error_of(client.post(f"/holds/{hold_id}/capture", json={"amount": 3}, headers=auth), 422, "invalid_amount")
-    error_of(client.post(f"/holds/{hold_id}/capture", json={}, headers=core), 403, "operation_not_allowed")
+    error_of(
+        client.post(f"/holds/{hold_id}/capture", json={"amount": 3}, headers=auth),
+        422,
+        "invalid_amount",
+    )
+    error_of(
+        client.post(f"/holds/{hold_id}/capture", json={}, headers=core),
+        403,
+        "operation_not_allowed",
+    )
     error_of(client.post(f"/holds/{hold_id}/release", headers=core), 403, "operation_not_allowed")
     error_of(client.post("/holds/777777/capture", json={}, headers=auth), 404, "not_found")
     error_of(client.post("/holds/777777/release", headers=auth), 404, "not_found")
     error_of(client.get("/holds/777777", headers=auth), 404, "not_found")
-    error_of(client.post(f"/holds/{hold_id}/capture", json={"amount": "all"}, headers=auth),
-             422, "validation_error")
+    error_of(
+        client.post(f"/holds/{hold_id}/capture", json={"amount": "all"}, headers=auth),
+        422,
+        "validation_error",
+    )
 
 
 # ---- transfers and reversals -----------------------------------------------------------------
@@ -291,14 +435,36 @@ def test_transfer_and_reversal(client: FlaskClient, auth: H) -> None:
     assert (transfer["amount"], transfer["from_balance"], transfer["to_balance"]) == (4, 6, 4)
     replay = client.post("/transfers", json=body, headers={**auth, "Idempotency-Key": "t1"})
     assert replay.status_code == 200 and replay.json == moved.json
-    error_of(client.post("/transfers", json={**body, "amount": 5}, headers={**auth, "Idempotency-Key": "t1"}),
-             409, "idempotency_conflict")
-    error_of(client.post("/transfers", json={**body, "amount": 100}, headers={**auth, "Idempotency-Key": "t2"}),
-             402, "insufficient_credits")
-    error_of(client.post("/transfers", json={**body, "to_owner": "liz"}, headers={**auth, "Idempotency-Key": "t3"}),
-             422, "invalid_argument")
-    error_of(client.post("/transfers", json={**body, "amount": 0}, headers={**auth, "Idempotency-Key": "t4"}),
-             422, "invalid_amount")
+    error_of(
+        client.post(
+            "/transfers", json={**body, "amount": 5}, headers={**auth, "Idempotency-Key": "t1"}
+        ),
+        409,
+        "idempotency_conflict",
+    )
+    error_of(
+        client.post(
+            "/transfers", json={**body, "amount": 100}, headers={**auth, "Idempotency-Key": "t2"}
+        ),
+        402,
+        "insufficient_credits",
+    )
+    error_of(
+        client.post(
+            "/transfers",
+            json={**body, "to_owner": "liz"},
+            headers={**auth, "Idempotency-Key": "t3"},
+        ),
+        422,
+        "invalid_argument",
+    )
+    error_of(
+        client.post(
+            "/transfers", json={**body, "amount": 0}, headers={**auth, "Idempotency-Key": "t4"}
+        ),
+        422,
+        "invalid_amount",
+    )
 
     reversal = {"entry_id": transfer["from_entry_id"], "reason": "mistake"}
     reversed_ = client.post("/reversals", json=reversal, headers={**auth, "Idempotency-Key": "r1"})
@@ -306,21 +472,43 @@ def test_transfer_and_reversal(client: FlaskClient, auth: H) -> None:
     assert sorted(e["amount"] for e in reversed_.json["entries"]) == [-4, 4]
     again = client.post("/reversals", json=reversal, headers={**auth, "Idempotency-Key": "r1"})
     assert again.status_code == 200 and again.json == reversed_.json
-    error_of(client.post("/reversals", json=reversal, headers={**auth, "Idempotency-Key": "r2"}),
-             409, "already_reversed")
-    error_of(client.post("/reversals", json={"entry_id": 999999}, headers={**auth, "Idempotency-Key": "r3"}),
-             404, "not_found")
-    error_of(client.post("/reversals", json={"entry_id": "one"}, headers={**auth, "Idempotency-Key": "r4"}),
-             422, "validation_error")
+    error_of(
+        client.post("/reversals", json=reversal, headers={**auth, "Idempotency-Key": "r2"}),
+        409,
+        "already_reversed",
+    )
+    error_of(
+        client.post(
+            "/reversals", json={"entry_id": 999999}, headers={**auth, "Idempotency-Key": "r3"}
+        ),
+        404,
+        "not_found",
+    )
+    error_of(
+        client.post(
+            "/reversals", json={"entry_id": "one"}, headers={**auth, "Idempotency-Key": "r4"}
+        ),
+        422,
+        "validation_error",
+    )
     assert client.get("/balance/liz", headers=auth).json["balance"] == 10
     assert client.get("/balance/max", headers=auth).json["balance"] == 0
 
 
 def test_reversal_of_another_apps_entry_is_403(client: FlaskClient, tokens: dict[str, str]) -> None:
     example, core = bearer(tokens["example_app"]), bearer(tokens["core"])
-    entry = post(client, example, "own", owner_id="ned", operation="CREDIT_ADD", amount=3).json["entry"]
-    error_of(client.post("/reversals", json={"entry_id": entry["entry_id"]},
-                         headers={**core, "Idempotency-Key": "rev"}), 403, "operation_not_allowed")
+    entry = post(client, example, "own", owner_id="ned", operation="CREDIT_ADD", amount=3).json[
+        "entry"
+    ]
+    error_of(
+        client.post(
+            "/reversals",
+            json={"entry_id": entry["entry_id"]},
+            headers={**core, "Idempotency-Key": "rev"},
+        ),
+        403,
+        "operation_not_allowed",
+    )
 
 
 # ---- batches -----------------------------------------------------------------------------------
@@ -328,21 +516,39 @@ def test_reversal_of_another_apps_entry_is_403(client: FlaskClient, tokens: dict
 
 def test_batch_posting(client: FlaskClient, auth: H) -> None:
     items = [{"owner_id": f"o{i}", "operation": "CREDIT_ADD", "amount": i + 1} for i in range(3)]
-    first = client.post("/ledger/batch", json={"entries": items}, headers={**auth, "Idempotency-Key": "b"})
+    first = client.post(
+        "/ledger/batch", json={"entries": items}, headers={**auth, "Idempotency-Key": "b"}
+    )
     assert first.status_code == 201, first.json
     assert [e["balance"] for e in first.json["entries"]] == [1, 2, 3]
-    again = client.post("/ledger/batch", json={"entries": items}, headers={**auth, "Idempotency-Key": "b"})
+    again = client.post(
+        "/ledger/batch", json={"entries": items}, headers={**auth, "Idempotency-Key": "b"}
+    )
     assert again.status_code == 200 and again.json == first.json
-    bad = [*items, {"owner_id": "o9", "operation": "CREDIT_SPEND", "amount": 1, "idempotency_key": "own"}]
-    refused = client.post("/ledger/batch", json={"entries": bad}, headers={**auth, "Idempotency-Key": "b2"})
+    bad = [
+        *items,
+        {"owner_id": "o9", "operation": "CREDIT_SPEND", "amount": 1, "idempotency_key": "own"},
+    ]
+    refused = client.post(
+        "/ledger/batch", json={"entries": bad}, headers={**auth, "Idempotency-Key": "b2"}
+    )
     error_of(refused, 402, "insufficient_credits")
     assert client.get("/balance/o0", headers=auth).json["balance"] == 1  # all or nothing
 
 
 def test_a_large_batch_fits_the_body_limit(client: FlaskClient, auth: H) -> None:
-    items = [{"owner_id": f"owner-{i:05d}", "operation": "CREDIT_ADD", "amount": 1,
-              "metadata": {"order": f"order-{i:08d}"}} for i in range(10_000)]
-    response = client.post("/ledger/batch", json={"entries": items}, headers={**auth, "Idempotency-Key": "big"})
+    items = [
+        {
+            "owner_id": f"owner-{i:05d}",
+            "operation": "CREDIT_ADD",
+            "amount": 1,
+            "metadata": {"order": f"order-{i:08d}"},
+        }
+        for i in range(10_000)
+    ]
+    response = client.post(
+        "/ledger/batch", json={"entries": items}, headers={**auth, "Idempotency-Key": "big"}
+    )
     assert response.status_code == 201, response.json
     assert len(response.json["entries"]) == 10_000
 
@@ -351,12 +557,16 @@ def test_a_large_batch_fits_the_body_limit(client: FlaskClient, auth: H) -> None
 
 
 def test_operations_of_the_keys_app(client: FlaskClient, tokens: dict[str, str]) -> None:
-    names = {o["operation"] for o in
-             client.get("/operations", headers=bearer(tokens["example_app"])).json["operations"]}
+    names = {
+        o["operation"]
+        for o in client.get("/operations", headers=bearer(tokens["example_app"])).json["operations"]
+    }
     assert {"CREDIT_ADD", "CONTENT_ACCESS", "CONTENT_CREATION"} <= names
     assert "OTHER_SPEND" not in names and "TRANSFER_OUT" not in names
     core = client.get("/operations", headers=bearer(tokens["core"])).json
-    assert core["app"] == "core" and "CONTENT_ACCESS" not in {o["operation"] for o in core["operations"]}
+    assert core["app"] == "core" and "CONTENT_ACCESS" not in {
+        o["operation"] for o in core["operations"]
+    }
 
 
 def test_report_of_the_keys_app(client: FlaskClient, tokens: dict[str, str]) -> None:
@@ -366,19 +576,41 @@ def test_report_of_the_keys_app(client: FlaskClient, tokens: dict[str, str]) -> 
     post(client, auth, "sp", owner_id="pat", operation="CREDIT_SPEND", amount=3)
     post(client, bearer(tokens["core"]), "c", owner_id="pat", operation="CREDIT_ADD", amount=100)
     now = datetime.now(timezone.utc)
-    window = {"from": (now - timedelta(hours=1)).isoformat(), "to": (now + timedelta(hours=1)).isoformat()}
+    window = {
+        "from": (now - timedelta(hours=1)).isoformat(),
+        "to": (now + timedelta(hours=1)).isoformat(),
+    }
     report = client.get("/reports", query_string=window, headers=auth)
     assert report.status_code == 200
     rows = {r["operation"]: r for r in report.json["rows"]}
-    assert rows["CREDIT_ADD"] == {"operation": "CREDIT_ADD", "entries": 2, "credited": 15, "debited": 0, "owners": 2}
+    assert rows["CREDIT_ADD"] == {
+        "operation": "CREDIT_ADD",
+        "entries": 2,
+        "credited": 15,
+        "debited": 0,
+        "owners": 2,
+    }
     assert rows["CREDIT_SPEND"]["debited"] == 3
     reversed_window = {"from": window["to"], "to": window["from"]}
-    error_of(client.get("/reports", query_string=reversed_window, headers=auth), 422, "invalid_argument")
-    error_of(client.get("/reports", query_string={"from": "yesterday", "to": window["to"]}, headers=auth),
-             422, "validation_error")
+    error_of(
+        client.get("/reports", query_string=reversed_window, headers=auth), 422, "invalid_argument"
+    )
+    error_of(
+        client.get(
+            "/reports", query_string={"from": "yesterday", "to": window["to"]}, headers=auth
+        ),
+        422,
+        "validation_error",
+    )
     error_of(client.get("/reports", headers=auth), 422, "validation_error")
 
 
-@pytest.mark.parametrize("path", ["/ledger", "/holds", "/transfers", "/reversals", "/ledger/batch", "/content"])
+@pytest.mark.parametrize(
+    "path", ["/ledger", "/holds", "/transfers", "/reversals", "/ledger/batch", "/content"]
+)
 def test_every_write_refuses_a_non_object_body(client: FlaskClient, auth: H, path: str) -> None:
-    error_of(client.post(path, json="text", headers={**auth, "Idempotency-Key": "z"}), 422, "validation_error")
+    error_of(
+        client.post(path, json="text", headers={**auth, "Idempotency-Key": "z"}),
+        422,
+        "validation_error",
+    )

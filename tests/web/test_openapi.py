@@ -11,8 +11,14 @@ from openapi_spec_validator import validate
 
 from tests.web.helpers import openapi_path
 
-HIDDEN = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets/{filename}",
-          "/static/{filename}"}
+HIDDEN = {
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/docs/assets/{filename}",
+    "/static/{filename}",
+}
 
 
 def test_served_document_is_valid_openapi_3(client: FlaskClient) -> None:
@@ -34,8 +40,15 @@ def test_document_lists_every_route_and_method(app: APIFlask, client: FlaskClien
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert routes == documented
     # The seed's paths are there, with their aliases.
-    for path in ("/health", "/balance/{owner_id}", "/ledger", "/content", "/content/{content_id}/access",
-                 "/ledger/{owner_id}/balance", "/ledger/entry"):
+    for path in (
+        "/health",
+        "/balance/{owner_id}",
+        "/ledger",
+        "/content",
+        "/content/{content_id}/access",
+        "/ledger/{owner_id}/balance",
+        "/ledger/entry",
+    ):
         assert path in spec["paths"]
     assert spec["components"]["securitySchemes"]["BearerAuth"]["scheme"].lower() == "bearer"
 
