@@ -48,3 +48,6 @@ GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._active_holds(t
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token
 -- hash to its app; creating, listing and revoking keys stay with ledger_owner.
 GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea) TO ledger_app;
+
+-- Batches (sql/50_batches.sql): both overloads of post_entries.
+GRANT EXECUTE ON FUNCTION ledger.post_entries(text), ledger.post_entries(jsonb) TO ledger_app;

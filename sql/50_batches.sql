@@ -1,0 +1,498 @@
+-- Batches: ledger.post_entries posts up to 10,000 entries in one call and one
+-- transaction, all or nothing, with the rules of post_entry for every item.
+--
+-- Set-based: a handful of whole-batch statements, not a loop over post_entry.
+--   1. validate every item (one SELECT calling the shared rule helpers);
+--   2. lock every touched account, in owner_id order (ledger._lock_accounts);
+--   3. one query classifies each item (write, replay of a stored entry,
+--      repeat of an earlier item of the batch, key conflict) against the
+--      app's entries and holds, counts limits and computes each owner's
+--      running balance with window functions, and marks what fails;
+--   4. one INSERT of all new entries in input order (entry_id order follows
+--      input order), one UPDATE of the accounts, the results in input order.
+-- An error names the failing item: "batch item <index>: ..." and "index" in
+-- the DETAIL JSON, with the SQLSTATE post_entry would raise. Input errors
+-- (shape, types, operation, amount, metadata) are reported first, for the
+-- lowest index; then ledger-state errors (LG005 key, LG004 limit, LG001
+-- insufficient, LG006 overflow) for the lowest index, which is the error a
+-- sequence of post_entry calls would have stopped at.
+--
+-- Why no ledger._lock_key per key: 10,000 advisory locks in one transaction
+-- exhaust the shared lock table (max_locks_per_transaction * max_connections,
+-- 6,400 by default), and two such batches at once certainly would. Instead:
+--   * the keys are checked AFTER the account locks are held (each statement
+--     of a Read Committed transaction sees what committed before it), so two
+--     calls carrying the same request, which names the same owner, serialize
+--     on that owner's row lock and the second one sees the first's entries:
+--     a replay, never a second write;
+--   * the unique index entries_app_idempotency_key makes a double write of a
+--     key impossible whatever happens; a batch that loses that race to a
+--     concurrent writer of another owner gets LG005 naming the item.
+-- What this leaves: a post_entry/transfer/create_hold that checked the same
+-- key before a concurrent batch committed it may fail with the unique
+-- violation (entries), or a hold may share a key with a batch entry of
+-- ANOTHER owner (different tables). Both need one key used concurrently for
+-- different requests by the same app, which idempotency keys exist to avoid.
+
+-- The shape of a batch item: NULL when it is a JSON object with only
+-- post_entry's parameter names, string (or null/missing) ids and a number
+-- (or null/missing) amount; else what is wrong with it. One rule, used by the
+-- fast path as a predicate and by ledger._batch_check_item to explain it.
+CREATE OR REPLACE FUNCTION ledger._batch_shape_problem(p_item jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(p_item) IS DISTINCT FROM 'object' THEN 'not an object'
+        WHEN p_item - ARRAY['owner_id', 'app', 'operation', 'idempotency_key', 'amount', 'metadata'] <> '{}'
+            THEN 'unknown key'
+        WHEN jsonb_typeof(p_item -> 'owner_id') NOT IN ('string', 'null') THEN 'owner_id'
+        WHEN jsonb_typeof(p_item -> 'idempotency_key') NOT IN ('string', 'null') THEN 'idempotency_key'
+        WHEN jsonb_typeof(p_item -> 'app') NOT IN ('string', 'null') THEN 'app'
+        WHEN jsonb_typeof(p_item -> 'operation') NOT IN ('string', 'null') THEN 'operation'
+        WHEN jsonb_typeof(p_item -> 'amount') NOT IN ('number', 'null') THEN 'amount'
+    END
+$$;
+
+-- Guarantees: raises the error of one invalid batch item, or returns: its
+-- shape (LG007; LG006 for an amount that is not a number), then the rules of
+-- post_entry through the same helpers in the same order (owner_id,
+-- idempotency_key, app and operation, amount, metadata). The error path of
+-- the set-based validation in ledger._post_entries, which checks the same.
+CREATE OR REPLACE FUNCTION ledger._batch_check_item(p_item jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_problem text := ledger._batch_shape_problem(p_item);
+    v_op      ledger.operations;
+    v_unknown text;
+BEGIN
+    IF v_problem = 'not an object' THEN
+        RAISE EXCEPTION 'invalid argument: a batch item must be a JSON object, not %',
+                coalesce(jsonb_typeof(p_item), 'null')
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'entries', 'reason', 'item not an object')::text,
+                  HINT = 'Items are objects keyed like post_entry''s parameters.';
+    ELSIF v_problem = 'unknown key' THEN
+        SELECT min(k) INTO v_unknown
+        FROM jsonb_object_keys(p_item - ARRAY['owner_id', 'app', 'operation', 'idempotency_key', 'amount', 'metadata']) AS k;
+        RAISE EXCEPTION 'invalid argument: unknown key % in a batch item', v_unknown
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', v_unknown, 'reason', 'unknown key')::text,
+                  HINT = 'Items are keyed like post_entry''s parameters: owner_id, app, operation, '
+                         'idempotency_key, amount, metadata.';
+    ELSIF v_problem = 'amount' THEN
+        RAISE EXCEPTION 'invalid amount: amount must be a JSON number or null, not %', jsonb_typeof(p_item -> 'amount')
+            USING ERRCODE = 'LG006',
+                  DETAIL = json_build_object('field', 'amount', 'reason', 'not a number')::text;
+    ELSIF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid argument: % must be a JSON string, not %', v_problem, jsonb_typeof(p_item -> v_problem)
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', v_problem, 'reason', 'not a string')::text;
+    END IF;
+    PERFORM ledger._require_id('owner_id', p_item ->> 'owner_id');
+    PERFORM ledger._require_id('idempotency_key', p_item ->> 'idempotency_key');
+    v_op := ledger._operation_for(p_item ->> 'app', p_item ->> 'operation');
+    PERFORM ledger._amount_for(v_op, (p_item ->> 'amount')::numeric);
+    PERFORM ledger._metadata(p_item ->> 'metadata');
+END
+$$;
+
+-- Guarantees: re-raises an error of batch item p_index with its SQLSTATE,
+-- MESSAGE prefixed by "batch item <index>: ", DETAIL (a JSON object) gaining
+-- "index", and the HINT kept.
+CREATE OR REPLACE FUNCTION ledger._batch_error(
+    p_index integer, p_state text, p_message text, p_detail text, p_hint text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_detail jsonb;
+BEGIN
+    BEGIN
+        v_detail := p_detail::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        v_detail := NULL;
+    END;
+    IF jsonb_typeof(v_detail) = 'object' THEN
+        v_detail := v_detail || jsonb_build_object('index', p_index);
+    ELSE
+        v_detail := jsonb_strip_nulls(jsonb_build_object('index', p_index, 'detail', nullif(p_detail, '')));
+    END IF;
+    IF coalesce(p_hint, '') = '' THEN
+        RAISE EXCEPTION USING ERRCODE = p_state, MESSAGE = format('batch item %s: %s', p_index, p_message),
+                              DETAIL = v_detail::text;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = p_state, MESSAGE = format('batch item %s: %s', p_index, p_message),
+                          DETAIL = v_detail::text, HINT = p_hint;
+END
+$$;
+
+-- Guarantees: raises the error of the first (lowest index) invalid item of
+-- the batch, naming its index; returns normally when every item is valid.
+-- The error path of the set-based validation, which does not know which
+-- item it failed on: items are checked one by one, in input order.
+CREATE OR REPLACE FUNCTION ledger._batch_first_invalid(p_entries jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_index  integer;
+    v_item   jsonb;
+    v_state  text;
+    v_msg    text;
+    v_detail text;
+    v_hint   text;
+BEGIN
+    FOR v_item, v_index IN
+        SELECT i.item, i.ord - 1 FROM jsonb_array_elements(p_entries) WITH ORDINALITY AS i(item, ord) ORDER BY i.ord
+    LOOP
+        BEGIN
+            PERFORM ledger._batch_check_item(v_item);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
+                                    v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+            PERFORM ledger._batch_error(v_index, v_state, v_msg, v_detail, v_hint);
+        END;
+    END LOOP;
+END
+$$;
+
+-- Guarantees: the batch as jsonb, or LG007: not JSON, or JSON holding text
+-- the database cannot store (\u0000) or a number beyond numeric; for a JSON
+-- array the error names the first such item. (PostgreSQL's JSON functions
+-- refuse \u0000 anywhere in an object, so the field cannot be named.)
+CREATE OR REPLACE FUNCTION ledger._batch_json(p_entries text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_json  json;
+    v_item  json;
+    v_index integer;
+    v_msg   text;
+BEGIN
+    IF p_entries IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        RETURN p_entries::jsonb;
+    EXCEPTION WHEN data_exception OR statement_too_complex THEN
+        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;  -- find out where, below
+    END;
+    BEGIN
+        v_json := p_entries::json;   -- syntax only: keeps \u0000 and huge numbers as text
+    EXCEPTION WHEN data_exception OR statement_too_complex THEN
+        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
+        RAISE EXCEPTION 'invalid argument: entries is not valid JSON (%)', v_msg
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'entries', 'reason', 'invalid json')::text,
+                  HINT = 'entries is a JSON array of objects keyed like post_entry''s parameters.';
+    END;
+    IF json_typeof(v_json) = 'array' THEN
+        FOR v_item, v_index IN
+            SELECT i.item, i.ord - 1 FROM json_array_elements(v_json) WITH ORDINALITY AS i(item, ord) ORDER BY i.ord
+        LOOP
+            BEGIN
+                PERFORM v_item::jsonb;
+            EXCEPTION WHEN data_exception OR statement_too_complex THEN
+                GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
+                PERFORM ledger._batch_error(
+                    v_index, 'LG007', format('invalid argument: the item holds a value the database cannot store (%s)', v_msg),
+                    json_build_object('field', 'entries', 'reason', 'not storable')::text,
+                    'Text containing \u0000 cannot be stored.');
+            END;
+        END LOOP;
+    END IF;
+    RAISE EXCEPTION 'invalid argument: entries holds a value the database cannot store (%)', v_msg
+        USING ERRCODE = 'LG007',
+              DETAIL = json_build_object('field', 'entries', 'reason', 'not storable')::text,
+              HINT = 'Text containing \u0000 cannot be stored.';
+END
+$$;
+
+-- Guarantees: the whole of post_entries once the batch is jsonb. Runs inside
+-- the SECURITY DEFINER entry points; see the head of this file.
+CREATE OR REPLACE FUNCTION ledger._post_entries(p_entries jsonb)
+RETURNS SETOF ledger.entry_result
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    c_max_items constant integer := 10000;
+    v_count     integer;
+    v_valid     bigint;
+    v_shape_ok  boolean;
+    v_phase     text;
+    v_blame     integer;
+    -- One element per item, in input order (index = position - 1).
+    v_owner     text[];
+    v_app       text[];
+    v_operation text[];
+    v_key       text[];
+    v_amount    bigint[];
+    v_limit     text[];
+    v_fp        uuid[];
+    v_meta      jsonb[];
+    v_status    text[];       -- write | replay | repeat | LG005 | LG004 | LG001 | LG006
+    v_balance   numeric[];    -- balance after the item (items to write)
+    v_available numeric[];    -- available before the item (debits to write)
+    v_prior     bigint[];     -- the stored entry a replay returns
+    v_at        timestamptz;
+    v_writer    text;
+    v_i         integer;
+    v_state     text;
+    v_msg       text;
+    v_detail    text;
+    v_hint      text;
+    v_cons      text;
+BEGIN
+    IF p_entries IS NULL OR jsonb_typeof(p_entries) <> 'array' THEN
+        RAISE EXCEPTION 'invalid argument: entries must be a JSON array, not %',
+                coalesce(jsonb_typeof(p_entries), 'null')
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'entries', 'reason',
+                                             CASE WHEN p_entries IS NULL THEN 'required' ELSE 'not an array' END)::text,
+                  HINT = 'entries is a JSON array of objects keyed like post_entry''s parameters.';
+    END IF;
+    v_count := jsonb_array_length(p_entries);
+    IF v_count = 0 OR v_count > c_max_items THEN
+        RAISE EXCEPTION 'invalid argument: a batch holds 1 to % entries (% given)', c_max_items, v_count
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'entries', 'reason', CASE v_count WHEN 0 THEN 'empty' ELSE 'too many' END,
+                                             'count', v_count, 'max', c_max_items)::text;
+    END IF;
+
+    BEGIN
+        -- 1. Every item through the rules of post_entry, in one statement:
+        -- the shape rule, the helpers post_entry calls (operations resolved
+        -- once per distinct app and operation) and post_entry's fingerprint.
+        -- Any error, a bad shape or a lost item sends us to the error path,
+        -- which checks the items one by one to name the first bad one.
+        v_phase := 'validate';
+        WITH raw AS (
+            SELECT i.ord, i.item, i.item ->> 'app' AS app, i.item ->> 'operation' AS operation,
+                   (i.item ->> 'amount')::numeric AS amount_given
+            FROM jsonb_array_elements(p_entries) WITH ORDINALITY AS i(item, ord)
+        ), ops AS MATERIALIZED (
+            SELECT d.app, d.operation, ledger._operation_for(d.app, d.operation) AS op
+            FROM (SELECT DISTINCT r.app, r.operation FROM raw r) d
+        ), checked AS MATERIALIZED (
+            SELECT r.ord, r.amount_given,
+                   ledger._batch_shape_problem(r.item) IS NULL AS shape_ok,
+                   ledger._require_id('owner_id', r.item ->> 'owner_id') AS owner_id,
+                   ledger._require_id('idempotency_key', r.item ->> 'idempotency_key') AS idempotency_key,
+                   o.app, (o.op).operation, (o.op).direction, (o.op).limit_per,
+                   ledger._amount_for(o.op, r.amount_given) AS magnitude,
+                   ledger._metadata(r.item ->> 'metadata') AS metadata
+            FROM raw r
+            JOIN ops o ON o.app = r.app AND o.operation = r.operation
+        )
+        SELECT count(*), coalesce(bool_and(c.shape_ok), false),
+               array_agg(c.owner_id ORDER BY c.ord), array_agg(c.app ORDER BY c.ord),
+               array_agg(c.operation ORDER BY c.ord), array_agg(c.idempotency_key ORDER BY c.ord),
+               array_agg(CASE c.direction WHEN 'debit' THEN -c.magnitude ELSE c.magnitude END ORDER BY c.ord),
+               array_agg(c.limit_per ORDER BY c.ord),
+               array_agg(ledger._fingerprint(jsonb_build_array('post_entry', c.owner_id, c.operation,
+                                                               c.amount_given, c.metadata)) ORDER BY c.ord),
+               array_agg(c.metadata ORDER BY c.ord)
+        INTO v_valid, v_shape_ok, v_owner, v_app, v_operation, v_key, v_amount, v_limit, v_fp, v_meta
+        FROM checked c;
+        IF v_valid <> v_count OR NOT v_shape_ok THEN
+            RAISE EXCEPTION 'a batch item is invalid';  -- the error path names it
+        END IF;
+
+        -- 2. Every touched account, created at zero if new, locked in owner_id order.
+        v_phase := 'decide';
+        PERFORM ledger._lock_accounts(v_owner, true);
+        v_at := clock_timestamp();
+        v_writer := ledger._writer();
+
+        -- 3. Under the locks: keys, limits and running balances of the whole batch.
+        WITH items AS (
+            SELECT t.ord - 1 AS idx, t.owner_id, t.app, t.operation, t.idempotency_key, t.amount,
+                   t.limit_per, t.fingerprint
+            FROM unnest(v_owner, v_app, v_operation, v_key, v_amount, v_limit, v_fp)
+                 WITH ORDINALITY AS t(owner_id, app, operation, idempotency_key, amount, limit_per, fingerprint, ord)
+        ), keyed AS (
+            -- Keys are unique per app across entries and holds (one probe of each unique index).
+            -- LATERAL ... LIMIT 1: index probes, never a scan of the journal.
+            SELECT it.*, p.entry_id AS prior_id, p.fingerprint AS prior_fp,
+                   EXISTS (SELECT FROM ledger.holds h
+                           WHERE h.app = it.app AND h.idempotency_key = it.idempotency_key) AS hold_key
+            FROM items it
+            LEFT JOIN LATERAL (SELECT e.entry_id, e.fingerprint FROM ledger.entries e
+                               WHERE e.app = it.app AND e.idempotency_key = it.idempotency_key LIMIT 1) p ON true
+        ), repeated AS (
+            -- Keys given more than once in the batch (usually none): their first item.
+            SELECT d.app, d.idempotency_key, d.first_idx, it.fingerprint AS first_fp
+            FROM (SELECT it.app, it.idempotency_key, min(it.idx) AS first_idx
+                  FROM items it GROUP BY it.app, it.idempotency_key HAVING count(*) > 1) d
+            JOIN items it ON it.idx = d.first_idx
+        ), classified AS (
+            SELECT k.*,
+                   CASE WHEN k.prior_id IS NOT NULL THEN
+                            CASE WHEN k.prior_fp = k.fingerprint THEN 'replay' ELSE 'LG005' END
+                        WHEN k.hold_key THEN 'LG005'
+                        WHEN r.first_idx < k.idx THEN
+                            CASE WHEN r.first_fp = k.fingerprint THEN 'repeat' ELSE 'LG005' END
+                        ELSE 'write' END AS status
+            FROM keyed k
+            LEFT JOIN repeated r ON r.app = k.app AND r.idempotency_key = k.idempotency_key
+        ), limited AS (
+            -- Operations granted once per owner (ever or per day): an earlier
+            -- item of the batch counts like an earlier entry.
+            SELECT c.idx,
+                   row_number() OVER (PARTITION BY c.owner_id, c.operation ORDER BY c.idx) > 1
+                   OR ledger._limit_reached(c.owner_id, c.operation, c.limit_per) AS hit
+            FROM classified c
+            WHERE c.status = 'write' AND c.limit_per IS NOT NULL
+        ), held AS (
+            SELECT o.owner_id, h.held
+            FROM (SELECT DISTINCT c.owner_id FROM classified c WHERE c.status = 'write' AND c.amount < 0) o
+            CROSS JOIN LATERAL ledger._active_holds(o.owner_id) h
+        ), writes AS (
+            -- Each owner's running balance, item after item, from the locked row.
+            SELECT c.idx, c.amount, coalesce(h.held, 0) AS held,
+                   a.balance + sum(c.amount) OVER (PARTITION BY c.owner_id ORDER BY c.idx) AS balance_after
+            FROM classified c
+            JOIN ledger.accounts a ON a.owner_id = c.owner_id
+            LEFT JOIN held h ON h.owner_id = c.owner_id
+            WHERE c.status = 'write'
+        )
+        SELECT array_agg(CASE WHEN c.status <> 'write' THEN c.status
+                              WHEN l.hit THEN 'LG004'
+                              WHEN w.amount < 0 AND w.balance_after < w.held THEN 'LG001'
+                              WHEN w.balance_after > 9223372036854775807 THEN 'LG006'
+                              ELSE 'write' END ORDER BY c.idx),
+               array_agg(w.balance_after ORDER BY c.idx),
+               array_agg(w.balance_after - w.amount - w.held ORDER BY c.idx),
+               array_agg(c.prior_id ORDER BY c.idx)
+        INTO v_status, v_balance, v_available, v_prior
+        FROM classified c
+        LEFT JOIN writes w ON w.idx = c.idx
+        LEFT JOIN limited l ON l.idx = c.idx;
+
+        -- The first failing item, with the error post_entry raises for it.
+        SELECT t.ord::integer - 1 INTO v_blame
+        FROM unnest(v_status) WITH ORDINALITY AS t(status, ord)
+        WHERE t.status LIKE 'LG%'
+        ORDER BY t.ord
+        LIMIT 1;
+        IF v_blame IS NOT NULL THEN
+            v_i := v_blame + 1;
+            CASE v_status[v_i]
+                WHEN 'LG005' THEN
+                    PERFORM ledger._require_key_unused_by_holds(v_app[v_i], v_key[v_i]);
+                    PERFORM ledger._require_same_request(v_app[v_i], v_key[v_i], NULL, v_fp[v_i]);
+                WHEN 'LG004' THEN
+                    PERFORM ledger._limit_error(v_owner[v_i], v_operation[v_i], v_limit[v_i]);
+                WHEN 'LG001' THEN
+                    PERFORM ledger._insufficient(v_owner[v_i], -v_amount[v_i], v_available[v_i]::bigint);
+                ELSE
+                    PERFORM ledger._balance_overflow(v_owner[v_i], v_amount[v_i]);
+            END CASE;
+        END IF;
+
+        -- 4. Write: the new entries in input order, the accounts, the results.
+        v_phase := 'write';
+        RETURN QUERY
+        WITH items AS (
+            SELECT t.ord, t.owner_id, t.app, t.operation, t.idempotency_key, t.amount, t.fingerprint,
+                   t.metadata, t.status, t.balance, t.prior
+            FROM unnest(v_owner, v_app, v_operation, v_key, v_amount, v_fp, v_meta, v_status, v_balance, v_prior)
+                 WITH ORDINALITY AS t(owner_id, app, operation, idempotency_key, amount, fingerprint,
+                                      metadata, status, balance, prior, ord)
+        ), written AS (
+            INSERT INTO ledger.entries AS e
+                (owner_id, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
+                 created_at, created_by)
+            SELECT it.owner_id, it.app, it.operation, it.amount, it.balance::bigint, it.idempotency_key,
+                   it.fingerprint, it.metadata, v_at, v_writer
+            FROM items it
+            WHERE it.status = 'write'
+            ORDER BY it.ord
+            RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at,
+                      e.idempotency_key
+        ), accounts AS (
+            UPDATE ledger.accounts a
+            SET balance = (a.balance + s.total)::bigint, updated_at = v_at
+            FROM (SELECT it.owner_id, sum(it.amount) AS total
+                  FROM items it WHERE it.status = 'write' GROUP BY it.owner_id) s
+            WHERE a.owner_id = s.owner_id
+        )
+        SELECT coalesce(w.entry_id, p.entry_id), coalesce(w.owner_id, p.owner_id), coalesce(w.app, p.app),
+               coalesce(w.operation, p.operation), coalesce(w.amount, p.amount), coalesce(w.balance, p.balance),
+               coalesce(w.created_at, p.created_at), it.status <> 'write'
+        FROM items it
+        -- A repeat inside the batch returns the entry its key's first item wrote.
+        LEFT JOIN written w ON w.app = it.app AND w.idempotency_key = it.idempotency_key
+        LEFT JOIN LATERAL (SELECT e.* FROM ledger.entries e WHERE e.entry_id = it.prior LIMIT 1) p ON true
+        ORDER BY it.ord;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
+                                v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,
+                                v_cons = CONSTRAINT_NAME;
+        IF v_phase = 'validate' THEN
+            -- Which item? Check them one by one, in input order.
+            PERFORM ledger._batch_first_invalid(p_entries);
+        ELSIF v_phase = 'write' AND v_state = '23505' AND v_cons = 'entries_app_idempotency_key' THEN
+            -- A concurrent writer (of another owner) committed one of our keys
+            -- after our check: the first such item is a key conflict.
+            SELECT t.ord::integer - 1 INTO v_blame
+            FROM unnest(v_app, v_key, v_status) WITH ORDINALITY AS t(app, idempotency_key, status, ord)
+            WHERE t.status = 'write'
+              AND EXISTS (SELECT FROM ledger.entries e
+                          WHERE e.app = t.app AND e.idempotency_key = t.idempotency_key)
+            ORDER BY t.ord
+            LIMIT 1;
+            IF v_blame IS NOT NULL THEN
+                BEGIN
+                    PERFORM ledger._require_same_request(v_app[v_blame + 1], v_key[v_blame + 1], NULL,
+                                                         v_fp[v_blame + 1]);
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
+                                            v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+                END;
+            END IF;
+        END IF;
+        IF v_blame IS NOT NULL AND v_state LIKE 'LG%' THEN
+            PERFORM ledger._batch_error(v_blame, v_state, v_msg, v_detail, v_hint);
+        END IF;
+        RAISE;
+    END;
+END
+$$;
+
+-- Guarantees: posts a JSON array of 1 to 10,000 entries (objects keyed like
+-- post_entry's parameters: owner_id, app, operation, idempotency_key,
+-- amount, metadata) in one transaction, all or nothing, under the rules of
+-- post_entry for every item; returns one entry_result per item in input
+-- order (replayed = true for a key already used by the same request, earlier
+-- or in the same batch; nothing written for it). Locks the touched accounts
+-- in owner_id order, so two batches never deadlock. Errors: LG007 for a
+-- batch that is not a non-empty JSON array of at most 10,000 objects, an
+-- unknown key or text the database cannot store; per item the SQLSTATE
+-- post_entry raises (LG001, LG002, LG003, LG004, LG005, LG006, LG007, LG011),
+-- with "batch item <index>:" in the message and "index" in the DETAIL.
+-- entries is text so that malformed JSON and \u0000 reach the checks.
+CREATE OR REPLACE FUNCTION ledger.post_entries(entries text)
+RETURNS SETOF ledger.entry_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM ledger._post_entries(ledger._batch_json(post_entries.entries));
+END
+$$;
+
+-- The same call for callers passing a jsonb value (psycopg's Jsonb, a ::jsonb cast).
+CREATE OR REPLACE FUNCTION ledger.post_entries(entries jsonb)
+RETURNS SETOF ledger.entry_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM ledger._post_entries(post_entries.entries);
+END
+$$;
