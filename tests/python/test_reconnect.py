@@ -1,0 +1,95 @@
+"""A server that goes away gives LedgerUnavailable; once it is back (same
+data), the same Ledger serves again without being rebuilt.
+
+Runs on a private throwaway server (the shared one must stay up): stopped
+with terminate() (keeps the data folder) and started again on its port.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ledger_py import LedgerUnavailable
+from ledger_py.migrate import migrate
+from ledger_py.pgserver import throwaway_server
+
+from .conftest import make_ledger
+
+
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[Any]:
+    server = throwaway_server()
+    try:
+        migrate(server.url(database="test"))
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_until_port_is_free(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                time.sleep(0.1)
+    raise AssertionError(f"port {port} still busy")
+
+
+def first_success(call: Any, timeout: float = 30.0) -> tuple[Any, float]:
+    """The first successful result of call() and how long it took to get it."""
+    started = time.monotonic()
+    while True:
+        try:
+            return call(), time.monotonic() - started
+        except LedgerUnavailable:
+            if time.monotonic() - started > timeout:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_ledger_survives_a_server_restart(private_server: Any, kind: str) -> None:
+    url = private_server.url(database="test")
+    port = private_server.settings["port"]
+    owner = f"restart-{kind}"
+    ledger = make_ledger(kind, url, min_size=2, max_size=2, timeout=1.0)
+    try:
+        ledger.post_entry(
+            owner_id=owner,
+            app="core",
+            operation="CREDIT_ADD",
+            idempotency_key=f"{owner}-1",
+            amount=5,
+        )
+
+        private_server.terminate()
+        wait_until_port_is_free(port)
+        for _ in range(2):  # a dead pooled connection, then no connection at all
+            with pytest.raises(LedgerUnavailable) as caught:
+                ledger.get_balance(owner_id=owner)
+            assert "127.0.0.1" in str(caught.value) and str(port) in str(caught.value)
+
+        private_server.start()
+        balance, waited = first_success(lambda: ledger.get_balance(owner_id=owner))
+        assert balance.balance == 5  # same data
+        print(f"served again after {waited:.2f} s")
+        assert waited < 15.0
+        entry = ledger.post_entry(
+            owner_id=owner,
+            app="core",
+            operation="CREDIT_ADD",
+            idempotency_key=f"{owner}-2",
+            amount=1,
+        )
+        assert entry.balance == 6
+    finally:
+        ledger.close()
