@@ -29,8 +29,9 @@ def ledger_problems(conn: psycopg.Connection[Any]) -> list[str]:
         problems.append(f"balance {owner}: stored {balance}, sum of entries {total}")
     for owner, balance, held, available, active in conn.execute(
         "SELECT a.owner_id, b.balance, b.held, b.available,"
-        "       (SELECT coalesce(sum(h.amount), 0) FROM ledger.holds h WHERE h.owner_id = a.owner_id"
-        "          AND h.status = 'active' AND h.expires_at > clock_timestamp())"
+        "       (SELECT coalesce(sum(h.amount), 0) FROM ledger.holds h"
+        "        WHERE h.owner_id = a.owner_id AND h.status = 'active'"
+        "          AND h.expires_at > clock_timestamp())"
         " FROM ledger.accounts a CROSS JOIN LATERAL ledger.get_balance(a.owner_id) b"
     ).fetchall():
         if held != active or available != balance - active or available < 0:
@@ -39,8 +40,8 @@ def ledger_problems(conn: psycopg.Connection[Any]) -> list[str]:
                 f" active holds {active}"
             )
     for key, app, count in conn.execute(
-        "SELECT idempotency_key, app, count(*) FROM ledger.entries WHERE idempotency_key IS NOT NULL"
-        " GROUP BY 1, 2 HAVING count(*) > 1"
+        "SELECT idempotency_key, app, count(*) FROM ledger.entries"
+        " WHERE idempotency_key IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1"
     ).fetchall():
         problems.append(f"key {app}/{key} used by {count} entries")
     return problems

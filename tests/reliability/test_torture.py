@@ -1,0 +1,322 @@
+"""Torture: many threads run a random mix of every writing function against a
+few hot owners for a bounded time; afterwards the invariants hold and every
+write a thread saw succeed is in the tables, and nothing else is.
+
+Per thread, counted by what the functions returned (replays count nothing):
+entries per operation, holds created/captured/released. Allowed refusals are
+the business errors a random mix provokes (LG001 insufficient credits, LG010
+already reversed); any other error (a deadlock, a unique violation, a lock
+timeout, a PostgreSQL error) fails the test.
+
+Default 20 s (LEDGER_TORTURE_SECONDS overrides); the slow variant runs 120 s
+(pytest --run-slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from .invariants import entries_by_operation, ledger_problems
+
+THREADS = 16
+HOT_OWNERS = [f"hot-{i}" for i in range(4)]
+ALLOWED = {"LG001", "LG010"}
+SHARED_KEYS = 300  # keys every thread may use, each always for the same request
+REPORT: dict[str, Any] = {}
+
+
+class Worker:
+    def __init__(self, url: str, index: int, deadline: float, batches: bool) -> None:
+        self.url, self.index, self.deadline, self.batches = url, index, deadline, batches
+        self.rng = random.Random(1000 + index)
+        self.written: Counter[str] = Counter()  # entries per operation
+        self.holds: Counter[str] = Counter()  # created, captured, released
+        self.calls: Counter[str] = Counter()  # action -> ok / refused
+        self.errors: list[str] = []
+        self.my_holds: list[int] = []
+        self.my_entries: list[int] = []
+        self.replayable: list[tuple[str, dict[str, Any], int]] = []
+        self.seq = 0
+
+    def key(self) -> str:
+        self.seq += 1
+        return f"w{self.index}-{self.seq}"
+
+    def one(self, cur: psycopg.Cursor[Any], query: str, params: dict[str, Any]) -> dict[str, Any]:
+        cur.execute(query, params)
+        row = cur.fetchone()
+        assert row is not None
+        return dict(row)
+
+    def entry(self, row: dict[str, Any]) -> None:
+        assert row["balance"] >= 0, row
+        if not row["replayed"]:
+            self.written[row["operation"]] += 1
+            if row["operation"] != "REVERSAL":
+                self.my_entries.append(row["entry_id"])
+
+    # ---- actions --------------------------------------------------------------------------
+
+    def post(self, cur: psycopg.Cursor[Any]) -> None:
+        credit = self.rng.random() < 0.5
+        params = {
+            "owner_id": self.rng.choice(HOT_OWNERS),
+            "operation": "CREDIT_ADD" if credit else "CREDIT_SPEND",
+            "key": self.key(),
+            "amount": self.rng.randint(1, 100 if credit else 150),
+        }
+        row = self.one(cur, POST, params)
+        assert not row["replayed"]
+        self.entry(row)
+        self.replayable.append((POST, params, row["entry_id"]))
+
+    def replay(self, cur: psycopg.Cursor[Any]) -> None:
+        if not self.replayable:
+            return self.post(cur)
+        query, params, entry_id = self.rng.choice(self.replayable)
+        row = self.one(cur, query, params)
+        assert row["replayed"] and row["entry_id"] == entry_id, (params, row)
+
+    def shared(self, cur: psycopg.Cursor[Any]) -> None:
+        n = self.rng.randrange(SHARED_KEYS)
+        params = {
+            "owner_id": HOT_OWNERS[n % len(HOT_OWNERS)],
+            "operation": "CREDIT_ADD",
+            "key": f"shared-{n}",
+            "amount": n % 50 + 1,
+        }
+        self.entry(self.one(cur, POST, params))
+
+    def hold(self, cur: psycopg.Cursor[Any]) -> None:
+        row = self.one(
+            cur,
+            HOLD,
+            {
+                "owner_id": self.rng.choice(HOT_OWNERS),
+                "key": self.key(),
+                "amount": self.rng.randint(1, 120),
+            },
+        )
+        assert row["status"] == "active" and not row["replayed"]
+        self.holds["created"] += 1
+        self.my_holds.append(row["hold_id"])
+
+    def capture(self, cur: psycopg.Cursor[Any]) -> None:
+        if not self.my_holds:
+            return self.hold(cur)
+        hold_id = self.my_holds.pop(self.rng.randrange(len(self.my_holds)))
+        partial = self.rng.random() < 0.5
+        row = self.one(cur, CAPTURE, {"hold_id": hold_id, "amount": 1 if partial else None})
+        assert not row["replayed"]
+        self.entry(row)
+        self.holds["captured"] += 1
+        # The same capture again is a replay of the same entry.
+        again = self.one(cur, CAPTURE, {"hold_id": hold_id, "amount": 1 if partial else None})
+        assert again["replayed"] and again["entry_id"] == row["entry_id"]
+
+    def release(self, cur: psycopg.Cursor[Any]) -> None:
+        if not self.my_holds:
+            return self.hold(cur)
+        hold_id = self.my_holds.pop(self.rng.randrange(len(self.my_holds)))
+        row = self.one(cur, RELEASE, {"hold_id": hold_id})
+        assert row["status"] == "released" and not row["replayed"]
+        self.holds["released"] += 1
+
+    def transfer(self, cur: psycopg.Cursor[Any]) -> None:
+        source, target = self.rng.sample(HOT_OWNERS, 2)
+        row = self.one(
+            cur,
+            TRANSFER,
+            {
+                "from_owner": source,
+                "to_owner": target,
+                "amount": self.rng.randint(1, 150),
+                "key": self.key(),
+            },
+        )
+        assert not row["replayed"] and row["from_balance"] >= 0 and row["to_balance"] >= 0
+        self.written["TRANSFER_OUT"] += 1
+        self.written["TRANSFER_IN"] += 1
+        self.my_entries.append(row["from_entry_id"])
+
+    def reverse(self, cur: psycopg.Cursor[Any]) -> None:
+        if not self.my_entries:
+            return self.post(cur)
+        entry_id = self.my_entries.pop(self.rng.randrange(len(self.my_entries)))
+        cur.execute(REVERSE, {"entry_id": entry_id, "key": self.key()})
+        for row in cur.fetchall():
+            assert not row["replayed"] and row["balance"] >= 0
+            self.written["REVERSAL"] += 1
+
+    def batch(self, cur: psycopg.Cursor[Any]) -> None:
+        if not self.batches:
+            return self.post(cur)
+        items = []
+        for _ in range(self.rng.randint(2, 6)):
+            credit = self.rng.random() < 0.6
+            items.append(
+                {
+                    "owner_id": self.rng.choice(HOT_OWNERS),
+                    "app": "core",
+                    "operation": "CREDIT_ADD" if credit else "CREDIT_SPEND",
+                    "idempotency_key": self.key(),
+                    "amount": self.rng.randint(1, 40 if credit else 80),
+                }
+            )
+        cur.execute(BATCH, {"entries": json.dumps(items)})
+        rows = cur.fetchall()
+        assert len(rows) == len(items)
+        for row in rows:
+            assert not row["replayed"]
+            self.entry(row)
+
+    def read(self, cur: psycopg.Cursor[Any]) -> None:
+        row = self.one(
+            cur,
+            "SELECT * FROM ledger.get_balance(%(owner_id)s)",
+            {"owner_id": self.rng.choice(HOT_OWNERS)},
+        )
+        assert row["balance"] >= 0 and 0 <= row["available"] <= row["balance"], row
+
+    ACTIONS = {
+        "post": 6,
+        "replay": 1,
+        "shared": 1,
+        "hold": 3,
+        "capture": 2,
+        "release": 1,
+        "transfer": 3,
+        "reverse": 2,
+        "batch": 2,
+        "read": 2,
+    }
+
+    def run(self, start: threading.Barrier) -> None:
+        names = list(self.ACTIONS)
+        weights = list(self.ACTIONS.values())
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '30s'")
+                with conn.cursor(row_factory=dict_row) as cur:
+                    start.wait()
+                    while time.monotonic() < self.deadline:
+                        action = self.rng.choices(names, weights)[0]
+                        try:
+                            getattr(self, action)(cur)
+                            self.calls[f"{action} ok"] += 1
+                        except psycopg.Error as exc:
+                            if exc.sqlstate not in ALLOWED:
+                                self.errors.append(f"{action}: {exc.sqlstate} {exc}")
+                                if len(self.errors) > 20:
+                                    return
+                            self.calls[f"{action} {exc.sqlstate}"] += 1
+        except BaseException as exc:  # an assertion in a thread must reach the test
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+POST = (
+    "SELECT * FROM ledger.post_entry(owner_id => %(owner_id)s, app => 'core',"
+    " operation => %(operation)s, idempotency_key => %(key)s, amount => %(amount)s)"
+)
+HOLD = (
+    "SELECT * FROM ledger.create_hold(owner_id => %(owner_id)s, app => 'core',"
+    " operation => 'CREDIT_SPEND', idempotency_key => %(key)s, amount => %(amount)s,"
+    " ttl => '1 hour')"
+)
+CAPTURE = (
+    "SELECT * FROM ledger.capture_hold(hold_id => %(hold_id)s, app => 'core', amount => %(amount)s)"
+)
+RELEASE = "SELECT * FROM ledger.release_hold(hold_id => %(hold_id)s, app => 'core')"
+TRANSFER = (
+    "SELECT * FROM ledger.transfer(from_owner => %(from_owner)s, to_owner => %(to_owner)s,"
+    " amount => %(amount)s, app => 'core', idempotency_key => %(key)s)"
+)
+REVERSE = (
+    "SELECT * FROM ledger.reverse_entry(entry_id => %(entry_id)s, app => 'core',"
+    " idempotency_key => %(key)s, reason => 'torture')"
+)
+BATCH = "SELECT * FROM ledger.post_entries(entries => %(entries)s::text)"
+
+
+def _torture(db_url: str, seconds: float) -> dict[str, Any]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        batches = conn.execute(
+            "SELECT to_regprocedure('ledger.post_entries(text)') IS NOT NULL"
+        ).fetchone()
+        for owner in HOT_OWNERS:  # a starting balance, so debits succeed from the start
+            conn.execute(
+                POST,
+                {
+                    "owner_id": owner,
+                    "operation": "CREDIT_ADD",
+                    "key": f"seed-{owner}",
+                    "amount": 500,
+                },
+            )
+    assert batches is not None
+    start = threading.Barrier(THREADS)
+    deadline = time.monotonic() + seconds
+    workers = [Worker(db_url, i, deadline, bool(batches[0])) for i in range(THREADS)]
+    threads = [threading.Thread(target=w.run, args=(start,)) for w in workers]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 120)
+        assert not thread.is_alive(), "a torture thread hung"
+    elapsed = time.monotonic() - began
+
+    errors = [e for w in workers for e in w.errors]
+    assert errors == [], errors[:10]
+    written = sum((w.written for w in workers), Counter())
+    written["CREDIT_ADD"] += len(HOT_OWNERS)  # the seeds
+    holds = sum((w.holds for w in workers), Counter())
+    calls = sum((w.calls for w in workers), Counter())
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert ledger_problems(conn) == []
+        in_table = entries_by_operation(conn)
+        assert in_table == {k: v for k, v in written.items() if v}, (in_table, dict(written))
+        hold_rows = dict(
+            conn.execute("SELECT status, count(*) FROM ledger.holds GROUP BY 1").fetchall()
+        )
+        assert sum(hold_rows.values()) == holds["created"]
+        assert hold_rows.get("captured", 0) == holds["captured"]
+        assert hold_rows.get("released", 0) == holds["released"]
+        shared = conn.execute(
+            "SELECT count(*) FROM ledger.entries WHERE idempotency_key LIKE 'shared-%'"
+        ).fetchone()
+        balances = dict(conn.execute("SELECT owner_id, balance FROM ledger.accounts").fetchall())
+    return {
+        "threads": THREADS,
+        "seconds": round(elapsed, 1),
+        "batches": bool(batches[0]),
+        "calls": sum(calls.values()),
+        "by_outcome": dict(sorted(calls.items())),
+        "entries": dict(sorted(in_table.items())),
+        "holds": dict(hold_rows),
+        "shared_keys_written": shared[0] if shared else 0,
+        "final_balances": balances,
+    }
+
+
+def test_torture(db_url: str) -> None:
+    seconds = float(os.environ.get("LEDGER_TORTURE_SECONDS", "20"))
+    REPORT["default"] = _torture(db_url, seconds)
+    print(f"\ntorture {REPORT['default']}")
+
+
+@pytest.mark.slow
+def test_torture_long(db_url: str) -> None:
+    REPORT["long"] = _torture(db_url, 120.0)
+    print(f"\ntorture (long) {REPORT['long']}")
