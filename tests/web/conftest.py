@@ -5,7 +5,12 @@ document (status documented, body valid)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +19,11 @@ from flask import Response, request
 from flask.testing import FlaskClient
 
 from ledger_py.client import Ledger
-from tests.web.helpers import check_against_spec, openapi_path
+from tests.web.helpers import call, check_against_spec, free_port, openapi_path
 from web import close_app, create_app
 from web.api_keys import create_api_key
 
+ROOT = Path(__file__).resolve().parents[2]
 OTHER_APP = "other_app"  # a second app with an operation of its own
 
 
@@ -91,3 +97,61 @@ def tokens(ledger: Ledger) -> dict[str, str]:
 def auth(tokens: dict[str, str]) -> dict[str, str]:
     """Headers of an example_app request."""
     return {"Authorization": f"Bearer {tokens['example_app']}"}
+
+
+@pytest.fixture
+def served(db_url: str) -> Iterator[tuple[str, str]]:
+    """(base URL, example_app token) of a gunicorn serving db_url with 2 workers."""
+    with Ledger(db_url, max_size=2) as ledger:
+        _, token = create_api_key(ledger, "example_app")
+    port = free_port()
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": db_url,
+        "LEDGER_POOL_SIZE": "4",
+        "LEDGER_WORKERS": "2",
+        "LEDGER_THREADS": "4",
+        "LEDGER_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(ROOT),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:web.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "/dev/null",
+            "web.wsgi:app",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if call(base, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "gunicorn did not answer in 20 s"
+            time.sleep(0.1)
+        yield base, token
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        finally:
+            if process.stderr:
+                process.stderr.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
