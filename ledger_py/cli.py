@@ -470,6 +470,10 @@ def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, 
         command += ["--access-logfile", "-", "--graceful-timeout", "10"]
     # Given on the command line, these override the config module's values.
     command += ["--bind", f"{host}:{port}", "--workers", str(workers), "--log-level", level]
+    if _gunicorn_knows("--no-control-socket"):
+        # gunicorn >= 24 opens a control socket at one path per user
+        # (~/.gunicorn/gunicorn.ctl): two servers would take it from each other.
+        command.append("--no-control-socket")
     command.append(_wsgi_target())
     child = subprocess.Popen(command, env=env)
 
@@ -486,6 +490,12 @@ def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _gunicorn_knows(option: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS  # type: ignore[import-untyped,unused-ignore]
+
+    return any(option in (setting.cli or ()) for setting in KNOWN_SETTINGS)
 
 
 def _demo_key(settings: Settings, url: str, base: str) -> None:
