@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ from ledger_py import (
 from .conftest import make_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server_conn(server_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the server's postgres database: enough for DO blocks."""
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        yield connection
 
 
 def raised_by_sql() -> set[str]:
@@ -96,10 +104,10 @@ def test_every_exception_is_exported_and_distinct() -> None:
 
 
 @pytest.mark.parametrize("sqlstate", sorted(EXCEPTIONS_BY_SQLSTATE))
-def test_boundary_maps_each_sqlstate(conn: psycopg.Connection[Any], sqlstate: str) -> None:
+def test_boundary_maps_each_sqlstate(server_conn: psycopg.Connection[Any], sqlstate: str) -> None:
     detail = '{"owner_id": "o", "needed": 2, "available": 1}'
     with pytest.raises(LedgerError) as caught, translate_errors():
-        conn.execute(
+        server_conn.execute(
             f"DO $$ BEGIN RAISE EXCEPTION 'boom %', 1 USING ERRCODE = '{sqlstate}',"
             f" DETAIL = '{detail}', HINT = 'try again'; END $$"
         )
@@ -112,18 +120,20 @@ def test_boundary_maps_each_sqlstate(conn: psycopg.Connection[Any], sqlstate: st
     assert isinstance(error.__cause__, psycopg.Error) and error.__cause__.sqlstate == sqlstate
 
 
-def test_boundary_keeps_a_detail_that_is_not_json(conn: psycopg.Connection[Any]) -> None:
+def test_boundary_keeps_a_detail_that_is_not_json(server_conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(NotFound) as caught, translate_errors():
-        conn.execute(
+        server_conn.execute(
             "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = 'LG008', DETAIL = 'plain'; END $$"
         )
     assert caught.value.detail == {"text": "plain"}
     assert caught.value.hint is None
 
 
-def test_errors_that_are_not_the_ledgers_pass_unchanged(conn: psycopg.Connection[Any]) -> None:
+def test_errors_that_are_not_the_ledgers_pass_unchanged(
+    server_conn: psycopg.Connection[Any],
+) -> None:
     with pytest.raises(psycopg.errors.DivisionByZero), translate_errors():
-        conn.execute("SELECT 1 / 0")
+        server_conn.execute("SELECT 1 / 0")
 
 
 def test_append_only_through_the_boundary(ledger: Any, conn: psycopg.Connection[Any]) -> None:

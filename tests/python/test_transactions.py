@@ -167,7 +167,7 @@ def test_ledger_over_an_existing_pool(db_url: str) -> None:
         assert row == (2,)
 
 
-def test_constructor_needs_exactly_one_source(db_url: str) -> None:
+def test_constructor_needs_exactly_one_source() -> None:
     with pytest.raises(TypeError):
         Ledger()
     with pytest.raises(TypeError):
