@@ -356,3 +356,28 @@ def test_both_classes_offer_the_same_methods() -> None:
         async_params = list(inspect.signature(getattr(AsyncLedger, name)).parameters)
         assert sync_params == async_params, name
         assert inspect.iscoroutinefunction(getattr(AsyncLedger, name))
+
+
+def test_a_service_role_can_call_the_api(kind: str, db_url: str) -> None:
+    """Services log in as members of ledger_app: the wrapper's statements
+    need nothing beyond that role's grants."""
+    from urllib.parse import quote
+
+    from .conftest import make_ledger
+
+    instance = make_ledger(kind, db_url + "?options=" + quote("-c role=ledger_app"))
+    try:
+        entry = credit(instance, "uma", 3, "k1")
+        assert instance.get_balance(owner_id="uma").balance == 3
+        assert instance.get_entry(entry_id=entry.entry_id).created_by == "ledger_app"
+        assert [e.entry_id for e in instance.list_entries(owner_id="uma")] == [entry.entry_id]
+        hold = instance.create_hold(
+            owner_id="uma", app="core", operation="CREDIT_SPEND", idempotency_key="h"
+        )
+        assert instance.list_holds(owner_id="uma")[0].hold_id == hold.hold_id
+        assert instance.verify() == []
+        # Defining apps is ledger_owner's: a privilege error is not a ledger error.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            instance.define_app(app="rogue")
+    finally:
+        instance.close()
