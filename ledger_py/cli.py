@@ -289,12 +289,17 @@ def db() -> None:
     """The embedded PostgreSQL cluster (used when LEDGER_DATABASE_URL is unset)."""
 
 
-def _describe_cluster(status: localdb.ClusterStatus, url: str | None) -> list[str]:
-    lines = [f"  data:   {status.data_dir}", f"  listen: {localdb.LISTEN_HOST}:{status.port}"]
-    if url:
+def _describe_cluster(cluster: localdb.LocalCluster, url: str | None) -> list[str]:
+    status = cluster.status()
+    lines = [f"  data:   {status.data_dir}"]
+    if cluster.relocated_because:
         lines.append(
-            f"  url:    {mask_url(url)}  (password in {status.data_dir / 'superuser.password'})"
+            f"  server: {status.server_dir}  (the server user cannot reach the data folder: "
+            f"{cluster.relocated_because})"
         )
+    lines.append(f"  listen: {localdb.LISTEN_HOST}:{status.port}")
+    if url:
+        lines.append(f"  url:    {mask_url(url)}  (password in {cluster.password_file})")
     lines.append(
         f"  psql:   psql -h {status.socket_dir} -p {status.port} -U {localdb.SUPERUSER} "
         f"{localdb.DATABASE}"
@@ -311,7 +316,7 @@ def db_start(ctx: click.Context) -> None:
     status = cluster.status()
     verb = "started" if started else "already running"
     click.echo(f"embedded PostgreSQL {verb} (pid {status.pid})")
-    for line in _describe_cluster(status, cluster.url()):
+    for line in _describe_cluster(cluster, cluster.url()):
         click.echo(line)
 
 
@@ -334,7 +339,7 @@ def db_status(ctx: click.Context) -> None:
     status = cluster.status()
     if status.running:
         click.echo(f"embedded PostgreSQL running (pid {status.pid})")
-        for line in _describe_cluster(status, cluster.url()):
+        for line in _describe_cluster(cluster, cluster.url()):
             click.echo(line)
         return
     if status.initialized:

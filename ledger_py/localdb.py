@@ -44,6 +44,9 @@ SUPERUSER = "postgres"
 LISTEN_HOST = "127.0.0.1"
 # Unix socket paths are limited to ~107 bytes; ".s.PGSQL.NNNNN" takes 15 of them.
 _MAX_SOCKET_DIR = 90
+# As root, when the server user cannot reach the data folder (say it is under
+# /root, mode 0700), the server's files go to a folder of their own here.
+SERVER_FALLBACK_ROOT = Path("/var/lib/ledger-embedded")
 
 
 class LocalDbError(RuntimeError):
@@ -74,6 +77,7 @@ class ClusterStatus:
     pid: int | None
     port: int
     socket_dir: Path
+    server_dir: Path  # the data folder, unless relocated (see LocalCluster.relocated_because)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -132,20 +136,36 @@ class LocalCluster:
         if not 1 <= port <= 65535:
             raise LocalDbError(f"the database port must be between 1 and 65535, not {port}")
         self.port = port
-        self.pgdata = self.data_dir / "pg"
-        self.log_file = self.data_dir / "postgres.log"
-        self.password_file = self.data_dir / "superuser.password"
         self.lock_file = self.data_dir / ".lock"
+        # Where the server's own files live: the data folder itself, unless
+        # (as root) the server user cannot reach it.
+        self.server_dir = self.data_dir
+        self.relocated_because: str | None = None
+        blocked = _blocking_folder(self.data_dir)
+        if blocked is not None:
+            digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+            self.server_dir = SERVER_FALLBACK_ROOT / f"{self.data_dir.name}-{digest}"
+            self.relocated_because = blocked
+            if _blocking_folder(self.server_dir) is not None:
+                raise DataDirUnreachable(
+                    "the PostgreSQL server runs as an unprivileged user (we are root) and cannot "
+                    f"reach the data folder {self.data_dir} ({blocked}) nor "
+                    f"{SERVER_FALLBACK_ROOT}: set LEDGER_DATA_DIR to a folder it can reach "
+                    "(e.g. under /var/lib or /srv)"
+                )
+        self.pgdata = self.server_dir / "pg"
+        self.log_file = self.server_dir / "postgres.log"
+        self.password_file = self.server_dir / "superuser.password"
 
     # -- where things are -------------------------------------------------
 
     @property
     def socket_dir(self) -> Path:
-        preferred = self.data_dir / "run"
+        preferred = self.server_dir / "run"
         if len(str(preferred)) <= _MAX_SOCKET_DIR:
             return preferred
         # A deep data folder: a short folder of its own under the temp dir.
-        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(str(self.server_dir).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"ledger-pg-{digest}"
 
     @property
@@ -178,7 +198,13 @@ class LocalCluster:
         found = self._pid_file() if pid else None
         port = found[1] if found else self.port
         return ClusterStatus(
-            self.data_dir, self.initialized, pid is not None, pid, port, self.socket_dir
+            self.data_dir,
+            self.initialized,
+            pid is not None,
+            pid,
+            port,
+            self.socket_dir,
+            self.server_dir,
         )
 
     def password(self) -> str:
@@ -207,7 +233,7 @@ class LocalCluster:
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
             self.password_file.chmod(0o600)
-        pgserver.hand_over(self.data_dir)
+        pgserver.hand_over(self.server_dir)
         result = self._run(
             [
                 initdb,
@@ -311,14 +337,16 @@ class LocalCluster:
             [*pgserver.command_prefix(), *args],
             capture_output=True,
             text=True,
-            cwd=str(self.data_dir),
+            cwd=str(self.server_dir),
             stdin=subprocess.DEVNULL,
         )
 
     def _prepare_folders(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "run").mkdir(mode=0o700, exist_ok=True)
-        self._check_reachable()
+        if self.server_dir != self.data_dir:
+            SERVER_FALLBACK_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.server_dir.mkdir(mode=0o755, exist_ok=True)
+        (self.server_dir / "run").mkdir(mode=0o700, exist_ok=True)
 
     def _prepare_socket_dir(self) -> None:
         folder = self.socket_dir
@@ -326,28 +354,6 @@ class LocalCluster:
         user = pgserver.server_user()
         if user is not None and folder.stat().st_uid != user.pw_uid:
             os.chown(folder, user.pw_uid, user.pw_gid)
-
-    def _check_reachable(self) -> None:
-        """As root: every folder above the data folder must let the server user through."""
-        user = pgserver.server_user()
-        if user is None:
-            return
-        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
-        for folder in self.data_dir.parents:
-            info = folder.stat()
-            if info.st_uid == user.pw_uid:
-                ok = bool(info.st_mode & stat.S_IXUSR)
-            elif info.st_gid in groups:
-                ok = bool(info.st_mode & stat.S_IXGRP)
-            else:
-                ok = bool(info.st_mode & stat.S_IXOTH)
-            if not ok:
-                raise DataDirUnreachable(
-                    f"the PostgreSQL server runs as user {user.pw_name!r} (we are root) and cannot "
-                    f"reach the data folder {self.data_dir}: {folder} has mode "
-                    f"{stat.S_IMODE(info.st_mode):04o}. Set LEDGER_DATA_DIR to a folder outside it "
-                    "(e.g. /var/lib/ledger), or run as an ordinary user"
-                )
 
     def _remove_stale_pid_file(self) -> None:
         """After a crash: drop lock files whose server is gone.
@@ -415,6 +421,29 @@ class LocalCluster:
                 handle.seek(0)
                 handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _blocking_folder(path: Path) -> str | None:
+    """As root: the first existing folder above path that the server user cannot
+    pass through, described (e.g. "/root has mode 0700"); None if all let it through."""
+    user = pgserver.server_user()
+    if user is None:
+        return None
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    for folder in reversed(path.parents):
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            break  # created later by us, searchable by all (umask permitting)
+        if info.st_uid == user.pw_uid:
+            ok = bool(info.st_mode & stat.S_IXUSR)
+        elif info.st_gid in groups:
+            ok = bool(info.st_mode & stat.S_IXGRP)
+        else:
+            ok = bool(info.st_mode & stat.S_IXOTH)
+        if not ok:
+            return f"{folder} has mode {stat.S_IMODE(info.st_mode):04o}"
+    return None
 
 
 def _last_line(text: str) -> str:

@@ -167,12 +167,31 @@ def test_missing_server_programs_say_how_to_install(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
-def test_root_refuses_a_data_folder_the_server_user_cannot_reach(cli_base: Path) -> None:
+def test_root_moves_the_server_files_out_of_a_folder_the_server_user_cannot_reach(
+    cli_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fallback = cli_base / "fallback"
+    monkeypatch.setattr(localdb, "SERVER_FALLBACK_ROOT", fallback)
     private = cli_base / "private"
     private.mkdir(mode=0o700)
-    code, out = invoke("db", "start", data_dir=private / "data", port=free_port())
-    assert code == 1
-    assert f"cannot reach the data folder {private / 'data'}: {private} has mode 0700" in out
+    data_dir = private / "data"
+    port = free_port()
+    code, out = invoke("db", "start", data_dir=data_dir, port=port)
+    try:
+        assert code == 0, out
+        assert f"cannot reach the data folder: {private} has mode 0700" in out
+        cluster = LocalCluster(data_dir, port=port)
+        assert cluster.server_dir.parent == fallback and cluster.pgdata.is_dir()
+        with psycopg.connect(cluster.url()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        LocalCluster(data_dir, port=port).stop()
+
+    # Nowhere to go: a clear error.
+    monkeypatch.setattr(localdb, "SERVER_FALLBACK_ROOT", private / "elsewhere")
+    code, out = invoke("db", "start", data_dir=cli_base / "private" / "other", port=port)
+    assert code == 1 and out.count("\n") == 1
+    assert f"cannot reach the data folder {private / 'other'} ({private} has mode 0700)" in out
     assert "LEDGER_DATA_DIR" in out
 
 
