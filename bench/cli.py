@@ -299,48 +299,54 @@ def _ms(value: float | None) -> str:
 def growth_scenarios(
     server_url: str, server: Any, plan: Plan
 ) -> tuple[list[Scenario], dict[str, Any]]:
-    """post_entry on an empty journal, then with growth_rows entries, and
-    list_entries pages at that size: a database of its own."""
-    url = dataset.create_database(server_url, "bench_growth")
-    dataset.prepare_ledger(url)
-    target = pgbench.Target("127.0.0.1", server.settings["port"], "postgres", "bench_growth")
-    empty = pgbench_scenario(
-        "growth_post_entry_empty",
-        "ledger.post_entry uniform, empty journal",
-        target,
-        script=scripts.POST_ENTRY_UNIFORM,
-    )
-    big = pgbench_scenario(
-        "growth_post_entry_5m",
-        f"ledger.post_entry uniform, {plan.growth_rows:,} entries in the journal",
-        target,
-        script=scripts.POST_ENTRY_UNIFORM,
-    )
-    say("growth: post_entry on an empty journal")
-    run_rounds([empty], plan, url)
+    """post_entry on an empty journal against the same with growth_rows
+    entries, and list_entries pages at that size. Two databases, set up
+    alike except for the bulk-loaded history, so that their runs interleave
+    round by round like the other pairs (drift hits both)."""
+    port = server.settings["port"]
+    empty_url = dataset.create_database(server_url, "bench_growth_empty")
+    dataset.prepare_ledger(empty_url)
+    big_url = dataset.create_database(server_url, "bench_growth_big")
+    dataset.prepare_ledger(big_url)
     say(f"growth: bulk-loading {plan.growth_rows:,} entries (setup, not measured)")
     started = time.monotonic()
-    loaded = dataset.bulk_load_history(url, plan.growth_rows)
+    loaded = dataset.bulk_load_history(big_url, plan.growth_rows)
     loaded["load_seconds"] = round(time.monotonic() - started, 1)
     say(f"  loaded {loaded}")
-    first = pgbench_scenario(
-        "growth_list_entries",
-        f"ledger.list_entries first page of 100, {plan.growth_rows:,} entries, 1 client",
-        target,
-        script=scripts.LIST_ENTRIES_FIRST_PAGE,
-        clients=1,
-        unit="pages/s",
-    )
-    deep = pgbench_scenario(
-        "growth_list_entries_deep",
-        "ledger.list_entries page of 100 from a random after_id, 1 client",
-        target,
-        script=scripts.list_entries_deep_page(int(loaded["max_entry_id"])),
-        clients=1,
-        unit="pages/s",
-    )
-    run_rounds([big, first, deep], plan, url)
-    return [empty, big, first, deep], loaded
+    empty_db = pgbench.Target("127.0.0.1", port, "postgres", "bench_growth_empty")
+    big_db = pgbench.Target("127.0.0.1", port, "postgres", "bench_growth_big")
+    items = [
+        pgbench_scenario(
+            "growth_post_entry_empty",
+            "ledger.post_entry uniform, empty journal",
+            empty_db,
+            script=scripts.POST_ENTRY_UNIFORM,
+        ),
+        pgbench_scenario(
+            "growth_post_entry_5m",
+            f"ledger.post_entry uniform, {plan.growth_rows:,} entries in the journal",
+            big_db,
+            script=scripts.POST_ENTRY_UNIFORM,
+        ),
+        pgbench_scenario(
+            "growth_list_entries",
+            f"ledger.list_entries first page of 100, {plan.growth_rows:,} entries, 1 client",
+            big_db,
+            script=scripts.LIST_ENTRIES_FIRST_PAGE,
+            clients=1,
+            unit="pages/s",
+        ),
+        pgbench_scenario(
+            "growth_list_entries_deep",
+            "ledger.list_entries page of 100 from a random after_id, 1 client",
+            big_db,
+            script=scripts.list_entries_deep_page(int(loaded["max_entry_id"])),
+            clients=1,
+            unit="pages/s",
+        ),
+    ]
+    run_rounds(items, plan, big_url, label="growth ")
+    return items, loaded
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,7 @@ def build(
         by_key[sc.key] = entry
 
     targets: list[dict[str, Any]] = []
+    rows = plan_info.get("growth_rows")
     for rt in RATE_TARGETS:
         num, den = by_key.get(rt.numerator), by_key.get(rt.denominator)
         value = None
@@ -59,9 +60,12 @@ def build(
             why_missing = f"{missing['title']}: {missing['note'] or missing['status']}"
         elif den["rate"] > 0:
             value = num["rate"] / den["rate"]
+        title = rt.title
+        if rows and rows != 5_000_000:
+            title = title.replace("5M", f"{rows:,}")
         targets.append(
             {
-                "title": rt.title,
+                "title": title,
                 "kind": "ratio",
                 "numerator": rt.numerator,
                 "denominator": rt.denominator,
@@ -77,7 +81,9 @@ def build(
         p99 = sc["p99_ms"] if sc else None
         targets.append(
             {
-                "title": lt.title,
+                "title": lt.title.replace("5M", f"{rows:,}")
+                if rows and rows != 5_000_000
+                else lt.title,
                 "kind": "latency_ms",
                 "scenario": lt.scenario,
                 "value": p99,
@@ -213,7 +219,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     for i, text in enumerate(texts):
-        ax.text(scores[i], i, "  " + text, va="center", fontsize=7)
+        ax.text(max(scores[i], 1.0), i, "  " + text, va="center", fontsize=7)
     ax.set_xlim(0, max([*scores, 1.0]) * 1.6)
     ax.set_xlabel("measured / target (right of the dashed line: target met)")
     machine, settings = results["machine"], results["server_settings"]

@@ -17,7 +17,7 @@ from ledger_py.pgserver import throwaway_server
 SERVER_SETTINGS = {
     "synchronous_commit": "on",
     "full_page_writes": "on",
-    "shared_buffers": "512MB",
+    "shared_buffers": "1GB",
     "max_wal_size": "8GB",
     "min_wal_size": "1GB",
     "checkpoint_timeout": "30min",
