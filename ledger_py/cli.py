@@ -326,7 +326,7 @@ def db_stop(ctx: click.Context) -> None:
     """Stop the embedded cluster (its data stays)."""
     cluster = _settings(ctx).cluster()
     if cluster.stop():
-        click.echo(f"embedded PostgreSQL stopped (data kept in {cluster.data_dir})")
+        click.echo(f"embedded PostgreSQL stopped (data kept in {cluster.server_dir})")
     else:
         click.echo(f"embedded PostgreSQL was not running ({cluster.data_dir})")
 
