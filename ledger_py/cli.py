@@ -651,6 +651,11 @@ def post(
 ) -> None:
     """Write one entry of OPERATION for OWNER (the operation decides credit or debit)."""
     key = idempotency_key or f"cli-{uuid.uuid4()}"
+    # The wrapper sends a value as JSON; the database decides what it accepts.
+    try:
+        parsed = None if metadata is None else json.loads(metadata)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--metadata") from None
     with _open_ledger(_settings(ctx).url()) as ledger:
         entry = ledger.post_entry(
             owner_id=owner,
@@ -658,7 +663,7 @@ def post(
             operation=operation,
             idempotency_key=key,
             amount=amount,
-            metadata=metadata,
+            metadata=parsed,
         )
     if as_json:
         _echo_json(entry)

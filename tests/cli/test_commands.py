@@ -35,11 +35,31 @@ def test_help_lists_every_command() -> None:
 
 
 def test_post_balance_history_and_replay(ledger) -> None:  # type: ignore[no-untyped-def]
-    result = ledger("post", "alice", "CREDIT_ADD", "--amount", "25", "--key", "buy-1")
+    result = ledger(
+        "post",
+        "alice",
+        "CREDIT_ADD",
+        "--amount",
+        "25",
+        "--key",
+        "buy-1",
+        "--metadata",
+        '{"order": 7}',
+    )
     assert result.exit_code == 0, result.output
     assert re.match(r"entry \d+: \+25 core/CREDIT_ADD for alice, balance 25\n", result.output)
 
-    again = ledger("post", "alice", "CREDIT_ADD", "--amount", "25", "--key", "buy-1")
+    again = ledger(
+        "post",
+        "alice",
+        "CREDIT_ADD",
+        "--amount",
+        "25",
+        "--key",
+        "buy-1",
+        "--metadata",
+        '{"order": 7}',
+    )
     assert again.exit_code == 0 and "replay: nothing written" in again.output
 
     spent = ledger("post", "alice", "CREDIT_SPEND", "--amount", "5")
@@ -57,6 +77,8 @@ def test_post_balance_history_and_replay(ledger) -> None:  # type: ignore[no-unt
     assert "CREDIT_SPEND" in lines[1] and "CREDIT_ADD" in lines[2] and len(lines) == 3
     rows = json.loads(ledger("history", "alice", "--json", "--limit", "1").output)
     assert [row["operation"] for row in rows] == ["CREDIT_SPEND"]
+    everything = json.loads(ledger("history", "alice", "--json").output)
+    assert everything[-1]["metadata"] == {"order": 7}
     paged = ledger("history", "alice", "--limit", "1")
     assert f"--before {rows[0]['entry_id']}" in paged.output
     assert ledger("history", "nobody").output == "no entries for nobody\n"
@@ -71,8 +93,13 @@ def test_ledger_errors_are_one_line(ledger) -> None:  # type: ignore[no-untyped-
     unknown = ledger("post", "bob", "NO_SUCH_OPERATION")
     assert unknown.exit_code == 1 and "Error: unknown_operation: " in unknown.output
 
-    bad_json = ledger("post", "bob", "CREDIT_ADD", "--metadata", "[1, 2]")
-    assert bad_json.exit_code == 1 and "Error: invalid_argument: " in bad_json.output
+    not_object = ledger("post", "bob", "CREDIT_ADD", "--metadata", "[1, 2]")
+    assert not_object.exit_code == 1 and "Error: invalid_argument: " in not_object.output
+    bad_json = ledger("post", "bob", "CREDIT_ADD", "--metadata", "{oops")
+    assert (
+        bad_json.exit_code == 2
+        and "Invalid value for --metadata: not valid JSON" in bad_json.output
+    )
 
     usage = ledger("post", "bob", "CREDIT_ADD", "--amount", "lots")
     assert usage.exit_code == 2 and "'lots' is not a valid integer" in usage.output
