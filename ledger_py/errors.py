@@ -284,6 +284,35 @@ def _nul_field(params: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def _unencodable_field(params: Mapping[str, Any] | None) -> str | None:
+    """The parameter holding a string UTF-8 cannot encode (a lone surrogate,
+    e.g. from a JSON "\\ud800" escape): psycopg fails before sending it."""
+    for name, value in (params or {}).items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
+
+
+# The integer SQL types parameters are cast to, by the words of PostgreSQL's 22003 message.
+_INT_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
+
+
+def _out_of_range_field(exc: psycopg.Error, params: Mapping[str, Any] | None) -> str | None:
+    """The integer parameter that failed its cast to the SQL type (22003
+    "bigint out of range" before any ledger function ran), if one did."""
+    text = exc.diag.message_primary or ""
+    for sql_type, bound in _INT_RANGES.items():
+        if text == f"{sql_type} out of range":
+            for name, value in (params or {}).items():
+                wide = isinstance(value, int) and not -bound <= value < bound
+                if wide and not isinstance(value, bool):
+                    return name
+    return None
+
+
 WhereLike = Where | Callable[[], Where] | None
 
 
@@ -320,6 +349,15 @@ def translate_error(
             port=where.port,
             detail={"host": where.host, "port": where.port},
         )
+    if sqlstate == "22003":
+        wide = _out_of_range_field(exc, params)
+        if wide is not None:
+            # The caller's value does not fit the parameter's SQL type: the
+            # cast refused it before the function could (an id beyond bigint).
+            return InvalidArgument(
+                f"invalid argument: {wide} is out of range",
+                detail={"field": wide, "reason": "out of range"},
+            )
     field = _nul_field(params)
     if sqlstate is None and isinstance(exc, psycopg.DataError) and (field or "NUL" in str(exc)):
         # Raised by psycopg before sending: PostgreSQL text cannot hold NUL.
@@ -348,3 +386,14 @@ def translate_errors(
         if translated is None:
             raise
         raise translated from exc
+    except UnicodeEncodeError as exc:
+        # Raised by psycopg while encoding a parameter, before sending: a
+        # string with a lone surrogate is no text PostgreSQL could store.
+        field = _unencodable_field(params)
+        if field is None:
+            raise
+        raise InvalidArgument(
+            f"invalid argument: {field} is not valid Unicode text (a lone surrogate)",
+            detail={"field": field, "reason": "not encodable"},
+            hint="Text must be encodable as UTF-8; a JSON \\ud800 escape alone is not.",
+        ) from exc
