@@ -10,6 +10,7 @@ costs a little on every statement).
 from __future__ import annotations
 
 import argparse
+import time
 
 import psycopg
 
@@ -40,6 +41,16 @@ LIMIT %s
 """
 
 
+FUNCTIONS = """
+SELECT calls, round((total_time / calls * 1000)::numeric, 1) AS mean_us,
+       round((self_time / calls * 1000)::numeric, 1) AS self_us,
+       schemaname || '.' || funcname AS function
+FROM pg_stat_user_functions WHERE calls > 0
+ORDER BY self_time DESC
+LIMIT %s
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument(
@@ -50,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--clients", type=int, help="instead of each scenario's own count")
     args = parser.parse_args(argv)
     settings = dict(SERVER_SETTINGS, shared_preload_libraries="pg_stat_statements")
     settings["pg_stat_statements.track"] = "all"
+    settings["track_functions"] = "all"
     server = throwaway_server(fsync=True, settings=settings)
     try:
         server_url = server.url(database="postgres")
@@ -64,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             for name in args.scenarios:
                 script, clients = SCENARIOS[name]
-                conn.execute("SELECT pg_stat_statements_reset()")
+                clients = args.clients or clients
+                conn.execute("SELECT pg_stat_statements_reset(), pg_stat_reset()")
                 per_txn = scripts.BATCH_SIZE if name == "post_entries_batch" else 1
                 sample = pgbench.run(
                     target,
@@ -84,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     mark = "" if toplevel else "  > "
                     print(f"{calls:>8} {mean_us:>9} {total_ms:>10} {pct or '':>6}  {mark}{query}")
+                # Function statistics reach the view when the backends report them.
+                time.sleep(1.0)
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                print(f"{'calls':>8} {'mean_us':>9} {'self_us':>9}  function (track_functions)")
+                for calls, mean_us, self_us, function in conn.execute(FUNCTIONS, (args.top,)):
+                    print(f"{calls:>8} {mean_us:>9} {self_us:>9}  {function}")
     finally:
         server.stop()
     return 0
