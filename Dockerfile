@@ -7,17 +7,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /src
+WORKDIR /app
 COPY pyproject.toml README.md yoyo.ini ./
 COPY ledger_py ./ledger_py
 COPY sql ./sql
 COPY migrations ./migrations
 COPY web ./web
-# A regular (non-editable) install: sql/ and migrations/ ship inside the
-# package, so the sources can go.
-RUN pip install /src && rm -rf /src \
-    && useradd --system --uid 10001 --home-dir /nonexistent ledger
-WORKDIR /app
+# pip installs the dependencies and the `ledger` command; PYTHONPATH makes
+# the code run from /app, where sql/ and migrations/ sit beside ledger_py/
+# exactly as in a checkout (the layout migrate() reads first).
+RUN pip install /app && useradd --system --uid 10001 --home-dir /nonexistent ledger
+ENV PYTHONPATH=/app
 
 USER ledger
 ENV LEDGER_HOST=0.0.0.0 \
