@@ -5,7 +5,11 @@ maps to exactly one exception class here, and each class knows the `code`
 (a stable name shared with HTTP), its SQLSTATE and the HTTP status the web
 layer answers with. `translate_errors()` is the only place where psycopg
 errors become ledger errors: the wrapper's methods run every statement
-inside it. Nothing here decides a business rule: the database does.
+inside it. Besides the LG SQLSTATEs it translates what fails before a
+ledger function could judge the input (a NUL character or lone surrogate
+psycopg cannot send, an integer beyond its parameter's SQL type) into
+InvalidArgument, and connection trouble into LedgerUnavailable. Nothing
+here decides a business rule: the database does.
 """
 
 from __future__ import annotations
