@@ -450,6 +450,10 @@ def serve(
                 f"database {mask_url(url)}: "
                 + (f"migrated ({', '.join(done)})" if done else "up to date")
             )
+        elif not _is_migrated(url):
+            raise click.ClickException(
+                f"the database{_where(url)} has no ledger schema: run `ledger migrate` first"
+            )
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         if demo:
             _demo_key(settings, url, base)
@@ -495,6 +499,17 @@ def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _is_migrated(url: str) -> bool:
+    """Reach the database now (a clear error here beats failing workers) and look for the schema."""
+    import psycopg
+
+    from ledger_py.migrate import libpq_url
+
+    with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
+        row = conn.execute("SELECT to_regclass('ledger.entries') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def _gunicorn_knows(option: str) -> bool:

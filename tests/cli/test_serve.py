@@ -129,3 +129,22 @@ def test_serve_refuses_a_taken_port(cli_env: dict[str, str], data_dir: Path) -> 
         "choose another with --port or LEDGER_PORT\n"
     )
     assert not data_dir.exists()  # refused before starting anything
+
+
+def test_serve_refuses_an_unmigrated_or_unreachable_database(
+    blank_db_url: str, cli_env: dict[str, str]
+) -> None:
+    result = run_ledger(
+        "serve", "--port", str(free_port()), env=dict(cli_env, LEDGER_DATABASE_URL=blank_db_url)
+    )
+    assert result.returncode == 1
+    assert result.stderr.endswith("has no ledger schema: run `ledger migrate` first\n")
+    port = free_port()
+    result = run_ledger(
+        "serve",
+        "--port",
+        str(free_port()),
+        env=dict(cli_env, LEDGER_DATABASE_URL=f"postgresql://u:pw@127.0.0.1:{port}/x"),
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: cannot reach the database at 127.0.0.1:{port}: ")
