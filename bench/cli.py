@@ -5,7 +5,7 @@ interleaved, so drift hits both), then write bench/results/."""
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -33,6 +33,7 @@ class Plan:
     growth_rows: int  # 0: no growth scenarios
     out: Path
     only: frozenset[str] | None
+    debug: bool = False
 
 
 def parse_args(argv: list[str] | None) -> Plan:
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument(
         "--out", type=Path, help="results folder; full: bench/results, quick: bench/results/tmp"
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of a failing scenario"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     return Plan(
@@ -66,6 +70,7 @@ def parse_args(argv: list[str] | None) -> Plan:
         ),
         out=args.out or (RESULTS / "tmp" if quick else RESULTS),
         only=frozenset(k.strip() for k in args.only.split(",")) if args.only else None,
+        debug=args.debug,
     )
 
 
@@ -246,6 +251,9 @@ def http_scenario(url: str) -> Scenario:
             server.base, state["token"], connections=CLIENTS, threads=2, seconds=seconds
         )
         scenario.extra["worker_rss_mb"] = server.worker_rss_mb()
+        scenario.extra["api_key_cache_seconds"] = os.environ.get(
+            "LEDGER_API_KEY_CACHE_SECONDS", "0"
+        )
         return sample
 
     scenario = Scenario(
@@ -281,7 +289,7 @@ def run_rounds(scenarios: list[Scenario], plan: Plan, checkpoint_url: str, label
             except Exception as exc:
                 sc.error = f"{type(exc).__name__}: {exc}"
                 say(f"  {label}{sc.key:28} ERROR {sc.error}")
-                if "--debug" in sys.argv:
+                if plan.debug:
                     traceback.print_exc()
                 continue
             sc.samples.append(sample)
