@@ -28,11 +28,13 @@
 --   * the unique index entries_app_idempotency_key makes a double write of a
 --     key impossible whatever happens; a batch that loses that race to a
 --     concurrent writer of another owner gets LG005 naming the item.
--- What this leaves: a post_entry/transfer/create_hold that checked the same
--- key before a concurrent batch committed it may fail with the unique
--- violation (entries), or a hold may share a key with a batch entry of
--- ANOTHER owner (different tables). Both need one key used concurrently for
--- different requests by the same app, which idempotency keys exist to avoid.
+-- What this leaves (single-key functions check their key under ledger._lock_key
+-- BEFORE they lock the account): a post_entry, transfer or reverse_entry that
+-- checked a key while a batch writing the same key was not yet committed
+-- fails with the unique violation (23505) instead of replaying; and a
+-- create_hold in that window can give a hold the key of a batch entry (two
+-- tables, no common index). No entry is ever written twice; both need one
+-- key sent through a batch and a single call at the same moment.
 
 -- The shape of a batch item: NULL when it is a JSON object with only
 -- post_entry's parameter names, string (or null/missing) ids and a number
