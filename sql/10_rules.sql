@@ -20,19 +20,20 @@ CREATE OR REPLACE FUNCTION ledger._require_id(p_name text, p_value text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 AS $$
--- Qualified throughout: ledger.get_balance (inlined, no pinned search_path)
--- calls it under the caller's search_path.
+-- Qualified throughout, casts included (a type named text planted in a schema
+-- searched first would capture `::text`): ledger.get_balance (inlined, no
+-- pinned search_path) calls it under the caller's search_path.
 BEGIN
     IF p_value IS NULL OR p_value OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'invalid argument: % is required', p_name
             USING ERRCODE = 'LG007',
-                  DETAIL = pg_catalog.json_build_object('field', p_name, 'reason', 'required')::text;
+                  DETAIL = pg_catalog.json_build_object('field', p_name, 'reason', 'required')::pg_catalog.text;
     END IF;
     IF pg_catalog.length(p_value) OPERATOR(pg_catalog.>) 255 THEN
         RAISE EXCEPTION 'invalid argument: % is longer than 255 characters (% given)', p_name, pg_catalog.length(p_value)
             USING ERRCODE = 'LG007',
                   DETAIL = pg_catalog.json_build_object('field', p_name, 'reason', 'too long',
-                                             'max_length', 255, 'length', pg_catalog.length(p_value))::text;
+                                             'max_length', 255, 'length', pg_catalog.length(p_value))::pg_catalog.text;
     END IF;
     RETURN p_value;
 END

@@ -1,0 +1,490 @@
+"""Privileges and hostile input at the SQL level (tests/sql/test_roles.py
+covers the basics: table writes refused to ledger_app, the append-only
+trigger, define_* refused to app and reader, one hostile search_path).
+
+This file goes further: the exact set of functions each role may execute
+(an internal writer such as ledger._apply must never be callable by a
+service), every SECURITY DEFINER function pinned, a role outside the ledger
+shut out, the journal refusing every other statement form that changes rows
+(writable CTE, MERGE, cascaded TRUNCATE), a search_path that plants tables,
+functions, operators, a type and temporary tables in front of pg_catalog
+while ledger_app calls every function, and owner ids made of quotes,
+semicolons, backslashes, format directives and unicode stored literally.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.sql.helpers import call, one, post
+
+from .invariants import ledger_problems
+
+# The API of DESIGN.md section 2 a service calls (plus the key lookup of the web layer
+# and the two helpers that the inlined get_balance runs as the caller).
+APP_FUNCTIONS = {
+    "post_entry",
+    "post_entries",
+    "get_balance",
+    "get_entry",
+    "list_entries",
+    "balance_at",
+    "create_hold",
+    "capture_hold",
+    "release_hold",
+    "get_hold",
+    "list_holds",
+    "transfer",
+    "reverse_entry",
+    "list_operations",
+    "app_report",
+    "verify",
+    "api_key_app",
+    "_require_id",
+    "_active_holds",
+}
+READER_FUNCTIONS = {
+    "get_balance",
+    "get_entry",
+    "list_entries",
+    "balance_at",
+    "get_hold",
+    "list_holds",
+    "list_operations",
+    "app_report",
+    "verify",
+    "_require_id",
+    "_active_holds",
+}
+
+
+def _fails(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> str | None:
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute(statement, params)
+    return err.value.sqlstate
+
+
+def _stranger(conn: psycopg.Connection[Any]) -> None:
+    """A login role outside the ledger (roles are cluster-wide: made once)."""
+    conn.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stranger') THEN"
+        " CREATE ROLE stranger LOGIN; END IF; END $$"
+    )
+
+
+def _executable(conn: psycopg.Connection[Any], role: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'ledger' AND has_function_privilege(%s, p.oid, 'EXECUTE')",
+        (role,),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_each_role_executes_exactly_its_functions(conn: psycopg.Connection[Any]) -> None:
+    assert _executable(conn, "ledger_app") == APP_FUNCTIONS
+    assert _executable(conn, "ledger_reader") == READER_FUNCTIONS
+    _stranger(conn)
+    assert _executable(conn, "stranger") == set()  # PUBLIC gets nothing
+
+
+def test_every_overload_of_a_writer_is_granted_alike(conn: psycopg.Connection[Any]) -> None:
+    # A jsonb/text overload left without EXECUTE would fail only for some callers.
+    rows = conn.execute(
+        "SELECT p.proname, bool_and(has_function_privilege('ledger_app', p.oid, 'EXECUTE')),"
+        "       bool_or(has_function_privilege('ledger_app', p.oid, 'EXECUTE'))"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'ledger' GROUP BY p.proname"
+    ).fetchall()
+    assert [name for name, every, some in rows if every != some] == []
+
+
+def test_security_definer_functions_pin_their_search_path(conn: psycopg.Connection[Any]) -> None:
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'ledger' AND p.prosecdef"
+    ).fetchall()
+    assert len(rows) >= 20
+    unpinned = [name for name, config in rows if config != ["search_path=pg_catalog, pg_temp"]]
+    assert unpinned == []
+    owners = conn.execute(
+        "SELECT DISTINCT pg_get_userbyid(p.proowner) FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ledger'"
+    ).fetchall()
+    assert owners == [("ledger_owner",)]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM ledger._apply('mint', 'core', (SELECT o FROM ledger.operations o"
+        " WHERE operation = 'CREDIT_ADD'), 1000000, 'k', NULL, '{}')",
+        "SELECT ledger._lock_accounts(ARRAY['a'], true)",
+        "SELECT * FROM ledger._post_entries('[]')",
+        "SELECT ledger.create_api_key('core', 'key_abcdefgh', sha256('x'), NULL)",
+        "SELECT ledger.revoke_api_key('key_abcdefgh')",
+        "SELECT * FROM ledger.list_api_keys()",
+        "SELECT * FROM ledger.api_keys",
+        "INSERT INTO ledger.holds (owner_id, app, operation, amount, idempotency_key, fingerprint,"
+        " created_at, expires_at, created_by) VALUES ('a', 'core', 'CREDIT_SPEND', 1, 'k',"
+        " md5('')::uuid, now(), now() + interval '1 hour', 'me')",
+        "INSERT INTO ledger.operations (app, operation, direction, default_amount)"
+        " VALUES ('core', 'FREE_MONEY', 'credit', 1000000)",
+        "INSERT INTO ledger.apps (app) VALUES ('rogue')",
+        "UPDATE ledger.sql_files SET sha256 = 'x'",
+        "CREATE TABLE ledger.planted (x int)",
+        "CREATE FUNCTION ledger.planted() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "SELECT nextval('ledger.transfer_id_seq')",
+    ],
+)
+def test_ledger_app_reaches_nothing_internal(conn: psycopg.Connection[Any], statement: str) -> None:
+    conn.execute("SET ROLE ledger_app")
+    assert _fails(conn, statement) == "42501"
+
+
+@pytest.mark.parametrize("role", ["ledger_reader", "stranger"])
+def test_reader_and_stranger_write_nothing(conn: psycopg.Connection[Any], role: str) -> None:
+    post(conn, "alice", "CREDIT_ADD", "seed", amount=50)
+    _stranger(conn)
+    conn.execute(f"SET ROLE {role}")
+    for statement in [
+        'SELECT * FROM ledger.post_entries(\'[{"owner_id": "a", "app": "core",'
+        ' "operation": "CREDIT_ADD", "idempotency_key": "r", "amount": 5}]\')',
+        "SELECT * FROM ledger.create_hold('alice', 'core', 'CREDIT_SPEND', 'r', 5)",
+        "SELECT * FROM ledger.transfer('alice', 'bob', 5, 'core', 'r')",
+        "SELECT * FROM ledger.reverse_entry(1, 'core', 'r')",
+        "SELECT * FROM ledger.capture_hold(1, 'core')",
+        "SELECT * FROM ledger.release_hold(1, 'core')",
+    ]:
+        assert _fails(conn, statement) == "42501", statement
+    if role == "stranger":  # not even reads: no USAGE on the schema
+        assert _fails(conn, "SELECT * FROM ledger.get_balance('alice')") == "42501"
+        assert _fails(conn, "SELECT count(*) FROM ledger.entries") == "42501"
+    conn.execute("RESET ROLE")
+    assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("role", ["ledger_owner", "ledger_app", "ledger_reader"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "WITH gone AS (DELETE FROM ledger.entries RETURNING 1) SELECT count(*) FROM gone",
+        "WITH changed AS (UPDATE ledger.entries SET metadata = '{\"x\": 1}' RETURNING 1)"
+        " SELECT count(*) FROM changed",
+        "MERGE INTO ledger.entries e USING (SELECT 1 AS id) s ON e.entry_id = s.id"
+        " WHEN MATCHED THEN DELETE",
+        "MERGE INTO ledger.entries e USING (SELECT 1 AS id) s ON e.entry_id = s.id"
+        " WHEN MATCHED THEN UPDATE SET amount = 1000000",
+        "DELETE FROM ledger.entries e USING ledger.accounts a WHERE a.owner_id = e.owner_id",
+        "TRUNCATE ledger.accounts CASCADE",
+        "TRUNCATE ledger.holds, ledger.entries, ledger.accounts",
+        "DELETE FROM ledger.accounts",
+    ],
+)
+def test_no_statement_form_changes_the_journal(
+    conn: psycopg.Connection[Any], role: str, statement: str
+) -> None:
+    post(conn, "alice", "CREDIT_ADD", "seed", amount=50)
+    if conn.info.server_version < 150000 and statement.startswith("MERGE"):
+        pytest.skip("MERGE needs PostgreSQL 15")
+    conn.execute(f"SET ROLE {role}")
+    # The owner meets the append-only trigger (or the accounts' foreign key),
+    # the others lack the privilege.
+    assert _fails(conn, statement) in {"LG013", "42501", "23503"}
+    conn.execute("RESET ROLE")
+    assert conn.execute("SELECT count(*), sum(amount) FROM ledger.entries").fetchone() == (1, 50)
+    assert ledger_problems(conn) == []
+
+
+def test_owner_can_disable_the_trigger_a_documented_limit(conn: psycopg.Connection[Any]) -> None:
+    """ledger_owner owns the table, and a table's owner may ALTER it: the
+    trigger is a guard against mistakes and against every other role, not
+    against the owner. ledger_owner is NOLOGIN; only migrations act as it.
+    This test records the fact so a change of it is noticed."""
+    post(conn, "alice", "CREDIT_ADD", "seed", amount=50)
+    assert conn.execute(
+        "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'ledger_owner'"
+    ).fetchone() == (False,)
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL ROLE ledger_owner")
+        conn.execute("ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only")
+    conn.execute("SET ROLE ledger_app")
+    assert _fails(conn, "ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only") == "42501"
+
+
+# ---- a hostile search_path ----------------------------------------------------------------------
+
+EVIL_OBJECTS = [
+    # Tables named like the ledger's, with rows that would change every answer.
+    "CREATE TABLE evil.accounts (owner_id text, balance bigint, created_at timestamptz,"
+    " updated_at timestamptz)",
+    "INSERT INTO evil.accounts VALUES ('alice', 999999, now(), now())",
+    "CREATE TABLE evil.entries (LIKE ledger.entries)",
+    "CREATE TABLE evil.holds (LIKE ledger.holds)",
+    "CREATE TABLE evil.operations (LIKE ledger.operations)",
+    "CREATE TABLE evil.calls (fn text)",
+    # Functions of pg_catalog's names that log their call and lie.
+    "CREATE FUNCTION evil.clock_timestamp() RETURNS timestamptz LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('clock_timestamp'); RETURN '2000-01-01'; END $$",
+    "CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('now'); RETURN '2000-01-01'; END $$",
+    "CREATE FUNCTION evil.length(text) RETURNS integer LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('length'); RETURN 1; END $$",
+    "CREATE FUNCTION evil.md5(text) RETURNS text LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('md5'); RETURN md5('x'); END $$",
+    # (PL/pgSQL cannot take VARIADIC "any": exact signatures of the ledger's calls instead.)
+    "CREATE FUNCTION evil.json_build_object(text, text, text, text) RETURNS json LANGUAGE plpgsql"
+    " AS $$ BEGIN INSERT INTO evil.calls VALUES ('json_build_object'); RETURN '{}'; END $$",
+    "CREATE FUNCTION evil.json_build_object(VARIADIC text[]) RETURNS json LANGUAGE plpgsql"
+    " AS $$ BEGIN INSERT INTO evil.calls VALUES ('json_build_object'); RETURN '{}'; END $$",
+    "CREATE FUNCTION evil.jsonb_build_array(text, text, text, numeric, jsonb) RETURNS jsonb"
+    " LANGUAGE plpgsql AS $$ BEGIN INSERT INTO evil.calls VALUES ('jsonb_build_array');"
+    " RETURN '[]'; END $$",
+    "CREATE FUNCTION evil.jsonb_build_array(VARIADIC text[]) RETURNS jsonb LANGUAGE plpgsql"
+    " AS $$ BEGIN INSERT INTO evil.calls VALUES ('jsonb_build_array'); RETURN '[]'; END $$",
+    "CREATE FUNCTION evil.pg_advisory_xact_lock(bigint) RETURNS void LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('pg_advisory_xact_lock'); END $$",
+    "CREATE FUNCTION evil.current_setting(text) RETURNS text LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('current_setting'); RETURN 'evil'; END $$",
+    "CREATE FUNCTION evil.sum_step(bigint, bigint) RETURNS bigint LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('sum'); RETURN 0; END $$",
+    "CREATE AGGREGATE evil.sum(bigint) (SFUNC = evil.sum_step, STYPE = bigint, INITCOND = '0')",
+    # Operators that log and answer wrongly, for the types the ledger compares and adds.
+    "CREATE FUNCTION evil.t_eq(text, text) RETURNS boolean LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('text ='); RETURN true; END $$",
+    "CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.t_eq)",
+    "CREATE OPERATOR evil.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.t_eq)",
+    "CREATE FUNCTION evil.b_cmp(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('bigint compare'); RETURN false; END $$",
+    "CREATE OPERATOR evil.< (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.b_cmp)",
+    "CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.b_cmp)",
+    "CREATE OPERATOR evil.<= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.b_cmp)",
+    "CREATE OPERATOR evil.>= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.b_cmp)",
+    "CREATE FUNCTION evil.b_add(bigint, bigint) RETURNS bigint LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('bigint +-'); RETURN 424242; END $$",
+    "CREATE OPERATOR evil.+ (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.b_add)",
+    "CREATE OPERATOR evil.- (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.b_add)",
+    "CREATE FUNCTION evil.n_cmp(numeric, numeric) RETURNS boolean LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO evil.calls VALUES ('numeric compare'); RETURN false; END $$",
+    "CREATE OPERATOR evil.<= (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = evil.n_cmp)",
+    "CREATE OPERATOR evil.> (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = evil.n_cmp)",
+    # A type named text: unqualified ::text casts would resolve to it.
+    "CREATE TYPE evil.text AS (x int)",
+]
+
+
+@pytest.fixture
+def hostile(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """ledger_app, with evil's objects and temporary look-alikes searched before pg_catalog."""
+    post(conn, "alice", "CREDIT_ADD", "seed", amount=50)
+    conn.execute("CREATE SCHEMA evil")
+    for statement in EVIL_OBJECTS:
+        conn.execute(statement)
+    conn.execute("GRANT USAGE ON SCHEMA evil TO ledger_app")
+    conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA evil TO ledger_app")
+    conn.execute("SET ROLE ledger_app")
+    # Temporary tables: pg_temp is searched first for tables unless placed explicitly.
+    conn.execute("CREATE TEMP TABLE accounts (owner_id text, balance bigint)")
+    conn.execute("INSERT INTO accounts VALUES ('alice', 777777)")
+    conn.execute("CREATE TEMP TABLE entries (LIKE ledger.entries)")
+    conn.execute("SET search_path = evil, pg_catalog")
+    return conn
+
+
+def _evil_calls(conn: psycopg.Connection[Any]) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT fn FROM evil.calls").fetchall()]
+
+
+def test_hostile_search_path_fools_no_function(hostile: psycopg.Connection[Any]) -> None:
+    c = hostile
+    spent = post(c, "alice", "CREDIT_SPEND", "evil-1", amount=5)
+    assert spent["balance"] == 45 and spent["created_at"].year > 2000
+    assert one(c, "get_balance", owner_id="alice")["balance"] == 45
+    assert one(c, "get_balance", owner_id="nobody")["balance"] == 0
+    hold = one(
+        c,
+        "create_hold",
+        owner_id="alice",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="evil-2",
+        amount=10,
+    )
+    balance = one(c, "get_balance", owner_id="alice")
+    assert (balance["balance"], balance["held"], balance["available"]) == (45, 10, 35)
+    assert one(c, "capture_hold", hold_id=hold["hold_id"], app="core", amount=4)["balance"] == 41
+    second = one(
+        c,
+        "create_hold",
+        owner_id="alice",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="evil-3",
+        amount=3,
+    )
+    assert one(c, "release_hold", hold_id=second["hold_id"], app="core")["status"] == "released"
+    moved = one(
+        c,
+        "transfer",
+        from_owner="alice",
+        to_owner="bob",
+        amount=11,
+        app="core",
+        idempotency_key="evil-4",
+    )
+    assert (moved["from_balance"], moved["to_balance"]) == (30, 11)
+    reversed_rows = call(
+        c, "reverse_entry", entry_id=moved["from_entry_id"], app="core", idempotency_key="evil-5"
+    )
+    assert [r["balance"] for r in reversed_rows] == [41, 0]
+    batch = call(
+        c,
+        "post_entries",
+        entries=json.dumps(
+            [
+                {
+                    "owner_id": "carol",
+                    "app": "core",
+                    "operation": "CREDIT_ADD",
+                    "idempotency_key": "evil-6",
+                    "amount": 7,
+                },
+                {
+                    "owner_id": "carol",
+                    "app": "core",
+                    "operation": "CREDIT_SPEND",
+                    "idempotency_key": "evil-7",
+                    "amount": 2,
+                },
+            ]
+        ),
+    )
+    assert [r["balance"] for r in batch] == [7, 5]
+    assert post(c, "alice", "CREDIT_SPEND", "evil-1", amount=5)["replayed"] is True
+    with pytest.raises(psycopg.Error) as err:
+        post(c, "alice", "CREDIT_SPEND", "evil-1", amount=6)
+    assert err.value.sqlstate == "LG005"
+    with pytest.raises(psycopg.Error) as err:
+        post(c, "alice", "CREDIT_SPEND", "evil-8", amount=1000)
+    assert err.value.sqlstate == "LG001"
+    assert len(call(c, "list_entries", owner_id="alice")) == 5
+    assert len(call(c, "list_holds", owner_id="alice")) == 2
+    assert one(c, "get_entry", entry_id=spent["entry_id"])["amount"] == -5
+    assert one(c, "get_hold", hold_id=hold["hold_id"])["status"] == "captured"
+    assert call(c, "verify") == []
+    assert {r["operation"] for r in call(c, "list_operations", app="core")} >= {"CREDIT_ADD"}
+    assert c.execute("SELECT ledger.balance_at('alice', '2100-01-01')").fetchone() == (41,)
+    assert _evil_calls(c) == []
+    c.execute("RESET ROLE")
+    c.execute("SET search_path = public")
+    assert ledger_problems(c) == []
+
+
+@pytest.mark.parametrize(
+    "statement,state",
+    [
+        ("SELECT * FROM ledger.get_balance('')", "LG007"),
+        ("SELECT * FROM ledger.get_balance(repeat('x', 256))", "LG007"),
+        ("SELECT * FROM ledger.post_entry('', 'core', 'CREDIT_ADD', 'k')", "LG007"),
+        ("SELECT * FROM ledger.post_entry('a', 'core', 'CREDIT_ADD', 'k', 0)", "LG006"),
+        (
+            "SELECT * FROM ledger.post_entry('a', 'core', 'CREDIT_ADD', 'k', metadata => '[1]')",
+            "LG007",
+        ),
+        ("SELECT * FROM ledger.list_entries('a', max_rows => 0)", "LG007"),
+        ("SELECT * FROM ledger.get_entry(-1)", "LG008"),
+        ('SELECT * FROM ledger.post_entries(\'[{"owner_id": ""}]\')', "LG007"),
+    ],
+)
+def test_hostile_search_path_keeps_error_codes(
+    hostile: psycopg.Connection[Any], statement: str, state: str
+) -> None:
+    """Error paths too: a planted type named text, json_build_object or length
+    must not turn a documented error into another one."""
+    assert _fails(hostile, statement) == state
+    assert _evil_calls(hostile) == []
+
+
+# ---- owner ids stored literally -------------------------------------------------------------------
+
+STRANGE_OWNERS = [
+    "Robert'); DROP TABLE ledger.entries;--",
+    "' OR '1'='1",
+    '"; DELETE FROM ledger.accounts; --',
+    "back\\slash\\\\x00\\u0000",
+    "%s %(owner_id)s $1 {0} %%",
+    "semi;colon;;",
+    "$$ dollar $$ quoted $fn$",
+    "E'\\x41'",
+    "tab\there\nnewline\rreturn",
+    " leading and trailing ",
+    "a",
+    "A",
+    "a ",
+    "é",  # precomposed
+    "e\u0301",  # e + combining acute: a different owner
+    "\u202eevil\u202c",  # right-to-left override
+    "\ufeffbom",
+    "zero\u200bwidth",
+    "😀🏳️‍🌈",
+    "日本語のオーナー",
+    "\U0010fffd\U0001f600" * 10,
+    "𝔘" * 255,  # 255 characters, 1020 bytes
+]
+
+
+def test_strange_owner_ids_are_stored_literally(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET ROLE ledger_app")
+    for index, owner in enumerate(STRANGE_OWNERS):
+        entry = post(conn, owner, "CREDIT_ADD", f"strange-{index}", amount=index + 1)
+        assert entry["owner_id"] == owner
+    batch = call(
+        conn,
+        "post_entries",
+        entries=json.dumps(
+            [
+                {
+                    "owner_id": owner,
+                    "app": "core",
+                    "operation": "CREDIT_SPEND",
+                    "idempotency_key": f"strange-batch-{index}",
+                    "amount": 1,
+                }
+                for index, owner in enumerate(STRANGE_OWNERS)
+            ]
+        ),
+    )
+    assert [r["owner_id"] for r in batch] == STRANGE_OWNERS
+    moved = one(
+        conn,
+        "transfer",
+        from_owner=STRANGE_OWNERS[-1],
+        to_owner=STRANGE_OWNERS[0],
+        amount=5,
+        app="core",
+        idempotency_key="strange-t",
+    )
+    assert moved["to_balance"] == 5
+    conn.execute("RESET ROLE")
+    stored = {
+        r[0]: r[1] for r in conn.execute("SELECT owner_id, balance FROM ledger.accounts").fetchall()
+    }
+    assert len(stored) == len(STRANGE_OWNERS)  # no two ids collapsed into one
+    for index, owner in enumerate(STRANGE_OWNERS):
+        expected = index + (5 if index == 0 else 0) - (5 if index == len(STRANGE_OWNERS) - 1 else 0)
+        assert stored[owner] == expected, owner
+        assert one(conn, "get_balance", owner_id=owner)["balance"] == expected
+        assert {r["owner_id"] for r in call(conn, "list_entries", owner_id=owner)} == {owner}
+    assert conn.execute("SELECT to_regclass('ledger.entries')").fetchone() == ("ledger.entries",)
+    assert ledger_problems(conn) == []
+
+
+def test_owner_id_of_256_characters_is_refused(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(psycopg.Error) as err:
+        post(conn, "𝔘" * 256, "CREDIT_ADD", "long", amount=1)
+    assert err.value.sqlstate == "LG007"
