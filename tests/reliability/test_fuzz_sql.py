@@ -429,7 +429,8 @@ def fuzz_conn(server_url: str, template_url: str) -> Iterator[psycopg.Connection
 def _counts(conn: psycopg.Connection[Any]) -> tuple[int, ...]:
     row = conn.execute(
         "SELECT (SELECT count(*) FROM ledger.entries), (SELECT count(*) FROM ledger.accounts),"
-        " (SELECT count(*) FROM ledger.holds), (SELECT count(*) FROM ledger.holds WHERE status <> 'active'),"
+        " (SELECT count(*) FROM ledger.holds),"
+        " (SELECT count(*) FROM ledger.holds WHERE status <> 'active'),"
         " (SELECT count(*) FROM ledger.apps), (SELECT count(*) FROM ledger.operations),"
         " (SELECT coalesce(sum(balance), 0) FROM ledger.accounts)"
     ).fetchone()

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -188,7 +188,7 @@ class Worker:
         )
         assert row["balance"] >= 0 and 0 <= row["available"] <= row["balance"], row
 
-    ACTIONS = {
+    ACTIONS: ClassVar[dict[str, int]] = {
         "post": 6,
         "replay": 1,
         "shared": 1,
