@@ -29,6 +29,7 @@ from web.errors import register_error_handlers
 from web.schemas import ERROR_SCHEMA, HealthOut
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a 10,000-item batch fits
+HEALTH_TIMEOUT_SECONDS = 3.0
 
 DESCRIPTION = """\
 HTTP interface of the shared credit ledger. Every rule (amounts, owners,
@@ -157,7 +158,8 @@ def _register_service_routes(app: APIFlask) -> None:
         """No API key needed."""
         state: WebState = app.extensions["ledger_web"]
         try:
-            with connection(state.ledger) as conn:
+            # A short wait: a health probe must answer even when the database does not.
+            with connection(state.ledger, timeout=HEALTH_TIMEOUT_SECONDS) as conn:
                 conn.execute("SELECT 1")
         except LedgerError as exc:
             # A Response, so that the 200 schema does not filter the error fields.

@@ -21,14 +21,21 @@ from ledger_py.errors import Where, translate_errors
 
 
 @contextmanager
-def connection(ledger: Ledger, **params: Any) -> Iterator[psycopg.Connection[Any]]:
+def connection(
+    ledger: Ledger, timeout: float | None = None, **params: Any
+) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection inside one transaction (committed when the block
     ends normally, rolled back on an exception).
 
     ``params`` name the values sent, so that a NUL character in one of them
-    is reported as that field's InvalidArgument.
+    is reported as that field's InvalidArgument. ``timeout``: seconds to
+    wait for a pool connection (default: the pool's own).
     """
     pool = ledger.pool
     where = Where.from_conninfo(pool.conninfo) if isinstance(pool.conninfo, str) else None
-    with translate_errors(where, params), pool.connection() as conn, conn.transaction():
+    with (
+        translate_errors(where, params),
+        pool.connection(timeout=timeout) as conn,
+        conn.transaction(),
+    ):
         yield conn
