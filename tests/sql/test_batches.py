@@ -15,15 +15,23 @@ from psycopg.types.json import Jsonb
 from .helpers import balance, call, counts, one, post
 
 
-def batch(conn: psycopg.Connection[Any], items: Any, *, as_jsonb: bool = False) -> list[dict[str, Any]]:
+def batch(
+    conn: psycopg.Connection[Any], items: Any, *, as_jsonb: bool = False
+) -> list[dict[str, Any]]:
     """post_entries through the text overload (a JSON string) or the jsonb one."""
-    value = Jsonb(items) if as_jsonb else (items if isinstance(items, str) or items is None else json.dumps(items))
+    value = (
+        Jsonb(items)
+        if as_jsonb
+        else (items if isinstance(items, str) or items is None else json.dumps(items))
+    )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT * FROM ledger.post_entries(entries => %s)", (value,))
         return cur.fetchall()
 
 
-def item(owner: str, operation: str, key: str, amount: Any = None, app: str = "core", **extra: Any) -> dict[str, Any]:
+def item(
+    owner: str, operation: str, key: str, amount: Any = None, app: str = "core", **extra: Any
+) -> dict[str, Any]:
     entry = {"owner_id": owner, "app": app, "operation": operation, "idempotency_key": key}
     if amount is not None:
         entry["amount"] = amount
@@ -31,7 +39,9 @@ def item(owner: str, operation: str, key: str, amount: Any = None, app: str = "c
     return entry
 
 
-def batch_error(conn: psycopg.Connection[Any], items: Any, sqlstate: str, index: int | None) -> psycopg.Error:
+def batch_error(
+    conn: psycopg.Connection[Any], items: Any, sqlstate: str, index: int | None
+) -> psycopg.Error:
     """The batch fails with sqlstate, names the item (or none), and writes nothing."""
     before = counts(conn)
     with pytest.raises(psycopg.Error) as info:
@@ -43,7 +53,9 @@ def batch_error(conn: psycopg.Connection[Any], items: Any, sqlstate: str, index:
         assert "index" not in detail
     else:
         assert detail["index"] == index, detail
-        assert (error.diag.message_primary or "").startswith(f"batch item {index}: "), error.diag.message_primary
+        assert (error.diag.message_primary or "").startswith(f"batch item {index}: "), (
+            error.diag.message_primary
+        )
     assert counts(conn) == before
     return error
 
@@ -57,7 +69,9 @@ def test_batch_writes_every_item_in_input_order(conn):
         item("bob", "CONTENT_ACCESS", "b5", app="example_app"),
     ]
     rows = batch(conn, items)
-    assert [(r["owner_id"], r["operation"], r["amount"], r["balance"], r["replayed"]) for r in rows] == [
+    assert [
+        (r["owner_id"], r["operation"], r["amount"], r["balance"], r["replayed"]) for r in rows
+    ] == [
         ("ann", "CREDIT_ADD", 50, 50, False),
         ("bob", "CREDIT_ADD", 7, 7, False),
         ("ann", "CREDIT_SPEND", -20, 30, False),
@@ -68,10 +82,13 @@ def test_batch_writes_every_item_in_input_order(conn):
     ids = [r["entry_id"] for r in rows]
     assert ids == sorted(ids) and len(set(ids)) == 5
     stored = conn.execute(
-        "SELECT entry_id, idempotency_key, balance, metadata, created_by FROM ledger.entries ORDER BY entry_id"
+        "SELECT entry_id, idempotency_key, balance, metadata, created_by"
+        " FROM ledger.entries ORDER BY entry_id"
     ).fetchall()
-    assert [(s[0], s[1], s[2]) for s in stored] == [(r["entry_id"], i["idempotency_key"], r["balance"])
-                                                   for r, i in zip(rows, items)]
+    assert [(s[0], s[1], s[2]) for s in stored] == [
+        (r["entry_id"], i["idempotency_key"], r["balance"])
+        for r, i in zip(rows, items, strict=True)
+    ]
     assert stored[0][3] == {"order": 1} and stored[1][3] == {}
     assert {s[4] for s in stored} == {"postgres"}
     assert len({r["created_at"] for r in rows}) == 1
@@ -88,14 +105,18 @@ def test_jsonb_overload_and_json_string_metadata(conn):
     assert metadata == [{"a": [1, 2]}, {"b": True}]
     # an untyped literal picks the text overload
     rows = conn.execute(
-        """SELECT * FROM ledger.post_entries('[{"owner_id": "cy", "app": "core", "operation": "CREDIT_ADD",
+        """SELECT * FROM ledger.post_entries('[{"owner_id": "cy", "app": "core",
+             "operation": "CREDIT_ADD",
              "idempotency_key": "j3", "amount": 1}]')"""
     ).fetchall()
     assert len(rows) == 1
 
 
 def test_repeated_batch_is_a_replay_and_writes_nothing(conn):
-    items = [item("dee", "CREDIT_ADD", "r1", 9), item("dee", "CREDIT_SPEND", "r2", 4, metadata={"x": 1})]
+    items = [
+        item("dee", "CREDIT_ADD", "r1", 9),
+        item("dee", "CREDIT_SPEND", "r2", 4, metadata={"x": 1}),
+    ]
     first = batch(conn, items)
     before = counts(conn)
     again = batch(conn, items, as_jsonb=True)
@@ -106,8 +127,13 @@ def test_repeated_batch_is_a_replay_and_writes_nothing(conn):
 
 def test_batch_items_and_post_entry_replay_each_other(conn):
     single = post(conn, "eve", "CREDIT_ADD", "shared-1", amount=8, metadata='{"k": "v"}')
-    rows = batch(conn, [item("eve", "CREDIT_ADD", "shared-1", 8, metadata={"k": "v"}),
-                        item("eve", "CREDIT_ADD", "fresh", 2)])
+    rows = batch(
+        conn,
+        [
+            item("eve", "CREDIT_ADD", "shared-1", 8, metadata={"k": "v"}),
+            item("eve", "CREDIT_ADD", "fresh", 2),
+        ],
+    )
     assert rows[0] == {**single, "replayed": True}
     assert rows[1]["replayed"] is False and rows[1]["balance"] == 10
     again = post(conn, "eve", "CREDIT_ADD", "fresh", amount=2)
@@ -116,24 +142,45 @@ def test_batch_items_and_post_entry_replay_each_other(conn):
 
 
 def test_same_key_twice_in_a_batch(conn):
-    rows = batch(conn, [item("fay", "CREDIT_ADD", "twice", 3), item("fay", "CREDIT_ADD", "other", 1),
-                        item("fay", "CREDIT_ADD", "twice", 3)])
+    rows = batch(
+        conn,
+        [
+            item("fay", "CREDIT_ADD", "twice", 3),
+            item("fay", "CREDIT_ADD", "other", 1),
+            item("fay", "CREDIT_ADD", "twice", 3),
+        ],
+    )
     assert rows[2] == {**rows[0], "replayed": True}
     assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 2
     assert balance(conn, "fay") == 4
     # the same key for a different request inside one batch: LG005 at the second use
-    error = batch_error(conn, [item("fay", "CREDIT_ADD", "k-a", 3), item("fay", "CREDIT_ADD", "k-b", 3),
-                               item("fay", "CREDIT_ADD", "k-a", 4)], "LG005", 2)
+    error = batch_error(
+        conn,
+        [
+            item("fay", "CREDIT_ADD", "k-a", 3),
+            item("fay", "CREDIT_ADD", "k-b", 3),
+            item("fay", "CREDIT_ADD", "k-a", 4),
+        ],
+        "LG005",
+        2,
+    )
     assert json.loads(error.diag.message_detail)["idempotency_key"] == "k-a"
 
 
 def test_key_conflicts_with_stored_entries_and_holds(conn):
     post(conn, "gus", "CREDIT_ADD", "used", amount=10)
-    one(conn, "create_hold", owner_id="gus", app="core", operation="CREDIT_SPEND", idempotency_key="held-key",
-        amount=1)
+    one(
+        conn,
+        "create_hold",
+        owner_id="gus",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="held-key",
+        amount=1,
+    )
     ok = item("gus", "CREDIT_ADD", "new", 1)
-    batch_error(conn, [ok, item("gus", "CREDIT_ADD", "used", 11)], "LG005", 1)   # different amount
-    batch_error(conn, [ok, item("hal", "CREDIT_ADD", "used", 10)], "LG005", 1)   # different owner
+    batch_error(conn, [ok, item("gus", "CREDIT_ADD", "used", 11)], "LG005", 1)  # different amount
+    batch_error(conn, [ok, item("hal", "CREDIT_ADD", "used", 10)], "LG005", 1)  # different owner
     batch_error(conn, [ok, ok, item("gus", "CREDIT_ADD", "held-key", 1)], "LG005", 2)
     # keys are per app: another app may use the same key
     rows = batch(conn, [item("gus", "CONTENT_ACCESS", "used", app="example_app")])
@@ -141,35 +188,73 @@ def test_key_conflicts_with_stored_entries_and_holds(conn):
 
 
 def test_running_balance_never_below_zero_or_held(conn):
-    items = [item("ida", "CREDIT_ADD", "i1", 5), item("ida", "CREDIT_SPEND", "i2", 3),
-             item("ida", "CREDIT_SPEND", "i3", 3)]
+    items = [
+        item("ida", "CREDIT_ADD", "i1", 5),
+        item("ida", "CREDIT_SPEND", "i2", 3),
+        item("ida", "CREDIT_SPEND", "i3", 3),
+    ]
     error = batch_error(conn, items, "LG001", 2)
-    assert json.loads(error.diag.message_detail) == {"owner_id": "ida", "needed": 3, "available": 2, "index": 2}
+    assert json.loads(error.diag.message_detail) == {
+        "owner_id": "ida",
+        "needed": 3,
+        "available": 2,
+        "index": 2,
+    }
     # a credit later in the batch does not cover an earlier debit
-    batch_error(conn, [item("ida", "CREDIT_SPEND", "i4", 1), item("ida", "CREDIT_ADD", "i5", 5)], "LG001", 0)
+    batch_error(
+        conn, [item("ida", "CREDIT_SPEND", "i4", 1), item("ida", "CREDIT_ADD", "i5", 5)], "LG001", 0
+    )
     # holds reduce what is available
     post(conn, "ida", "CREDIT_ADD", "fund", amount=10)
-    one(conn, "create_hold", owner_id="ida", app="core", operation="CREDIT_SPEND", idempotency_key="h",
-        amount=8)
-    error = batch_error(conn, [item("ida", "CREDIT_SPEND", "i6", 1), item("ida", "CREDIT_SPEND", "i7", 2)],
-                        "LG001", 1)
+    one(
+        conn,
+        "create_hold",
+        owner_id="ida",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="h",
+        amount=8,
+    )
+    error = batch_error(
+        conn,
+        [item("ida", "CREDIT_SPEND", "i6", 1), item("ida", "CREDIT_SPEND", "i7", 2)],
+        "LG001",
+        1,
+    )
     assert json.loads(error.diag.message_detail)["available"] == 1
     rows = batch(conn, [item("ida", "CREDIT_SPEND", "i8", 2)])
     assert rows[0]["balance"] == 8
 
 
 def test_debit_for_an_unknown_owner_creates_no_account(conn):
-    batch_error(conn, [item("jon", "CREDIT_ADD", "j1", 1), item("nobody", "CREDIT_SPEND", "j2", 1)], "LG001", 1)
+    batch_error(
+        conn,
+        [item("jon", "CREDIT_ADD", "j1", 1), item("nobody", "CREDIT_SPEND", "j2", 1)],
+        "LG001",
+        1,
+    )
     assert conn.execute("SELECT count(*) FROM ledger.accounts").fetchone()[0] == 0
 
 
 def test_limits_count_earlier_items_and_entries(conn):
-    error = batch_error(conn, [item("kim", "SIGNUP_CREDIT", "s1"), item("lee", "SIGNUP_CREDIT", "s2"),
-                               item("kim", "SIGNUP_CREDIT", "s3")], "LG004", 2)
+    error = batch_error(
+        conn,
+        [
+            item("kim", "SIGNUP_CREDIT", "s1"),
+            item("lee", "SIGNUP_CREDIT", "s2"),
+            item("kim", "SIGNUP_CREDIT", "s3"),
+        ],
+        "LG004",
+        2,
+    )
     assert json.loads(error.diag.message_detail)["limit_per"] == "ever"
-    batch_error(conn, [item("kim", "DAILY_REWARD", "d1"), item("kim", "DAILY_REWARD", "d2")], "LG004", 1)
+    batch_error(
+        conn, [item("kim", "DAILY_REWARD", "d1"), item("kim", "DAILY_REWARD", "d2")], "LG004", 1
+    )
     post(conn, "kim", "SIGNUP_CREDIT", "s0")
-    batch_error(conn, [item("lee", "SIGNUP_CREDIT", "s4"), item("kim", "SIGNUP_CREDIT", "s5")], "LG004", 1)
+    batch_error(
+        conn, [item("lee", "SIGNUP_CREDIT", "s4"), item("kim", "SIGNUP_CREDIT", "s5")], "LG004", 1
+    )
     rows = batch(conn, [item("kim", "DAILY_REWARD", "d3"), item("lee", "SIGNUP_CREDIT", "s6")])
     assert [r["amount"] for r in rows] == [1, 3]
 
@@ -181,7 +266,11 @@ BAD_ITEMS = [
     ("another app's operation", item("mia", "CONTENT_ACCESS", "x"), "LG003"),
     ("system operation", item("mia", "TRANSFER_OUT", "x", 1), "LG003"),
     ("unknown app", item("mia", "CREDIT_ADD", "x", 1, app="no_app"), "LG011"),
-    ("missing app", {"owner_id": "mia", "operation": "CREDIT_ADD", "idempotency_key": "x"}, "LG007"),
+    (
+        "missing app",
+        {"owner_id": "mia", "operation": "CREDIT_ADD", "idempotency_key": "x"},
+        "LG007",
+    ),
     ("missing operation", {"owner_id": "mia", "app": "core", "idempotency_key": "x"}, "LG007"),
     ("zero amount", item("mia", "CREDIT_ADD", "x", 0), "LG006"),
     ("negative amount", item("mia", "CREDIT_ADD", "x", -5), "LG006"),
@@ -223,13 +312,30 @@ def test_every_invalid_item_is_named_and_nothing_is_written(conn):
 
 def test_the_first_failing_item_is_reported(conn):
     # two invalid items: the lower index wins
-    batch_error(conn, [GOOD, item("mia", "CREDIT_ADD", "a", 0), GOOD, item("mia", "NOPE", "b")], "LG006", 1)
-    batch_error(conn, [GOOD, item("", "CREDIT_ADD", "a"), item("mia", "CREDIT_ADD", "b", 0)], "LG007", 1)
+    batch_error(
+        conn, [GOOD, item("mia", "CREDIT_ADD", "a", 0), GOOD, item("mia", "NOPE", "b")], "LG006", 1
+    )
+    batch_error(
+        conn, [GOOD, item("", "CREDIT_ADD", "a"), item("mia", "CREDIT_ADD", "b", 0)], "LG007", 1
+    )
     # ledger-state errors: the lowest index, whatever the kind
     post(conn, "nia", "CREDIT_ADD", "taken", amount=1)
-    batch_error(conn, [item("nia", "CREDIT_ADD", "n1", 1), item("nia", "CREDIT_SPEND", "n2", 5),
-                       item("nia", "CREDIT_ADD", "taken", 2)], "LG001", 1)
-    batch_error(conn, [item("nia", "CREDIT_ADD", "taken", 2), item("nia", "CREDIT_SPEND", "n2", 5)], "LG005", 0)
+    batch_error(
+        conn,
+        [
+            item("nia", "CREDIT_ADD", "n1", 1),
+            item("nia", "CREDIT_SPEND", "n2", 5),
+            item("nia", "CREDIT_ADD", "taken", 2),
+        ],
+        "LG001",
+        1,
+    )
+    batch_error(
+        conn,
+        [item("nia", "CREDIT_ADD", "taken", 2), item("nia", "CREDIT_SPEND", "n2", 5)],
+        "LG005",
+        0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -250,8 +356,12 @@ def test_the_batch_itself_must_be_a_non_empty_array(conn, entries, reason):
 
 def test_at_most_ten_thousand_items(conn):
     error = batch_error(conn, [GOOD] * 10_001, "LG007", None)
-    assert json.loads(error.diag.message_detail) == {"field": "entries", "reason": "too many", "count": 10001,
-                                                     "max": 10000}
+    assert json.loads(error.diag.message_detail) == {
+        "field": "entries",
+        "reason": "too many",
+        "count": 10001,
+        "max": 10000,
+    }
 
 
 def test_ten_thousand_items_in_one_call(conn):
@@ -265,21 +375,35 @@ def test_ten_thousand_items_in_one_call(conn):
 
 
 def test_text_the_database_cannot_store_is_lg007_with_the_index(conn):
-    raw_item = '{"owner_id": "oli", "app": "core", "operation": "CREDIT_ADD", "idempotency_key": "%s"%s}'
+    raw_item = (
+        '{"owner_id": "oli", "app": "core", "operation": "CREDIT_ADD", "idempotency_key": "%s"%s}'
+    )
     good = raw_item % ("u1", "")
-    for bad in (raw_item % ("u2", ', "metadata": {"note": "a\\u0000b"}'),
-                raw_item % ("u2\\u0000", ""),
-                raw_item % ("u2", ', "metadata": {"n": 1e1000000}')):
+    for bad in (
+        raw_item % ("u2", ', "metadata": {"note": "a\\u0000b"}'),
+        raw_item % ("u2\\u0000", ""),
+        raw_item % ("u2", ', "metadata": {"n": 1e1000000}'),
+    ):
         error = batch_error(conn, f"[{good}, {bad}]", "LG007", 1)
         assert json.loads(error.diag.message_detail)["reason"] == "not storable"
 
 
 def test_a_credit_beyond_the_largest_balance_is_lg006(conn):
     conn.execute("SELECT ledger.define_app('big_app')")
-    conn.execute("SELECT ledger.define_operation('big_app', 'BIG_CREDIT', 'credit', caller_sets_amount => true)")
+    conn.execute(
+        "SELECT ledger.define_operation('big_app', 'BIG_CREDIT', 'credit',"
+        " caller_sets_amount => true)"
+    )
     half = 5 * 10**18
-    error = batch_error(conn, [item("pat", "BIG_CREDIT", "g1", half, app="big_app"),
-                               item("pat", "BIG_CREDIT", "g2", half, app="big_app")], "LG006", 1)
+    error = batch_error(
+        conn,
+        [
+            item("pat", "BIG_CREDIT", "g1", half, app="big_app"),
+            item("pat", "BIG_CREDIT", "g2", half, app="big_app"),
+        ],
+        "LG006",
+        1,
+    )
     assert json.loads(error.diag.message_detail)["reason"] == "balance overflow"
 
 
@@ -288,7 +412,9 @@ def test_roles(conn):
     rows = batch(conn, [item("quinn", "CREDIT_ADD", "role-1", 2)])
     assert rows[0]["balance"] == 2
     batch(conn, [item("quinn", "CREDIT_ADD", "role-2", 2)], as_jsonb=True)
-    assert conn.execute("SELECT created_by FROM ledger.entries LIMIT 1").fetchone()[0] == "ledger_app"
+    assert (
+        conn.execute("SELECT created_by FROM ledger.entries LIMIT 1").fetchone()[0] == "ledger_app"
+    )
     conn.execute("SET ROLE ledger_reader")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         batch(conn, [item("quinn", "CREDIT_ADD", "role-3", 2)])
@@ -316,8 +442,18 @@ def test_concurrent_batches_on_the_same_owners_never_deadlock(db_url, conn):
     def work(c, index):
         for round_ in range(15):
             order = owners if (index + round_) % 2 else owners[::-1]
-            batch(c, [item(o, "CREDIT_SPEND" if (index + n) % 2 else "CREDIT_ADD", f"t{index}-{round_}-{o}", 1)
-                      for n, o in enumerate(order)])
+            batch(
+                c,
+                [
+                    item(
+                        o,
+                        "CREDIT_SPEND" if (index + n) % 2 else "CREDIT_ADD",
+                        f"t{index}-{round_}-{o}",
+                        1,
+                    )
+                    for n, o in enumerate(order)
+                ],
+            )
         return True
 
     assert _threads(db_url, work, 4) == [True] * 4
@@ -355,11 +491,13 @@ def _while_uncommitted(db_url: str, first: list[dict[str, Any]], second: Any) ->
             with psycopg.connect(db_url, autocommit=True) as other:
                 other.execute("SET lock_timeout = '20s'")
                 future = pool.submit(second, other)
-                # the second session waits on the first one's lock: the account row or the key's index entry
+                # the second session waits on the first one's lock (the account row or the
+                # key's index entry)
                 for _ in range(100):
                     waiting = holder.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()").fetchone()[0]
+                        " AND datname = current_database()"
+                    ).fetchone()[0]
                     if waiting:
                         break
                     threading.Event().wait(0.05)
@@ -378,7 +516,10 @@ def test_a_retry_waits_for_the_first_batch_and_replays(db_url, conn):
 def test_a_key_committed_by_another_owner_meanwhile_is_lg005_with_the_index(db_url, conn):
     def second(c):
         with pytest.raises(psycopg.Error) as info:
-            batch(c, [item("zoe", "CREDIT_ADD", "z-free", 1), item("zoe", "CREDIT_ADD", "z-shared", 1)])
+            batch(
+                c,
+                [item("zoe", "CREDIT_ADD", "z-free", 1), item("zoe", "CREDIT_ADD", "z-shared", 1)],
+            )
         return info.value
 
     error = _while_uncommitted(db_url, [item("yan", "CREDIT_ADD", "z-shared", 1)], second)

@@ -16,10 +16,23 @@ import pytest
 from .helpers import call, counts, one, post
 
 
-def hold(conn: psycopg.Connection[Any], owner: str, key: str, amount: Any = None, *,
-         operation: str = "CREDIT_SPEND", app: str = "core", ttl: Any = None) -> dict[str, Any]:
-    params: dict[str, Any] = {"owner_id": owner, "app": app, "operation": operation, "idempotency_key": key,
-                              "amount": amount}
+def hold(
+    conn: psycopg.Connection[Any],
+    owner: str,
+    key: str,
+    amount: Any = None,
+    *,
+    operation: str = "CREDIT_SPEND",
+    app: str = "core",
+    ttl: Any = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "owner_id": owner,
+        "app": app,
+        "operation": operation,
+        "idempotency_key": key,
+        "amount": amount,
+    }
     if ttl is not None:
         params["ttl"] = ttl
     return one(conn, "create_hold", **params)
@@ -30,15 +43,22 @@ def available(conn: psycopg.Connection[Any], owner: str) -> tuple[int, int, int]
     return (row["balance"], row["held"], row["available"])
 
 
-def fails(conn: psycopg.Connection[Any], sqlstate: str, function: str, **params: Any) -> dict[str, Any]:
+def fails(
+    conn: psycopg.Connection[Any], sqlstate: str, function: str, **params: Any
+) -> dict[str, Any]:
     """The call fails with sqlstate and writes nothing; returns the DETAIL object."""
     before = counts(conn)
-    states = conn.execute("SELECT array_agg(status ORDER BY hold_id) FROM ledger.holds").fetchone()[0]
+    states = conn.execute("SELECT array_agg(status ORDER BY hold_id) FROM ledger.holds").fetchone()[
+        0
+    ]
     with pytest.raises(psycopg.Error) as info:
         call(conn, function, **params)
     assert info.value.sqlstate == sqlstate, (function, params, info.value.sqlstate, str(info.value))
     assert counts(conn) == before
-    assert conn.execute("SELECT array_agg(status ORDER BY hold_id) FROM ledger.holds").fetchone()[0] == states
+    assert (
+        conn.execute("SELECT array_agg(status ORDER BY hold_id) FROM ledger.holds").fetchone()[0]
+        == states
+    )
     return json.loads(info.value.diag.message_detail or "{}")
 
 
@@ -52,8 +72,13 @@ def test_a_hold_reserves_credits(funded):
     conn = funded
     h = hold(conn, "ann", "h1", 8)
     assert {k: h[k] for k in ("owner_id", "app", "operation", "amount", "status", "replayed")} == {
-        "owner_id": "ann", "app": "core", "operation": "CREDIT_SPEND", "amount": 8, "status": "active",
-        "replayed": False}
+        "owner_id": "ann",
+        "app": "core",
+        "operation": "CREDIT_SPEND",
+        "amount": 8,
+        "status": "active",
+        "replayed": False,
+    }
     now = conn.execute("SELECT now()").fetchone()[0]
     assert timedelta(minutes=14) < h["expires_at"] - now <= timedelta(minutes=15, seconds=5)
     assert available(conn, "ann") == (20, 8, 12)
@@ -63,29 +88,62 @@ def test_a_hold_reserves_credits(funded):
     content = hold(conn, "ann", "h2", operation="CONTENT_CREATION", app="example_app")
     assert content["amount"] == 5
     assert available(conn, "ann") == (20, 13, 7)
-    assert [r["hold_id"] for r in call(conn, "list_holds", owner_id="ann")] == [content["hold_id"], h["hold_id"]]
+    assert [r["hold_id"] for r in call(conn, "list_holds", owner_id="ann")] == [
+        content["hold_id"],
+        h["hold_id"],
+    ]
     assert call(conn, "verify") == []
 
 
 def test_holds_reduce_what_debits_and_new_holds_may_take(funded):
     conn = funded
     hold(conn, "ann", "h1", 15)
-    detail = fails(conn, "LG001", "post_entry", owner_id="ann", app="core", operation="CREDIT_SPEND",
-                   idempotency_key="spend", amount=6)
+    detail = fails(
+        conn,
+        "LG001",
+        "post_entry",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="spend",
+        amount=6,
+    )
     assert (detail["needed"], detail["available"]) == (6, 5)
-    fails(conn, "LG001", "create_hold", owner_id="ann", app="core", operation="CREDIT_SPEND",
-          idempotency_key="h2", amount=6)
-    fails(conn, "LG001", "transfer", from_owner="ann", to_owner="bob", amount=6, app="core",
-          idempotency_key="t1")
+    fails(
+        conn,
+        "LG001",
+        "create_hold",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="h2",
+        amount=6,
+    )
+    fails(
+        conn,
+        "LG001",
+        "transfer",
+        from_owner="ann",
+        to_owner="bob",
+        amount=6,
+        app="core",
+        idempotency_key="t1",
+    )
     assert post(conn, "ann", "CREDIT_SPEND", "spend-5", amount=5)["balance"] == 15
     assert available(conn, "ann") == (15, 15, 0)
 
 
 def test_create_hold_errors(funded):
     conn = funded
-    base = {"owner_id": "ann", "app": "core", "operation": "CREDIT_SPEND", "idempotency_key": "k", "amount": 1}
+    base = {
+        "owner_id": "ann",
+        "app": "core",
+        "operation": "CREDIT_SPEND",
+        "idempotency_key": "k",
+        "amount": 1,
+    }
     cases = [
-        ({"operation": "CREDIT_ADD"}, "LG007"),                      # holds reserve debits only
+        ({"operation": "CREDIT_ADD"}, "LG007"),  # holds reserve debits only
         ({"ttl": timedelta(milliseconds=500)}, "LG007"),
         ({"ttl": timedelta(days=7, seconds=1)}, "LG007"),
         ({"ttl": None}, "LG007"),
@@ -97,7 +155,7 @@ def test_create_hold_errors(funded):
         ({"amount": 21}, "LG001"),
         ({"owner_id": "nobody"}, "LG001"),
         ({"operation": "NO_SUCH_OP"}, "LG002"),
-        ({"operation": "CONTENT_CREATION"}, "LG003"),                # example_app's, called as core
+        ({"operation": "CONTENT_CREATION"}, "LG003"),  # example_app's, called as core
         ({"operation": "TRANSFER_OUT"}, "LG003"),
         ({"app": "no_app"}, "LG011"),
         ({"owner_id": ""}, "LG007"),
@@ -107,7 +165,10 @@ def test_create_hold_errors(funded):
     ]
     for change, sqlstate in cases:
         fails(conn, sqlstate, "create_hold", **{**base, **change})
-    assert conn.execute("SELECT count(*) FROM ledger.accounts WHERE owner_id = 'nobody'").fetchone()[0] == 0
+    assert (
+        conn.execute("SELECT count(*) FROM ledger.accounts WHERE owner_id = 'nobody'").fetchone()[0]
+        == 0
+    )
 
 
 def test_create_hold_is_idempotent(funded):
@@ -116,33 +177,81 @@ def test_create_hold_is_idempotent(funded):
     again = hold(conn, "ann", "same", 4)
     assert again == {**first, "replayed": True}
     assert conn.execute("SELECT count(*) FROM ledger.holds").fetchone()[0] == 1
-    fails(conn, "LG005", "create_hold", owner_id="ann", app="core", operation="CREDIT_SPEND",
-          idempotency_key="same", amount=5)
-    fails(conn, "LG005", "create_hold", owner_id="ann", app="core", operation="CREDIT_SPEND",
-          idempotency_key="same", amount=4, ttl=timedelta(minutes=1))
+    fails(
+        conn,
+        "LG005",
+        "create_hold",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="same",
+        amount=5,
+    )
+    fails(
+        conn,
+        "LG005",
+        "create_hold",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="same",
+        amount=4,
+        ttl=timedelta(minutes=1),
+    )
     # keys are unique per app across entries and holds
-    fails(conn, "LG005", "create_hold", owner_id="ann", app="core", operation="CREDIT_SPEND",
-          idempotency_key="fund-ann", amount=1)
-    fails(conn, "LG005", "post_entry", owner_id="ann", app="core", operation="CREDIT_SPEND",
-          idempotency_key="same", amount=4)
+    fails(
+        conn,
+        "LG005",
+        "create_hold",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="fund-ann",
+        amount=1,
+    )
+    fails(
+        conn,
+        "LG005",
+        "post_entry",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="same",
+        amount=4,
+    )
     # another app may use the key
-    assert hold(conn, "ann", "same", operation="CONTENT_ACCESS", app="example_app")["replayed"] is False
+    assert (
+        hold(conn, "ann", "same", operation="CONTENT_ACCESS", app="example_app")["replayed"]
+        is False
+    )
 
 
 def test_capture_the_whole_hold(funded):
     conn = funded
     h = hold(conn, "ann", "h1", 8)
     entry = one(conn, "capture_hold", hold_id=h["hold_id"], app="core")
-    assert (entry["owner_id"], entry["operation"], entry["amount"], entry["balance"], entry["replayed"]) == (
-        "ann", "CREDIT_SPEND", -8, 12, False)
+    assert (
+        entry["owner_id"],
+        entry["operation"],
+        entry["amount"],
+        entry["balance"],
+        entry["replayed"],
+    ) == ("ann", "CREDIT_SPEND", -8, 12, False)
     stored = one(conn, "get_hold", hold_id=h["hold_id"])
-    assert (stored["status"], stored["captured_amount"], stored["entry_id"]) == ("captured", 8, entry["entry_id"])
+    assert (stored["status"], stored["captured_amount"], stored["entry_id"]) == (
+        "captured",
+        8,
+        entry["entry_id"],
+    )
     assert stored["closed_at"] is not None
     journal = one(conn, "get_entry", entry_id=entry["entry_id"])
     assert (journal["hold_id"], journal["metadata"]) == (h["hold_id"], {"hold_id": h["hold_id"]})
     assert available(conn, "ann") == (12, 0, 12)
     # a repeated capture is a replay
-    assert one(conn, "capture_hold", hold_id=h["hold_id"], app="core") == {**entry, "replayed": True}
+    assert one(conn, "capture_hold", hold_id=h["hold_id"], app="core") == {
+        **entry,
+        "replayed": True,
+    }
     assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 2
     assert call(conn, "verify") == []
 
@@ -194,7 +303,10 @@ def test_release_frees_the_credits(funded):
     released = one(conn, "release_hold", hold_id=h["hold_id"], app="core")
     assert (released["status"], released["replayed"]) == ("released", False)
     assert available(conn, "ann") == (20, 0, 20)
-    assert one(conn, "release_hold", hold_id=h["hold_id"], app="core") == {**released, "replayed": True}
+    assert one(conn, "release_hold", hold_id=h["hold_id"], app="core") == {
+        **released,
+        "replayed": True,
+    }
     detail = fails(conn, "LG009", "capture_hold", hold_id=h["hold_id"], app="core")
     assert detail["status"] == "released"
     assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 1
@@ -210,7 +322,10 @@ def test_a_hold_expires_by_the_clock_alone(funded):
     assert call(conn, "list_holds", owner_id="ann")[0]["status"] == "expired"
     # the stored row is untouched: no job ran
     assert conn.execute("SELECT status FROM ledger.holds").fetchone()[0] == "active"
-    assert fails(conn, "LG009", "capture_hold", hold_id=h["hold_id"], app="core")["status"] == "expired"
+    assert (
+        fails(conn, "LG009", "capture_hold", hold_id=h["hold_id"], app="core")["status"]
+        == "expired"
+    )
     fails(conn, "LG009", "release_hold", hold_id=h["hold_id"], app="core")
     # the freed credits can be spent and held again
     assert post(conn, "ann", "CREDIT_SPEND", "after", amount=18)["balance"] == 2
@@ -227,7 +342,12 @@ def test_capture_racing_release_exactly_one_wins(db_url, conn):
             c.execute("SET lock_timeout = '20s'")
             barrier.wait()
             try:
-                call(c, "capture_hold" if kind == "capture" else "release_hold", hold_id=hold_id, app="core")
+                call(
+                    c,
+                    "capture_hold" if kind == "capture" else "release_hold",
+                    hold_id=hold_id,
+                    app="core",
+                )
                 return kind
             except psycopg.Error as exc:
                 return exc.sqlstate or "?"
@@ -236,7 +356,10 @@ def test_capture_racing_release_exactly_one_wins(db_url, conn):
     with ThreadPoolExecutor(2) as pool:
         for hold_id in holds:
             barrier = threading.Barrier(2)
-            outcome = sorted(pool.map(lambda kind: attempt(kind, hold_id, barrier), ["capture", "release"]))
+            attempts = [
+                pool.submit(attempt, kind, hold_id, barrier) for kind in ("capture", "release")
+            ]
+            outcome = sorted(a.result() for a in attempts)
             assert outcome in (["LG009", "capture"], ["LG009", "release"]), outcome
             winner = next(o for o in outcome if o != "LG009")
             status = one(conn, "get_hold", hold_id=hold_id)["status"]
@@ -244,7 +367,10 @@ def test_capture_racing_release_exactly_one_wins(db_url, conn):
             winners.append(winner)
     captured = winners.count("capture")
     assert one(conn, "get_balance", owner_id="dan")["balance"] == 1000 - 10 * captured
-    assert conn.execute("SELECT count(*) FROM ledger.entries WHERE hold_id IS NOT NULL").fetchone()[0] == captured
+    assert (
+        conn.execute("SELECT count(*) FROM ledger.entries WHERE hold_id IS NOT NULL").fetchone()[0]
+        == captured
+    )
     assert call(conn, "verify") == []
 
 
@@ -279,7 +405,10 @@ def test_roles(funded):
     assert one(conn, "get_hold", hold_id=h["hold_id"])["status"] == "captured"
     assert len(call(conn, "list_holds", owner_id="ann")) == 1
     for function, params in [
-        ("create_hold", {"owner_id": "ann", "app": "core", "operation": "CREDIT_SPEND", "idempotency_key": "r"}),
+        (
+            "create_hold",
+            {"owner_id": "ann", "app": "core", "operation": "CREDIT_SPEND", "idempotency_key": "r"},
+        ),
         ("capture_hold", {"hold_id": h["hold_id"], "app": "core"}),
         ("release_hold", {"hold_id": h["hold_id"], "app": "core"}),
     ]:

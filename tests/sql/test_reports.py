@@ -12,7 +12,9 @@ import pytest
 from .helpers import call, one, post
 
 
-def report(conn: psycopg.Connection[Any], app: str, start: datetime, end: datetime) -> dict[str, tuple[int, ...]]:
+def report(
+    conn: psycopg.Connection[Any], app: str, start: datetime, end: datetime
+) -> dict[str, tuple[int, ...]]:
     rows = call(conn, "app_report", app=app, from_time=start, to_time=end)
     assert all(r["app"] == app for r in rows)
     assert [r["operation"] for r in rows] == sorted(r["operation"] for r in rows)
@@ -25,21 +27,54 @@ def clock(conn: psycopg.Connection[Any]) -> datetime:
 
 @pytest.fixture
 def activity(conn):
-    """Entries of every kind for app core (and one of example_app), with an instant in the middle."""
+    """Entries of every kind for app core (one of example_app), an instant in the middle."""
     start = clock(conn)
     post(conn, "ann", "CREDIT_ADD", "c1", amount=10)
     post(conn, "bob", "CREDIT_ADD", "c2", amount=5)
     spend = post(conn, "ann", "CREDIT_SPEND", "d1", amount=4)
-    one(conn, "transfer", from_owner="ann", to_owner="bob", amount=3, app="core", idempotency_key="t1")
+    one(
+        conn,
+        "transfer",
+        from_owner="ann",
+        to_owner="bob",
+        amount=3,
+        app="core",
+        idempotency_key="t1",
+    )
     post(conn, "bob", "CONTENT_ACCESS", "a1", app="example_app")
     middle = clock(conn)
     call(conn, "reverse_entry", entry_id=spend["entry_id"], app="core", idempotency_key="r1")
-    call(conn, "post_entries", entries=json.dumps([
-        {"owner_id": "cy", "app": "core", "operation": "CREDIT_ADD", "idempotency_key": "b1", "amount": 2},
-        {"owner_id": "ann", "app": "core", "operation": "CREDIT_ADD", "idempotency_key": "b2", "amount": 1},
-    ]))
-    hold = one(conn, "create_hold", owner_id="bob", app="core", operation="CREDIT_SPEND", idempotency_key="h1",
-               amount=2)
+    call(
+        conn,
+        "post_entries",
+        entries=json.dumps(
+            [
+                {
+                    "owner_id": "cy",
+                    "app": "core",
+                    "operation": "CREDIT_ADD",
+                    "idempotency_key": "b1",
+                    "amount": 2,
+                },
+                {
+                    "owner_id": "ann",
+                    "app": "core",
+                    "operation": "CREDIT_ADD",
+                    "idempotency_key": "b2",
+                    "amount": 1,
+                },
+            ]
+        ),
+    )
+    hold = one(
+        conn,
+        "create_hold",
+        owner_id="bob",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="h1",
+        amount=2,
+    )
     one(conn, "capture_hold", hold_id=hold["hold_id"], app="core")
     return conn, start, middle, clock(conn)
 
@@ -101,7 +136,8 @@ def test_reader_reports_and_verifies(activity):
 def _plant_hold(conn: psycopg.Connection[Any], owner: str, amount: int, expires_in: str) -> None:
     """A hold row written past the functions (as a superuser), as a bug could."""
     conn.execute(
-        "INSERT INTO ledger.holds (owner_id, app, operation, amount, idempotency_key, fingerprint, created_at,"
+        "INSERT INTO ledger.holds (owner_id, app, operation, amount, idempotency_key, fingerprint,"
+        " created_at,"
         " expires_at, created_by) VALUES (%s, 'core', 'CREDIT_SPEND', %s, %s, md5('x')::uuid,"
         " clock_timestamp() - interval '1 hour', clock_timestamp() + %s::interval, 'test')",
         (owner, amount, f"planted-{owner}-{amount}", expires_in),
@@ -111,23 +147,28 @@ def _plant_hold(conn: psycopg.Connection[Any], owner: str, amount: int, expires_
 def test_verify_reports_a_hold_its_account_cannot_cover(activity):
     conn = activity[0]
     assert call(conn, "verify") == []
-    _plant_hold(conn, "cy", 1, "-1 minute")        # expired: no longer counts
+    _plant_hold(conn, "cy", 1, "-1 minute")  # expired: no longer counts
     assert call(conn, "verify") == []
-    _plant_hold(conn, "cy", 3, "1 hour")           # cy has 2
+    _plant_hold(conn, "cy", 3, "1 hour")  # cy has 2
     rows = call(conn, "verify")
     assert [(r["check_name"], r["owner_id"]) for r in rows] == [("holds_covered", "cy")]
     assert "3" in rows[0]["detail"] and "2" in rows[0]["detail"]
 
 
-def _plant_leg(conn: psycopg.Connection[Any], owner: str, operation: str, amount: int, transfer_id: int) -> None:
+def _plant_leg(
+    conn: psycopg.Connection[Any], owner: str, operation: str, amount: int, transfer_id: int
+) -> None:
     """A transfer leg written past the functions, with the account kept equal to its entries."""
     conn.execute(
-        "INSERT INTO ledger.entries (owner_id, app, operation, amount, balance, created_at, created_by,"
+        "INSERT INTO ledger.entries (owner_id, app, operation, amount, balance, created_at,"
+        " created_by,"
         " transfer_id) SELECT %s, 'core', %s, %s, a.balance + %s, clock_timestamp(), 'test', %s"
         " FROM ledger.accounts a WHERE a.owner_id = %s",
         (owner, operation, amount, amount, transfer_id, owner),
     )
-    conn.execute("UPDATE ledger.accounts SET balance = balance + %s WHERE owner_id = %s", (amount, owner))
+    conn.execute(
+        "UPDATE ledger.accounts SET balance = balance + %s WHERE owner_id = %s", (amount, owner)
+    )
 
 
 def test_verify_reports_transfer_legs(activity):
@@ -141,10 +182,22 @@ def test_verify_reports_transfer_legs(activity):
     _plant_leg(conn, "ann", "TRANSFER_OUT", -3, uneven)
     _plant_leg(conn, "cy", "TRANSFER_IN", 2, uneven)
     rows = call(conn, "verify")
-    assert sorted(r["detail"] for r in rows if r["check_name"] == "transfer_legs") == sorted([
-        f"transfer {lonely} has 1 legs summing to -1", f"transfer {uneven} has 2 legs summing to -1"])
+    assert sorted(r["detail"] for r in rows if r["check_name"] == "transfer_legs") == sorted(
+        [
+            f"transfer {lonely} has 1 legs summing to -1",
+            f"transfer {uneven} has 2 legs summing to -1",
+        ]
+    )
     assert {r["check_name"] for r in rows} == {"transfer_legs"}
     # a reversed transfer stays healthy: its reversal entries are not legs
-    healthy = one(conn, "transfer", from_owner="bob", to_owner="cy", amount=1, app="core", idempotency_key="t9")
+    healthy = one(
+        conn,
+        "transfer",
+        from_owner="bob",
+        to_owner="cy",
+        amount=1,
+        app="core",
+        idempotency_key="t9",
+    )
     call(conn, "reverse_entry", entry_id=healthy["from_entry_id"], app="core", idempotency_key="r9")
     assert len(call(conn, "verify")) == 2

@@ -18,14 +18,35 @@ from psycopg.types.json import Jsonb
 from .helpers import balance, call, counts, one, post
 
 
-def transfer(conn: psycopg.Connection[Any], source: str, target: str, amount: Any, key: str,
-             app: str = "core", **extra: Any) -> dict[str, Any]:
-    return one(conn, "transfer", from_owner=source, to_owner=target, amount=amount, app=app,
-               idempotency_key=key, **extra)
+def transfer(
+    conn: psycopg.Connection[Any],
+    source: str,
+    target: str,
+    amount: Any,
+    key: str,
+    app: str = "core",
+    **extra: Any,
+) -> dict[str, Any]:
+    return one(
+        conn,
+        "transfer",
+        from_owner=source,
+        to_owner=target,
+        amount=amount,
+        app=app,
+        idempotency_key=key,
+        **extra,
+    )
 
 
 def fails(conn: psycopg.Connection[Any], sqlstate: str, **params: Any) -> psycopg.Error:
-    base = {"from_owner": "ann", "to_owner": "bob", "amount": 5, "app": "core", "idempotency_key": "t-bad"}
+    base = {
+        "from_owner": "ann",
+        "to_owner": "bob",
+        "amount": 5,
+        "app": "core",
+        "idempotency_key": "t-bad",
+    }
     before = counts(conn)
     with pytest.raises(psycopg.Error) as info:
         call(conn, "transfer", **{**base, **params})
@@ -43,12 +64,21 @@ def funded(conn):
 def test_a_transfer_writes_two_linked_legs(funded):
     conn = funded
     result = transfer(conn, "ann", "bob", 12, "t1", metadata='{"note": "gift"}')
-    assert (result["amount"], result["from_balance"], result["to_balance"], result["replayed"]) == (12, 18, 12, False)
+    assert (result["amount"], result["from_balance"], result["to_balance"], result["replayed"]) == (
+        12,
+        18,
+        12,
+        False,
+    )
     with conn.cursor(row_factory=dict_row) as cur:
         legs = cur.execute(
-            "SELECT * FROM ledger.entries WHERE transfer_id = %s ORDER BY entry_id", (result["transfer_id"],)
+            "SELECT * FROM ledger.entries WHERE transfer_id = %s ORDER BY entry_id",
+            (result["transfer_id"],),
         ).fetchall()
-    assert [(leg["entry_id"], leg["owner_id"], leg["operation"], leg["amount"], leg["balance"]) for leg in legs] == [
+    assert [
+        (leg["entry_id"], leg["owner_id"], leg["operation"], leg["amount"], leg["balance"])
+        for leg in legs
+    ] == [
         (result["from_entry_id"], "ann", "TRANSFER_OUT", -12, 18),
         (result["to_entry_id"], "bob", "TRANSFER_IN", 12, 12),
     ]
@@ -67,10 +97,17 @@ def test_transfer_replay_and_key_conflicts(funded):
     assert balance(conn, "ann") == 25
     fails(conn, "LG005", idempotency_key="t1", amount=6)
     fails(conn, "LG005", idempotency_key="t1", to_owner="cy")
-    fails(conn, "LG005", idempotency_key="fund-ann")             # a post_entry's key
-    one(conn, "create_hold", owner_id="ann", app="core", operation="CREDIT_SPEND", idempotency_key="held",
-        amount=1)
-    fails(conn, "LG005", idempotency_key="held")                 # a hold's key
+    fails(conn, "LG005", idempotency_key="fund-ann")  # a post_entry's key
+    one(
+        conn,
+        "create_hold",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="held",
+        amount=1,
+    )
+    fails(conn, "LG005", idempotency_key="held")  # a hold's key
     with pytest.raises(psycopg.Error) as info:
         post(conn, "ann", "CREDIT_ADD", "t1", amount=5)
     assert info.value.sqlstate == "LG005"
@@ -78,7 +115,15 @@ def test_transfer_replay_and_key_conflicts(funded):
 
 def test_transfer_errors(funded):
     conn = funded
-    one(conn, "create_hold", owner_id="ann", app="core", operation="CREDIT_SPEND", idempotency_key="h", amount=20)
+    one(
+        conn,
+        "create_hold",
+        owner_id="ann",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="h",
+        amount=20,
+    )
     cases: list[tuple[dict[str, Any], str]] = [
         ({"to_owner": "ann"}, "LG007"),
         ({"amount": 0}, "LG006"),
@@ -86,7 +131,7 @@ def test_transfer_errors(funded):
         ({"amount": Decimal("1.5")}, "LG006"),
         ({"amount": 10**30}, "LG006"),
         ({"amount": None}, "LG006"),
-        ({"amount": 11}, "LG001"),                               # 30 - 20 held = 10 available
+        ({"amount": 11}, "LG001"),  # 30 - 20 held = 10 available
         ({"from_owner": "nobody"}, "LG001"),
         ({"from_owner": ""}, "LG007"),
         ({"to_owner": None}, "LG007"),
@@ -109,12 +154,15 @@ def test_transfer_errors(funded):
 def test_jsonb_metadata_overload(funded):
     conn = funded
     rows = conn.execute(
-        "SELECT * FROM ledger.transfer(metadata => %s, from_owner => 'ann', to_owner => 'bob', amount => 3,"
-        " app => 'example_app', idempotency_key => 'j1')", (Jsonb({"k": 1}),)
+        "SELECT * FROM ledger.transfer(metadata => %s, from_owner => 'ann', to_owner => 'bob',"
+        " amount => 3,"
+        " app => 'example_app', idempotency_key => 'j1')",
+        (Jsonb({"k": 1}),),
     ).fetchall()
     assert rows[0][3] == 3
-    assert conn.execute("SELECT DISTINCT app FROM ledger.entries WHERE transfer_id IS NOT NULL").fetchall() == [
-        ("example_app",)]
+    assert conn.execute(
+        "SELECT DISTINCT app FROM ledger.entries WHERE transfer_id IS NOT NULL"
+    ).fetchall() == [("example_app",)]
 
 
 def test_transfers_in_both_directions_from_eight_threads(db_url, conn):
@@ -143,11 +191,12 @@ def test_transfers_in_both_directions_from_eight_threads(db_url, conn):
     with ThreadPoolExecutor(threads) as pool:
         total = sum(pool.map(work, range(threads)), Counter())
     assert sum(total.values()) == threads * per_thread
-    assert set(total) <= {"ok", "LG001"}, total        # no deadlock (40P01), no lock timeout
+    assert set(total) <= {"ok", "LG001"}, total  # no deadlock (40P01), no lock timeout
     assert total["ok"] > threads * per_thread // 2
     assert conn.execute("SELECT sum(balance) FROM ledger.accounts").fetchone()[0] == start_total
     legs = conn.execute(
-        "SELECT count(*), count(DISTINCT transfer_id) FROM ledger.entries WHERE transfer_id IS NOT NULL"
+        "SELECT count(*), count(DISTINCT transfer_id) FROM ledger.entries"
+        " WHERE transfer_id IS NOT NULL"
     ).fetchone()
     assert legs == (2 * total["ok"], total["ok"])
     assert conn.execute("SELECT min(balance) FROM ledger.entries").fetchone()[0] >= 0
@@ -162,5 +211,6 @@ def test_roles(funded):
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         transfer(conn, "ann", "bob", 1, "role-2")
     conn.execute("RESET ROLE")
-    assert conn.execute("SELECT DISTINCT created_by FROM ledger.entries WHERE transfer_id IS NOT NULL"
-                        ).fetchall() == [("ledger_app",)]
+    assert conn.execute(
+        "SELECT DISTINCT created_by FROM ledger.entries WHERE transfer_id IS NOT NULL"
+    ).fetchall() == [("ledger_app",)]
