@@ -159,7 +159,8 @@ def _register_service_routes(app: APIFlask) -> None:
         state: WebState = app.extensions["ledger_web"]
         try:
             # A short wait: a health probe must answer even when the database does not.
-            with connection(state.ledger, timeout=HEALTH_TIMEOUT_SECONDS) as conn:
+            wait = min(HEALTH_TIMEOUT_SECONDS, state.ledger.pool.timeout)
+            with connection(state.ledger, timeout=wait) as conn:
                 conn.execute("SELECT 1")
         except LedgerError as exc:
             # A Response, so that the 200 schema does not filter the error fields.

@@ -6,6 +6,7 @@ document (status documented, body valid)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -146,7 +147,7 @@ def served(db_url: str) -> Iterator[tuple[str, str]]:
             time.sleep(0.1)
         yield base, token
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
         try:
             process.wait(timeout=15)
         finally:
