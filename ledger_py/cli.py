@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from ledger_py import localdb, pgserver
+from ledger_py import Ledger, localdb, pgserver
 from ledger_py.migrate import mask_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -87,18 +87,13 @@ def _describe(exc: BaseException, url: str | None) -> str:
     """One line for a person, saying what failed and, where we can, what to do."""
     import psycopg
 
-    try:
-        from ledger_py.errors import LedgerError
-    except ImportError:  # the wrapper is not installed in this build
-        LedgerError = ()  # type: ignore[assignment,misc]
+    from ledger_py.errors import LedgerError, LedgerUnavailable
 
     target = _where(url)
+    if isinstance(exc, LedgerUnavailable):
+        return f"cannot reach the database{target}: {_first_line(exc.message)}"
     if isinstance(exc, LedgerError):
-        code = getattr(exc, "code", "error")
-        message = getattr(exc, "message", None) or str(exc)
-        if code == "ledger_unavailable":
-            return f"cannot reach the database{target}: {_first_line(message)}"
-        return f"{code}: {_first_line(message)}"
+        return f"{exc.code}: {_first_line(exc.message)}"
     if isinstance(exc, psycopg.OperationalError):
         return f"cannot reach the database{target}: {_first_line(str(exc))}"
     if isinstance(exc, psycopg.Error):
@@ -180,22 +175,16 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @contextmanager
-def _open_ledger(url: str) -> Iterator[Any]:
+def _open_ledger(url: str) -> Iterator[Ledger]:
     import psycopg
 
-    from ledger_py import Ledger
     from ledger_py.migrate import libpq_url
 
     # One plain connection first: an unreachable server fails at once with
     # libpq's reason, where a pool would retry until its timeout.
     psycopg.connect(libpq_url(url), connect_timeout=10).close()
-    ledger = Ledger(url, min_size=1, max_size=1, timeout=10.0)
-    try:
+    with Ledger(url, min_size=1, max_size=1, timeout=10.0) as ledger:
         yield ledger
-    finally:
-        close = getattr(ledger, "close", None)
-        if close is not None:
-            close()
 
 
 def _plain(value: Any) -> Any:
@@ -524,18 +513,14 @@ def _demo_key(settings: Settings, url: str, base: str) -> None:
 
     saved = Path(settings.data_dir) / f"{DEMO_APP}.key" if settings.embedded else None
     with _open_ledger(url) as ledger:
-        active = [
-            k
-            for k in list_api_keys(ledger)
-            if getattr(k, "app", None) == DEMO_APP and getattr(k, "revoked_at", None) is None
-        ]
+        active = [k for k in list_api_keys(ledger) if k.app == DEMO_APP and k.revoked_at is None]
         token = None
         if saved is not None and saved.exists():
             key_id, _, stored = saved.read_text().strip().partition(" ")
-            if any(getattr(k, "key_id", None) == key_id for k in active):
+            if any(k.key_id == key_id for k in active):
                 token = stored
         if token is None and active:
-            ids = ", ".join(str(getattr(k, "key_id", "?")) for k in active)
+            ids = ", ".join(k.key_id for k in active)
             click.echo(
                 f"{DEMO_APP} already has an API key ({ids}); its token was shown when it was "
                 f"created. `ledger keys create {DEMO_APP}` makes another."
@@ -567,13 +552,16 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("app")
+@click.option(
+    "--label", default=None, help="A note kept with the key (e.g. which service uses it)."
+)
 @click.pass_context
-def keys_create(ctx: click.Context, app: str) -> None:
+def keys_create(ctx: click.Context, app: str, label: str | None) -> None:
     """Create an API key for APP and print its token (shown only this once)."""
     from web.api_keys import create_api_key
 
     with _open_ledger(_settings(ctx).url()) as ledger:
-        key_id, token = create_api_key(ledger, app)
+        key_id, token = create_api_key(ledger, app, label=label)
     click.echo(f"key_id: {key_id}\ntoken:  {token}")
     click.echo(
         "Keep the token now: only its hash is stored. Use it as `Authorization: Bearer <token>`.",
@@ -596,12 +584,11 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
     if not found:
         click.echo("no API keys yet: `ledger keys create APP` makes one")
         return
-    click.echo(f"{'KEY_ID':<30} {'APP':<20} {'CREATED (UTC)':<20} REVOKED (UTC)")
+    click.echo(f"{'KEY_ID':<22} {'APP':<20} {'CREATED (UTC)':<20} {'REVOKED (UTC)':<20} LABEL")
     for key in found:
         click.echo(
-            f"{getattr(key, 'key_id', ''):<30} {getattr(key, 'app', ''):<20} "
-            f"{_time(getattr(key, 'created_at', None)):<20} "
-            f"{_time(getattr(key, 'revoked_at', None)) or '-'}"
+            f"{key.key_id:<22} {key.app:<20} {_time(key.created_at):<20} "
+            f"{_time(key.revoked_at) or '-':<20} {key.label or ''}".rstrip()
         )
 
 
@@ -683,7 +670,7 @@ def post(
     if as_json:
         _echo_json(entry)
         return
-    replay = " (replay: nothing written)" if getattr(entry, "replayed", False) else ""
+    replay = " (replay: nothing written)" if entry.replayed else ""
     click.echo(
         f"entry {entry.entry_id}: {_signed(entry.amount)} {app}/{operation} for {owner}, "
         f"balance {entry.balance}{replay}"

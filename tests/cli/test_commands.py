@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -32,6 +35,14 @@ def test_help_lists_every_command() -> None:
         assert re.search(rf"^\s+{name}\b", result.output, re.MULTILINE), name
     result = CliRunner().invoke(cli, ["db", "--help"])
     assert all(word in result.output for word in ("start", "stop", "status"))
+
+
+def test_the_console_script(cli_env: dict[str, str]) -> None:
+    script = Path(sys.executable).with_name("ledger")
+    if not script.exists():
+        pytest.skip("the package is not installed in this environment (pip install -e .)")
+    result = subprocess.run([str(script), "--version"], env=cli_env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("ledger, version ")
 
 
 def test_post_balance_history_and_replay(ledger) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +117,7 @@ def test_ledger_errors_are_one_line(ledger) -> None:  # type: ignore[no-untyped-
 
 
 def test_keys_create_list_revoke(ledger) -> None:  # type: ignore[no-untyped-def]
-    created = ledger("keys", "create", "example_app")
+    created = ledger("keys", "create", "example_app", "--label", "content service")
     assert created.exit_code == 0, created.output
     key_id = re.search(r"key_id: (\S+)", created.output)
     token = re.search(r"token:  (\S+)", created.output)
@@ -114,6 +125,7 @@ def test_keys_create_list_revoke(ledger) -> None:  # type: ignore[no-untyped-def
 
     listed = ledger("keys", "list")
     assert key_id[1] in listed.output and "example_app" in listed.output
+    assert listed.output.splitlines()[1].endswith("content service")
     assert token[1] not in listed.output
     keys = json.loads(ledger("keys", "list", "--json").output)
     assert [(k["key_id"], k["revoked_at"]) for k in keys] == [(key_id[1], None)]
