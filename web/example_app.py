@@ -68,14 +68,23 @@ def _require_example_app() -> None:
 
 
 def _require_text(field: str, value: str) -> None:
-    # The example app's own data: PostgreSQL text cannot hold NUL characters.
+    """The example app's own data (checked before anything is held): text
+    PostgreSQL can store, so no NUL character and no lone surrogate."""
+    reason = None
     if "\x00" in value:
+        reason = "nul character"
+    else:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            reason = "not encodable"
+    if reason is not None:
         raise api_error(
             422,
             "invalid_argument",
-            f"invalid argument: {field} contains a NUL character",
+            f"invalid argument: {field} is not storable text ({reason})",
             field=field,
-            reason="nul character",
+            reason=reason,
         )
 
 

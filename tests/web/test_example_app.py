@@ -73,6 +73,13 @@ def test_create_content_errors(client: FlaskClient, auth: H) -> None:
     error_of(create(client, auth, key="e2", title=""), 422, "validation_error")
     error_of(create(client, auth, key="e3", title="x" * 501), 422, "validation_error")
     error_of(create(client, auth, key="e4", body="nul \u0000 inside"), 422, "invalid_argument")
+    lone = client.post(
+        "/content",
+        data='{"owner_id": "alice", "title": "\\ud800", "body": "b"}',
+        headers={**auth, "Idempotency-Key": "e6"},
+        content_type="application/json",
+    )
+    assert error_of(lone, 422, "invalid_argument")["reason"] == "not encodable"
     error_of(create(client, auth, key="e5", owner_id=""), 422, "invalid_argument")
     error_of(
         client.post("/content", json={"owner_id": "alice"}, headers=auth), 422, "validation_error"
