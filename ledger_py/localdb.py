@@ -260,15 +260,16 @@ class LocalCluster:
         server's backends still holding shared memory.
         """
         with self._lock(wait_for_lock):
-            self.init()
-            if self.running_pid() is not None:
-                return False
-            self._remove_stale_pid_file()
+            if self.initialized:
+                if self.running_pid() is not None:
+                    return False
+                self._remove_stale_pid_file()
             if not port_is_free(LISTEN_HOST, self.port):
                 raise PortInUse(
                     f"port {self.port} on {LISTEN_HOST} is already in use by another program: "
                     "set LEDGER_DB_PORT (or --db-port) to a free port"
                 )
+            self.init()
             self._prepare_socket_dir()
             pg_ctl = pgserver.find_program("pg_ctl")
             options = f"-p {self.port} -h {LISTEN_HOST} -k {shlex.quote(str(self.socket_dir))}"

@@ -67,13 +67,11 @@ def test_start_status_stop_and_data_survives_a_restart(
         cluster.stop()
 
 
-def test_tcp_needs_the_generated_password(cluster: LocalCluster) -> None:
+def test_recovers_after_a_crash_and_from_a_stale_pid_file(cluster: LocalCluster) -> None:
     url = cluster.url().replace(cluster.password(), "wrong")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(url, connect_timeout=5)
+        psycopg.connect(url, connect_timeout=5)  # TCP needs the generated password
 
-
-def test_recovers_after_a_crash_and_from_a_stale_pid_file(cluster: LocalCluster) -> None:
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE TABLE t (n int)")
         conn.execute("INSERT INTO t VALUES (42)")
@@ -151,6 +149,7 @@ def test_port_taken(data_dir: Path) -> None:
         code, out = invoke("db", "start", data_dir=data_dir, port=port)
     assert code == 1
     assert f"port {port} on 127.0.0.1 is already in use" in out and "LEDGER_DB_PORT" in out
+    assert not (data_dir / "pg").exists()  # refused before initdb
     assert "Traceback" not in out
 
 
