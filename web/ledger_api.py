@@ -21,6 +21,7 @@ from web.idempotency import IdempotencyHeaders, answer, idempotency_key, replay_
 
 bp = APIBlueprint("ledger", __name__, tag="Ledger")
 
+HTTP_PAGE_SIZE = 100  # history entries per page when the request names no limit
 TTL_BOUND = 10**9  # seconds: far outside the ledger's 1 s .. 7 days, still a valid interval
 
 WRITE_ERRORS: dict[int, Any] = {
@@ -67,10 +68,11 @@ def get_balance(owner_id: str) -> Any:
 @bp.doc(summary="An owner's history, newest first (keyset pagination)", responses=READ_ERRORS)
 def list_entries(owner_id: str, query: dict[str, Any]) -> Any:
     """Pass the answer's next_after_id as after_id to read the next page."""
-    limit = query["limit"]
+    # The HTTP page size is always sent, so a full page is known here; the
+    # ledger judges the value (1 to 1000).
+    limit = HTTP_PAGE_SIZE if query["limit"] is None else query["limit"]
     entries = ledger().list_entries(owner_id=owner_id, after_id=query["after_id"], max_rows=limit)
-    page_size = 100 if limit is None else limit
-    full = len(entries) == page_size and entries
+    full = bool(entries) and len(entries) == limit
     return {
         "owner_id": owner_id,
         "entries": entries,
