@@ -17,24 +17,29 @@
 -- insufficient, LG006 overflow) for the lowest index, which is the error a
 -- sequence of post_entry calls would have stopped at.
 --
--- Why no ledger._lock_key per key: 10,000 advisory locks in one transaction
--- exhaust the shared lock table (max_locks_per_transaction * max_connections,
--- 6,400 by default), and two such batches at once certainly would. Instead:
---   * the keys are checked AFTER the account locks are held (each statement
---     of a Read Committed transaction sees what committed before it), so two
---     calls carrying the same request, which names the same owner, serialize
---     on that owner's row lock and the second one sees the first's entries:
---     a replay, never a second write;
---   * the unique index entries_app_idempotency_key makes a double write of a
---     key impossible whatever happens; a batch that loses that race to a
+-- Idempotency keys under concurrency. Single-key functions (post_entry,
+-- transfer, create_hold, reverse_entry) take ledger._lock_key, then check
+-- the key, then lock the account. A batch of up to 64 items does the same
+-- with all its keys (in a fixed order, before any account lock), so it
+-- serializes with them exactly as they do among themselves. A larger batch
+-- takes no key locks: 10,000 advisory locks in one transaction exhaust the
+-- shared lock table (max_locks_per_transaction * max_connections, 6,400 by
+-- default), and then every session of the server fails to lock anything.
+-- It relies instead on
+--   * checking the keys AFTER the account locks are held (each statement of
+--     a Read Committed transaction sees what committed before it): two calls
+--     carrying the same request name the same owner, so they serialize on
+--     that owner's row lock and the second one sees the first's entries, a
+--     replay and never a second write;
+--   * the unique index entries_app_idempotency_key: a double write of a key
+--     is impossible whatever happens; a batch that loses that race to a
 --     concurrent writer of another owner gets LG005 naming the item.
--- What this leaves (single-key functions check their key under ledger._lock_key
--- BEFORE they lock the account): a post_entry, transfer or reverse_entry that
--- checked a key while a batch writing the same key was not yet committed
--- fails with the unique violation (23505) instead of replaying; and a
--- create_hold in that window can give a hold the key of a batch entry (two
--- tables, no common index). No entry is ever written twice; both need one
--- key sent through a batch and a single call at the same moment.
+-- What that leaves for a large batch: a single-key call that checked a key
+-- while a large batch writing the same key was not yet committed fails with
+-- the unique violation (23505) instead of replaying, and a create_hold in
+-- that window can give a hold the key of a batch entry (two tables, no
+-- common index). No entry is ever written twice; both need one key sent
+-- through a large batch and a single call at the same moment.
 
 -- The shape of a batch item: NULL when it is a JSON object with only
 -- post_entry's parameter names, string (or null/missing) ids and a number
@@ -222,6 +227,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     c_max_items constant integer := 10000;
+    c_key_locks constant integer := 64;     -- batches up to this size take ledger._lock_key
     v_count     integer;
     v_valid     bigint;
     v_shape_ok  boolean;
@@ -304,8 +310,16 @@ BEGIN
             RAISE EXCEPTION 'a batch item is invalid';  -- the error path names it
         END IF;
 
-        -- 2. Every touched account, created at zero if new, locked in owner_id order.
+        -- 2. A small batch takes the key locks single calls take, in a fixed
+        -- order and before any account (as they do); then every touched
+        -- account, created at zero if new, locked in owner_id order.
         v_phase := 'decide';
+        IF v_count <= c_key_locks THEN
+            PERFORM ledger._lock_key(k.app, k.idempotency_key)
+            FROM (SELECT DISTINCT u.app, u.idempotency_key
+                  FROM unnest(v_app, v_key) AS u(app, idempotency_key)
+                  ORDER BY u.app, u.idempotency_key) k;
+        END IF;
         PERFORM ledger._lock_accounts(v_owner, true);
         v_at := clock_timestamp();
         v_writer := ledger._writer();

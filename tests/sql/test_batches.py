@@ -435,29 +435,30 @@ def _threads(db_url: str, work: Any, threads: int) -> list[Any]:
         return list(pool.map(runner, range(threads)))
 
 
-def test_concurrent_batches_on_the_same_owners_never_deadlock(db_url, conn):
+@pytest.mark.parametrize("repeat", [1, 12])  # 6 items (key locks) and 72 (no key locks)
+def test_concurrent_batches_on_the_same_owners_never_deadlock(db_url, conn, repeat):
     owners = [f"w{i}" for i in range(6)]
     batch(conn, [item(o, "CREDIT_ADD", f"fund-{o}", 1000) for o in owners])
+    rounds = 10
 
     def work(c, index):
-        for round_ in range(15):
-            order = owners if (index + round_) % 2 else owners[::-1]
-            batch(
-                c,
-                [
-                    item(
-                        o,
-                        "CREDIT_SPEND" if (index + n) % 2 else "CREDIT_ADD",
-                        f"t{index}-{round_}-{o}",
-                        1,
-                    )
-                    for n, o in enumerate(order)
-                ],
-            )
+        for round_ in range(rounds):
+            order = (owners if (index + round_) % 2 else owners[::-1]) * repeat
+            items = [
+                item(
+                    o,
+                    "CREDIT_SPEND" if (index + n) % 2 else "CREDIT_ADD",
+                    f"t{index}-{round_}-{n}",
+                    1,
+                )
+                for n, o in enumerate(order)
+            ]
+            batch(c, items)
         return True
 
     assert _threads(db_url, work, 4) == [True] * 4
-    assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 6 + 4 * 15 * 6
+    written = conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0]
+    assert written == 6 + 4 * rounds * 6 * repeat
     assert call(conn, "verify") == []
 
 
@@ -506,23 +507,57 @@ def _while_uncommitted(db_url: str, first: list[dict[str, Any]], second: Any) ->
                 return future.result()
 
 
-def test_a_retry_waits_for_the_first_batch_and_replays(db_url, conn):
-    items = [item("xena", "CREDIT_ADD", "retry-1", 4), item("yuri", "CREDIT_ADD", "retry-2", 5)]
+# Batches of up to 64 items take the key locks of the single-key functions;
+# larger ones rely on the account locks and the unique index.
+SMALL, LARGE = 2, 70
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE])
+def test_a_retry_waits_for_the_first_batch_and_replays(db_url, conn, size):
+    items = [item(f"xena{i % 3}", "CREDIT_ADD", f"retry-{i}", 4) for i in range(size)]
     rows = _while_uncommitted(db_url, items, lambda c: batch(c, items))
-    assert [r["replayed"] for r in rows] == [True, True]
-    assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 2
+    assert all(r["replayed"] for r in rows) and len(rows) == size
+    assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == size
 
 
 def test_a_key_committed_by_another_owner_meanwhile_is_lg005_with_the_index(db_url, conn):
+    filler = [item("zoe", "CREDIT_ADD", f"z-free-{i}", 1) for i in range(LARGE - 1)]
+
     def second(c):
         with pytest.raises(psycopg.Error) as info:
-            batch(
-                c,
-                [item("zoe", "CREDIT_ADD", "z-free", 1), item("zoe", "CREDIT_ADD", "z-shared", 1)],
-            )
+            batch(c, [*filler, item("zoe", "CREDIT_ADD", "z-shared", 1)])
         return info.value
 
+    # the large batch checks the key before the first commits, then its INSERT
+    # waits on the unique index and loses: LG005 naming the item, not 23505
     error = _while_uncommitted(db_url, [item("yan", "CREDIT_ADD", "z-shared", 1)], second)
     assert error.sqlstate == "LG005"
-    assert json.loads(error.diag.message_detail)["index"] == 1
+    assert json.loads(error.diag.message_detail)["index"] == LARGE - 1
     assert conn.execute("SELECT owner_id FROM ledger.entries").fetchall() == [("yan",)]
+
+
+def test_a_small_batch_and_a_single_call_of_one_request_replay_each_other(db_url, conn):
+    single = {
+        "owner_id": "ali",
+        "app": "core",
+        "operation": "CREDIT_ADD",
+        "idempotency_key": "one-request",
+        "amount": 6,
+    }
+    as_item = item("ali", "CREDIT_ADD", "one-request", 6)
+    # the batch is in flight: the single call waits for it and replays its entry
+    entry = _while_uncommitted(
+        db_url,
+        [as_item],
+        lambda c: one(c, "post_entry", **single),
+    )
+    assert entry["replayed"] is True
+    # and the other way round
+    with psycopg.connect(db_url) as holder:
+        first = post(holder, "ali", "CREDIT_ADD", "two-request", amount=2)
+        with ThreadPoolExecutor(1) as pool, psycopg.connect(db_url, autocommit=True) as other:
+            future = pool.submit(batch, other, [item("ali", "CREDIT_ADD", "two-request", 2)])
+            threading.Event().wait(0.3)
+            holder.commit()
+            assert future.result() == [{**first, "replayed": True}]
+    assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 2
