@@ -142,6 +142,8 @@ def test_transfer_errors(funded):
         ({"metadata": "[1]"}, "LG007"),
         ({"metadata": "{oops"}, "LG007"),
         ({"metadata": '{"a": "\\u0000"}'}, "LG007"),
+        ({"metadata": '{"n": 1e1000000}'}, "LG007"),  # beyond numeric: not a 22003
+        ({"metadata": '{"a": ' + "[" * 32_000 + "]" * 32_000 + "}"}, "LG007"),  # not a 54001
     ]
     for params, sqlstate in cases:
         fails(conn, sqlstate, **params)
