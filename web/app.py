@@ -93,6 +93,8 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
     )
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        # 3.0: the Swagger UI that swagger-ui-bundle ships (4.x) renders 3.0, not 3.1.
+        OPENAPI_VERSION="3.0.3",
         API_KEY_CACHE_SECONDS=float(os.environ.get("LEDGER_API_KEY_CACHE_SECONDS", "0")),
         CONTENT_WORK=example_app.default_work,
         DESCRIPTION=DESCRIPTION,

@@ -28,7 +28,6 @@ class IdempotencyHeaders(Schema):
 
     idempotency_key = String(
         data_key="Idempotency-Key",
-        load_default=None,
         metadata={"description": "unique per app and request; a `nonce` body field also works"},
     )
 

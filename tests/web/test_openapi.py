@@ -25,7 +25,8 @@ def test_served_document_is_valid_openapi_3(client: FlaskClient) -> None:
     response = client.get("/openapi.json")
     assert response.status_code == 200
     spec = response.json
-    assert spec["openapi"].startswith("3.")
+    # 3.0: the Swagger UI of swagger-ui-bundle (4.x) cannot render a 3.1 document.
+    assert spec["openapi"].startswith("3.0.")
     validate(spec)
 
 
