@@ -146,6 +146,7 @@ def close_app(app: Flask) -> None:
     state: WebState = app.extensions["ledger_web"]
     if state.owns_ledger:
         state.ledger.close()
+        atexit.unregister(state.ledger.close)
 
 
 def _register_service_routes(app: APIFlask) -> None:
