@@ -28,7 +28,7 @@ def _resource_dir(name: str) -> Path:
     checkout = Path(__file__).resolve().parent.parent / name
     if checkout.is_dir():
         return checkout
-    return Path(str(resources.files(f"ledger_py.{name}")))
+    return Path(str(resources.files("ledger_py"))) / name
 
 
 def sql_dir() -> Path:
@@ -99,7 +99,7 @@ def apply_sql_files(cursor: Any, only_changed: bool) -> list[str]:
             if "grants" in path.name and path.name not in names:
                 text = path.read_text(encoding="utf-8")
                 changed.append((path.name, text, hashlib.sha256(text.encode()).hexdigest()))
-    for name, text, _ in changed:
+    for _, text, _ in changed:
         cursor.execute(text)
     cursor.execute("RESET ROLE")
     for name, _, digest in changed:

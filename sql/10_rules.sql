@@ -199,6 +199,19 @@ RETURNS void
 LANGUAGE sql
 AS $$ SELECT pg_advisory_xact_lock(hashtextextended(p_app || chr(31) || p_key, 7041)) $$;
 
+-- Guarantees: raises LG005: the key of the app names another request.
+CREATE OR REPLACE FUNCTION ledger._key_conflict(p_app text, p_key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'idempotency key % of app % was already used for a different request', p_key, p_app
+        USING ERRCODE = 'LG005',
+              DETAIL = json_build_object('app', p_app, 'idempotency_key', p_key)::text,
+              HINT = 'Use a new key for a new request; repeat a request with its original parameters to replay it.';
+END
+$$;
+
 -- Guarantees: raises LG005 when a key was already used for another request.
 CREATE OR REPLACE FUNCTION ledger._require_same_request(
     p_app text, p_key text, p_stored uuid, p_given uuid)
@@ -207,10 +220,7 @@ LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
     IF p_stored IS DISTINCT FROM p_given THEN
-        RAISE EXCEPTION 'idempotency key % of app % was already used for a different request', p_key, p_app
-            USING ERRCODE = 'LG005',
-                  DETAIL = json_build_object('app', p_app, 'idempotency_key', p_key)::text,
-                  HINT = 'Use a new key for a new request; repeat a request with its original parameters to replay it.';
+        PERFORM ledger._key_conflict(p_app, p_key);
     END IF;
 END
 $$;

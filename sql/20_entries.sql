@@ -153,8 +153,15 @@ BEGIN
     VALUES
         (p_owner_id, p_app, p_op.operation, p_amount, v_balance, p_key, p_fingerprint, p_metadata,
          v_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses)
+    -- Callers checked the key under its advisory lock; a batch that wrote the
+    -- same key meanwhile (batches rely on the unique index, not that lock)
+    -- surfaces here as a conflict instead of a unique violation.
+    ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
     INTO v_result;
+    IF NOT FOUND THEN
+        PERFORM ledger._key_conflict(p_app, p_key);
+    END IF;
     RETURN v_result;
 END
 $$;
@@ -238,7 +245,7 @@ AS $$
 BEGIN
     PERFORM FROM ledger.holds h WHERE h.app = p_app AND h.idempotency_key = p_key;
     IF FOUND THEN
-        PERFORM ledger._require_same_request(p_app, p_key, NULL, md5('')::uuid);
+        PERFORM ledger._key_conflict(p_app, p_key);
     END IF;
 END
 $$;
@@ -251,7 +258,7 @@ AS $$
 BEGIN
     PERFORM FROM ledger.entries e WHERE e.app = p_app AND e.idempotency_key = p_key;
     IF FOUND THEN
-        PERFORM ledger._require_same_request(p_app, p_key, NULL, md5('')::uuid);
+        PERFORM ledger._key_conflict(p_app, p_key);
     END IF;
 END
 $$;

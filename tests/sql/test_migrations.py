@@ -91,3 +91,32 @@ def test_url_helpers():
     assert yoyo_url("postgres://h/d") == "postgresql+psycopg://h/d"
     assert mask_url("postgresql://user:s3cret@db.example:5432/ledger") == "postgresql://user:***@db.example:5432/ledger"
     assert mask_url("postgresql://db.example/ledger") == "postgresql://db.example/ledger"
+
+
+def test_migrate_from_an_installed_wheel(blank_db_url, tmp_path):
+    """sql/ and migrations/ ship inside the wheel: migrate() works outside a checkout."""
+    wheels = tmp_path / "wheels"
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
+         str(ROOT)], capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    wheel = next(wheels.glob("*.whl"))
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    script = (
+        "import importlib, sys; m = importlib.import_module('ledger_py.migrate'); "
+        "assert m.__file__.startswith(sys.argv[2]), m.__file__; "
+        "print(m.migrations_dir()); m.migrate(sys.argv[1])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, blank_db_url, str(target)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(target) in result.stdout
+    _works(blank_db_url)
