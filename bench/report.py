@@ -4,6 +4,7 @@ ratios, each carrying the machine and the server settings."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ def build(
             "unit": sc.unit,
             "status": status,
             "note": sc.skip or sc.error or sc.note,
-            "runs": [s.as_dict() for s in sc.samples],
+            "runs": [dict(s.as_dict(), **w) for s, w in zip(sc.samples, sc.wal, strict=True)]
+            if len(sc.wal) == len(sc.samples)
+            else [s.as_dict() for s in sc.samples],
             "rate": None,
             "p50_ms": None,
             "p99_ms": None,
@@ -42,6 +45,10 @@ def build(
             med = median_of(sc.samples)
             entry.update({k: (round(v, 3) if v is not None else None) for k, v in med.items()})
             entry["errors"] = sum(s.errors for s in sc.samples)
+        if sc.wal:
+            entry["wal_bytes_per_unit"] = statistics.median(w["wal_bytes_per_unit"] for w in sc.wal)
+            entry["fpi_per_unit"] = statistics.median(w["fpi_per_unit"] for w in sc.wal)
+            entry["checkpoints_during_runs"] = sum(int(w["checkpoints"]) for w in sc.wal)
         for key, value in sc.extra.items():
             if not callable(value):
                 entry[key] = value
@@ -163,8 +170,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Scenarios",
         "",
-        "| scenario | clients | rate | unit | p50 ms | p99 ms | runs | note |",
-        "|---|---:|---:|---|---:|---:|---|---|",
+        "| scenario | clients | rate | unit | p50 ms | p99 ms | WAL B/unit | FPI/unit | runs "
+        "| note |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for key, sc in results["scenarios"].items():
         runs = ", ".join(_fmt(r["rate"], 0) for r in sc["runs"]) if sc["runs"] else sc["status"]
@@ -173,9 +181,13 @@ def markdown(results: dict[str, Any]) -> str:
             note += f" worker RSS {sc['worker_rss_mb']} MB"
         if sc.get("errors"):
             note += f" ({sc['errors']} errors)"
+        if sc.get("checkpoints_during_runs"):
+            note += f" ({sc['checkpoints_during_runs']} checkpoint(s) during its runs)"
         lines.append(
             f"| `{key}`: {sc['title']} | {sc['clients']} | {_fmt(sc['rate'])} | {sc['unit']} | "
-            f"{_fmt(sc['p50_ms'], 2)} | {_fmt(sc['p99_ms'], 2)} | {runs} | {note.strip()} |"
+            f"{_fmt(sc['p50_ms'], 2)} | {_fmt(sc['p99_ms'], 2)} | "
+            f"{_fmt(sc.get('wal_bytes_per_unit'), 0)} | {_fmt(sc.get('fpi_per_unit'), 3)} | "
+            f"{runs} | {note.strip()} |"
         )
     if results.get("growth_setup"):
         lines += ["", f"Growth setup: {results['growth_setup']}."]

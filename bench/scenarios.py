@@ -26,6 +26,7 @@ class Scenario:
     skip: str | None = None  # why it does not run
     note: str | None = None  # printed beside the figure
     samples: list[Sample] = field(default_factory=list)
+    wal: list[dict[str, float]] = field(default_factory=list)  # per run, beside samples
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
