@@ -330,3 +330,34 @@ def test_strange_owner_ids_round_trip_over_http(
         stored = {r[0] for r in conn.execute("SELECT owner_id FROM ledger.accounts").fetchall()}
         assert set(STRANGE) <= stored
         assert ledger_problems(conn) == []
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/ledger", '{"owner_id": "\\ud800", "operation": "CREDIT_ADD"}'),
+        ("/ledger", '{"owner_id": "alice", "operation": "CREDIT_\\udfff"}'),
+        ("/ledger", '{"owner_id": "alice", "operation": "CREDIT_ADD", "nonce": "\\ud83d"}'),
+        ("/ledger", '{"owner_id": "alice", "operation": "CREDIT_ADD", "metadata": {"\\ud800": 1}}'),
+        ("/ledger/batch", '{"entries": [{"owner_id": "\\ud800", "operation": "CREDIT_ADD"}]}'),
+        ("/holds", '{"owner_id": "\\udc00", "operation": "CREDIT_SPEND"}'),
+        ("/transfers", '{"from_owner": "alice", "to_owner": "\\ud800", "amount": 1}'),
+        ("/reversals", '{"entry_id": 1, "reason": "\\ud800"}'),
+        ("/ledger", '{"owner_id": "a\\u0000b", "operation": "CREDIT_ADD"}'),
+    ],
+)
+def test_text_postgresql_cannot_store_is_422_never_500(
+    client: FlaskClient, tokens: dict[str, str], db_url: str, path: str, body: str
+) -> None:
+    """JSON escapes that decode to a lone surrogate or NUL (found by the wrapper
+    fuzzing: a lone surrogate answered 500 before ledger_py translated it)."""
+    before = written(db_url)
+    response = client.post(
+        path,
+        data=body,
+        content_type="application/json",
+        headers=bearer(tokens["core"], "surrogate"),
+    )
+    assert response.status_code == 422, (response.status_code, response.json)
+    assert response.json["code"] == "invalid_argument"
+    assert written(db_url) == before
