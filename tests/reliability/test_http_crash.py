@@ -140,11 +140,27 @@ class Gunicorn:
 def served(db_url: str, tmp_path: Path) -> Iterator[tuple[Gunicorn, str]]:
     with Ledger(db_url, min_size=1, max_size=2) as ledger:
         token = create_api_key(ledger, "core")[1]
+        CONTENT_TOKEN[db_url] = create_api_key(ledger, "example_app")[1]
     server = Gunicorn(db_url, tmp_path / "gunicorn.log")
     try:
         yield server, token
     finally:
         server.stop()
+
+
+CONTENT_TOKEN: dict[str, str] = {}
+
+
+def _wait_for_lock_wait(db_url: str, fragment: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as watch:
+        deadline = time.monotonic() + 30
+        while not watch.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE %s",
+            (f"%{fragment}%",),
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the request never reached the lock"
+            time.sleep(0.02)
 
 
 def _entries_with_key(db_url: str, key: str) -> list[int]:
@@ -188,14 +204,7 @@ def test_worker_killed_while_its_write_waits_in_the_database(
         blocker.execute("SELECT 1 FROM ledger.accounts WHERE owner_id = 'victim' FOR UPDATE")
         client = threading.Thread(target=first_try)
         client.start()
-        with psycopg.connect(db_url, autocommit=True) as watch:
-            deadline = time.monotonic() + 30
-            while not watch.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%post_entry%'"
-            ).fetchone()[0]:  # type: ignore[index]
-                assert time.monotonic() < deadline, "the request never reached the lock"
-                time.sleep(0.02)
+        _wait_for_lock_wait(db_url, "post_entry")
         server.kill_worker()
         client.join(timeout=30)
         assert "error" in outcome, outcome  # the client got no answer
@@ -286,3 +295,76 @@ def test_worker_killed_at_random_moments_effects_happen_once(
         assert total == (sum(i % 9 + 1 for i in range(written)),)
         assert ledger_problems(conn) == []
     print(f"\nhttp crash: {written} writes, {kills} worker kills, {retries} retries")
+
+
+def test_worker_killed_while_content_is_paid_for(served: tuple[Gunicorn, str], db_url: str) -> None:
+    """The example app's pattern under a crash: the hold is committed, then the
+    capture and the content row share one transaction. The worker dies after
+    the capture, while that transaction's INSERT waits: it never commits, the
+    hold stays active, and the retry with the same key makes the content once
+    and charges once."""
+    server, core = served
+    token = CONTENT_TOKEN[db_url]
+    auth = {"Authorization": f"Bearer {token}", "Idempotency-Key": "content-1"}
+    fund = {"owner_id": "writer", "operation": "CREDIT_ADD", "amount": 20}
+    assert (
+        request(
+            server.port,
+            "POST",
+            "/ledger",
+            fund,
+            {"Authorization": f"Bearer {core}", "Idempotency-Key": "fund"},
+        )[0]
+        == 201
+    )
+    content = {"owner_id": "writer", "title": "crash", "body": "made once"}
+    outcome: dict[str, Any] = {}
+
+    def first_try() -> None:
+        try:
+            outcome["answer"] = request(server.port, "POST", "/content", content, auth)
+        except (OSError, http.client.HTTPException) as exc:
+            outcome["error"] = exc
+
+    with psycopg.connect(db_url) as blocker:
+        # The content row of the coming hold, inserted and left uncommitted: the
+        # request's own INSERT (after its capture, in the same transaction)
+        # waits on the unique hold_id until this transaction ends.
+        next_hold = blocker.execute(
+            "SELECT coalesce(last_value, 0) + 1 FROM pg_sequences"
+            " WHERE schemaname = 'ledger' AND sequencename = 'holds_hold_id_seq'"
+        ).fetchone()
+        assert next_hold is not None
+        blocker.execute(
+            "INSERT INTO example_app.content (owner_id, title, body, hold_id, entry_id)"
+            " VALUES ('writer', 'blocker', 'b', %s, 0)",
+            (next_hold[0],),
+        )
+        client = threading.Thread(target=first_try)
+        client.start()
+        _wait_for_lock_wait(db_url, "INSERT INTO example_app.content")
+        server.kill_worker()
+        client.join(timeout=30)
+        assert "error" in outcome, outcome
+        blocker.rollback()  # the orphaned session inserts, then finds its client gone
+
+    server.wait_ready()
+    status, _, body = request(server.port, "POST", "/content", content, auth)
+    # The first attempt's capture was rolled back with its transaction: the
+    # retry finds the hold still active (a replay of create_hold) and no
+    # content, so it does the work and pays now.
+    assert status == 201 and body["charged"] is True, body
+    again = request(server.port, "POST", "/content", content, auth)
+    assert again[0] == 200 and again[2]["content"] == body["content"]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM example_app.content").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*), sum(amount) FROM ledger.entries WHERE operation = 'CONTENT_CREATION'"
+        ).fetchone() == (1, -5)
+        assert conn.execute("SELECT status, count(*) FROM ledger.holds GROUP BY 1").fetchall() == [
+            ("captured", 1)
+        ]
+        assert conn.execute(
+            "SELECT balance FROM ledger.accounts WHERE owner_id = 'writer'"
+        ).fetchone() == (15,)
+        assert ledger_problems(conn) == []
