@@ -353,3 +353,78 @@ def test_torture(db_url: str) -> None:
 def test_torture_long(db_url: str) -> None:
     REPORT["long"] = _torture(db_url, 120.0)
     print(f"\ntorture (long) {REPORT['long']}")
+
+
+def test_large_batch_and_single_call_racing_for_one_key(db_url: str) -> None:
+    """A batch of more than 64 items takes no per-key lock (sql/50_batches.sql):
+    it relies on the account locks and the unique index. Forced interleaving:
+    the batch queues for the owner's row first, then a post_entry with the
+    same request (key checked, nothing found yet) queues behind it. The
+    batch writes the key; the single call must then refuse (LG005) or replay,
+    never write a second entry and never surface a unique violation."""
+    items = [
+        {
+            "owner_id": "racer",
+            "app": "core",
+            "operation": "CREDIT_ADD",
+            "idempotency_key": "contested",
+            "amount": 3,
+        }
+    ]
+    items += [
+        {
+            "owner_id": f"filler-{i}",
+            "app": "core",
+            "operation": "CREDIT_ADD",
+            "idempotency_key": f"filler-{i}",
+            "amount": 1,
+        }
+        for i in range(100)
+    ]
+    single = {"owner_id": "racer", "operation": "CREDIT_ADD", "key": "contested", "amount": 3}
+    outcome: dict[str, Any] = {}
+
+    def run(name: str, query: str, params: dict[str, Any]) -> None:
+        with psycopg.connect(db_url, autocommit=True) as c:
+            try:
+                outcome[name] = c.execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                outcome[name] = exc.sqlstate
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(POST, {**single, "key": "racer-seed"})
+        with psycopg.connect(db_url) as blocker:
+            blocker.execute("SELECT 1 FROM ledger.accounts WHERE owner_id = 'racer' FOR UPDATE")
+            batch = threading.Thread(
+                target=run, args=("batch", BATCH, {"entries": json.dumps(items)})
+            )
+            batch.start()
+            _wait_for_waiters(conn, 1)
+            post = threading.Thread(target=run, args=("single", POST, single))
+            post.start()
+            _wait_for_waiters(conn, 2)
+            blocker.rollback()
+        batch.join(timeout=60)
+        post.join(timeout=60)
+        assert isinstance(outcome["batch"], list) and len(outcome["batch"]) == len(items)
+        assert outcome["single"] == "LG005" or outcome["single"][0][-1] is True, outcome["single"]
+        assert conn.execute(
+            "SELECT count(*) FROM ledger.entries WHERE idempotency_key = 'contested'"
+        ).fetchone() == (1,)
+        assert ledger_problems(conn) == []
+        # A retry of the refused call is a replay of the batch's entry.
+        assert conn.execute(POST, single).fetchone()[-1] is True  # type: ignore[index]
+    REPORT["batch race"] = outcome["single"] if isinstance(outcome["single"], str) else "replay"
+
+
+def _wait_for_waiters(conn: psycopg.Connection[Any], count: int) -> None:
+    deadline = time.monotonic() + 30
+    while (
+        conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%ledger.post_entr%'"
+        ).fetchone()[0]
+        < count
+    ):  # type: ignore[index]
+        assert time.monotonic() < deadline, "the calls never queued for the lock"
+        time.sleep(0.02)
