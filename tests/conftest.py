@@ -15,12 +15,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 
 from ledger_py.migrate import migrate
 from ledger_py.pgserver import throwaway_server
 
 TEMPLATE = "ledger_template"
+
+# CI runs every property test with a fixed seed, so a red run is reproducible.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 _counter = itertools.count()
 
 
