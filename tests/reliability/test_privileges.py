@@ -147,6 +147,36 @@ def test_ledger_app_reaches_nothing_internal(conn: psycopg.Connection[Any], stat
     assert _fails(conn, statement) == "42501"
 
 
+def test_a_service_login_cannot_become_the_owner(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    """A real login that is a member of ledger_app (as services are), not SET
+    ROLE from a superuser session: it posts, and cannot take any other role."""
+    conn.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ledger_svc') THEN"
+        " CREATE ROLE ledger_svc LOGIN IN ROLE ledger_app; END IF; END $$"
+    )
+    try:
+        service = psycopg.connect(db_url, user="ledger_svc", autocommit=True)
+    except psycopg.OperationalError:  # an outside server that wants a password
+        pytest.skip("cannot log in as a new role on this server")
+    with service:
+        assert post(service, "alice", "CREDIT_ADD", "svc-1", amount=5)["balance"] == 5
+        assert one(service, "get_entry", entry_id=1)["created_by"] == "ledger_svc"
+        for statement in [
+            "SET ROLE ledger_owner",
+            "SET ROLE postgres",
+            "SET SESSION AUTHORIZATION ledger_owner",
+            "SELECT ledger.define_app('svc_app')",
+            "SELECT ledger.define_operation('core', 'FREE_MONEY', 'credit', 1000)",
+            "SELECT * FROM ledger.list_api_keys()",
+            "ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only",
+            "UPDATE ledger.accounts SET balance = 1000000",
+        ]:
+            assert _fails(service, statement) == "42501", statement
+    assert conn.execute("SELECT balance FROM ledger.accounts").fetchall() == [(5,)]
+
+
 @pytest.mark.parametrize("role", ["ledger_reader", "stranger"])
 def test_reader_and_stranger_write_nothing(conn: psycopg.Connection[Any], role: str) -> None:
     post(conn, "alice", "CREDIT_ADD", "seed", amount=50)
