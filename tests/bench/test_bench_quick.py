@@ -67,7 +67,7 @@ def test_quick_run_writes_json_and_markdown(quick_results: tuple[dict, Path, str
     assert results["plan"]["mode"] == "quick"
     assert results["plan"]["clients"] == 8
     markdown = (out / "quick.md").read_text(encoding="utf-8")
-    assert "| ratio | measured | target | verdict | note |" in markdown
+    assert "| ratio | measured | target | verdict | per round | note |" in markdown
     assert "fsync=on" in markdown and "synchronous_commit=on" in markdown
     assert "post_entry uniform / bare floor uniform" in stdout
 
