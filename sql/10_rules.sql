@@ -40,9 +40,10 @@ END
 $$;
 
 -- Guarantees: the operation row a caller app may write, or an error:
--- LG011 unknown app, LG002 unknown operation, LG003 another app's operation
--- or a system operation (TRANSFER_*, REVERSAL are written by their own
--- functions only). Core operations are usable by every app.
+-- LG007 malformed names, LG011 unknown app, LG002 unknown operation, LG003
+-- another app's operation or a system operation (TRANSFER_*, REVERSAL are
+-- written by their own functions only). Core operations are usable by every
+-- app. One query on the hot path; the id checks run only on the error path.
 CREATE OR REPLACE FUNCTION ledger._operation_for(p_app text, p_operation text)
 RETURNS ledger.operations
 LANGUAGE plpgsql STABLE
@@ -50,18 +51,17 @@ AS $$
 DECLARE
     v_op ledger.operations;
 BEGIN
-    PERFORM ledger._require_id('app', p_app);
-    PERFORM ledger._require_id('operation', p_operation);
-    SELECT o.* INTO v_op FROM ledger.operations o WHERE o.operation = p_operation;
+    SELECT o.* INTO v_op FROM ledger.operations o
+    WHERE o.operation = p_operation AND EXISTS (SELECT FROM ledger.apps a WHERE a.app = p_app);
     IF NOT FOUND THEN
         PERFORM ledger._require_app(p_app);
+        PERFORM ledger._require_id('operation', p_operation);
         RAISE EXCEPTION 'unknown operation: %', p_operation
             USING ERRCODE = 'LG002',
                   DETAIL = json_build_object('operation', p_operation, 'app', p_app)::text,
                   HINT = 'An app registers its operations with a migration calling ledger.define_operation().';
     END IF;
     IF NOT ledger._usable_by(v_op, p_app) THEN
-        PERFORM ledger._require_app(p_app);
         RAISE EXCEPTION 'operation % is not allowed for app %', p_operation, p_app
             USING ERRCODE = 'LG003',
                   DETAIL = json_build_object('operation', p_operation, 'app', p_app,
@@ -69,9 +69,6 @@ BEGIN
                   HINT = CASE WHEN v_op.is_system
                               THEN 'System operations are written only by ledger.transfer() and ledger.reverse_entry().'
                               ELSE 'Only core operations and the app''s own operations may be used.' END;
-    END IF;
-    IF v_op.app <> p_app THEN
-        PERFORM ledger._require_app(p_app);
     END IF;
     RETURN v_op;
 END
@@ -194,10 +191,13 @@ AS $$ SELECT md5(p_request::text)::uuid $$;
 -- Guarantees: until the caller's transaction ends, no other transaction
 -- runs the key check for the same (app, key): concurrent retries of one
 -- request serialize here, and the second one sees the first's result.
-CREATE OR REPLACE FUNCTION ledger._lock_key(p_app text, p_key text)
-RETURNS void
+-- Returns true, so callers can take it as an assignment (the cheap path of
+-- PL/pgSQL) rather than a PERFORM query.
+DROP FUNCTION IF EXISTS ledger._lock_key(text, text);  -- it returned void before
+CREATE FUNCTION ledger._lock_key(p_app text, p_key text)
+RETURNS boolean
 LANGUAGE sql
-AS $$ SELECT pg_advisory_xact_lock(hashtextextended(p_app || chr(31) || p_key, 7041)) $$;
+AS $$ SELECT pg_advisory_xact_lock(hashtextextended(p_app || chr(31) || p_key, 7041)) IS NOT NULL $$;
 
 -- Guarantees: raises LG005: the key of the app names another request.
 CREATE OR REPLACE FUNCTION ledger._key_conflict(p_app text, p_key text)

@@ -183,31 +183,29 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_op     ledger.operations;
-    v_amount bigint;
-    v_meta   jsonb;
-    v_fp     uuid;
-    v_prior  ledger.entries;
-    v_result ledger.entry_result;
+    v_checked text;
+    v_op      ledger.operations;
+    v_amount  bigint;
+    v_meta    jsonb;
+    v_fp      uuid;
+    v_prior   ledger.entries;
+    v_result  ledger.entry_result;
 BEGIN
-    PERFORM ledger._require_id('owner_id', post_entry.owner_id);
-    PERFORM ledger._require_id('idempotency_key', post_entry.idempotency_key);
+    v_checked := ledger._require_id('owner_id', post_entry.owner_id);
+    v_checked := ledger._require_id('idempotency_key', post_entry.idempotency_key);
     v_op := ledger._operation_for(post_entry.app, post_entry.operation);
     v_amount := ledger._amount_for(v_op, post_entry.amount);
     v_meta := ledger._metadata(post_entry.metadata);
     v_fp := ledger._fingerprint(jsonb_build_array('post_entry', post_entry.owner_id, post_entry.operation,
                                                   post_entry.amount, v_meta));
 
-    PERFORM ledger._lock_key(post_entry.app, post_entry.idempotency_key);
-    SELECT e.* INTO v_prior FROM ledger.entries e
-    WHERE e.app = post_entry.app AND e.idempotency_key = post_entry.idempotency_key;
-    IF FOUND THEN
+    v_prior := ledger._claim_key(post_entry.app, post_entry.idempotency_key);
+    IF v_prior.entry_id IS NOT NULL THEN
         PERFORM ledger._require_same_request(post_entry.app, post_entry.idempotency_key, v_prior.fingerprint, v_fp);
         v_result := (v_prior.entry_id, v_prior.owner_id, v_prior.app, v_prior.operation,
                      v_prior.amount, v_prior.balance, v_prior.created_at, true);
         RETURN v_result;
     END IF;
-    PERFORM ledger._require_key_unused_by_holds(post_entry.app, post_entry.idempotency_key);
 
     RETURN ledger._apply(post_entry.owner_id, post_entry.app, v_op,
                          CASE v_op.direction WHEN 'debit' THEN -v_amount ELSE v_amount END,
@@ -236,17 +234,28 @@ BEGIN
 END
 $$;
 
--- Guarantees: raises LG005 when the key already names a hold of the app
--- (keys are unique per app across all writing functions).
-CREATE OR REPLACE FUNCTION ledger._require_key_unused_by_holds(p_app text, p_key text)
-RETURNS void
-LANGUAGE plpgsql STABLE
+-- Guarantees: until the caller's transaction ends, no other single-key call
+-- of the app runs this check for the same key (ledger._lock_key); returns the
+-- entry already written under the key (all NULL when there is none) and
+-- raises LG005 when a hold of the app uses it (keys are unique per app across
+-- all writing functions). One query for both tables.
+CREATE OR REPLACE FUNCTION ledger._claim_key(p_app text, p_key text)
+RETURNS ledger.entries
+LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_entry  ledger.entries;
+    v_locked boolean;
 BEGIN
-    PERFORM FROM ledger.holds h WHERE h.app = p_app AND h.idempotency_key = p_key;
-    IF FOUND THEN
+    v_locked := ledger._lock_key(p_app, p_key);
+    SELECT e.* INTO v_entry
+    FROM (SELECT) AS d
+    LEFT JOIN ledger.entries e ON e.app = p_app AND e.idempotency_key = p_key
+    WHERE NOT EXISTS (SELECT FROM ledger.holds h WHERE h.app = p_app AND h.idempotency_key = p_key);
+    IF NOT FOUND THEN
         PERFORM ledger._key_conflict(p_app, p_key);
     END IF;
+    RETURN v_entry;
 END
 $$;
 

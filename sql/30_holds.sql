@@ -96,6 +96,7 @@ DECLARE
     v_balance bigint;
     v_held    bigint;
     v_at      timestamptz;
+    v_locked  boolean;
 BEGIN
     PERFORM ledger._require_id('owner_id', create_hold.owner_id);
     PERFORM ledger._require_id('idempotency_key', create_hold.idempotency_key);
@@ -115,7 +116,7 @@ BEGIN
     v_fp := ledger._fingerprint(jsonb_build_array('create_hold', create_hold.owner_id, create_hold.operation,
                                                   create_hold.amount, extract(epoch FROM create_hold.ttl)));
 
-    PERFORM ledger._lock_key(create_hold.app, create_hold.idempotency_key);
+    v_locked := ledger._lock_key(create_hold.app, create_hold.idempotency_key);
     SELECT h.* INTO v_hold FROM ledger.holds h
     WHERE h.app = create_hold.app AND h.idempotency_key = create_hold.idempotency_key;
     IF FOUND THEN

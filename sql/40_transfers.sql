@@ -73,14 +73,11 @@ BEGIN
     v_fp := ledger._fingerprint(jsonb_build_array('transfer', transfer.from_owner, transfer.to_owner,
                                                   transfer.amount, v_meta));
 
-    PERFORM ledger._lock_key(transfer.app, transfer.idempotency_key);
-    SELECT e.* INTO v_prior FROM ledger.entries e
-    WHERE e.app = transfer.app AND e.idempotency_key = transfer.idempotency_key;
-    IF FOUND THEN
+    v_prior := ledger._claim_key(transfer.app, transfer.idempotency_key);
+    IF v_prior.entry_id IS NOT NULL THEN
         PERFORM ledger._require_same_request(transfer.app, transfer.idempotency_key, v_prior.fingerprint, v_fp);
         RETURN ledger._transfer_result(v_prior, true);
     END IF;
-    PERFORM ledger._require_key_unused_by_holds(transfer.app, transfer.idempotency_key);
 
     PERFORM ledger._lock_accounts(ARRAY[transfer.from_owner, transfer.to_owner], true);
     v_id := nextval('ledger.transfer_id_seq');
@@ -149,10 +146,8 @@ BEGIN
     END IF;
     v_fp := ledger._fingerprint(jsonb_build_array('reverse_entry', reverse_entry.entry_id, reverse_entry.reason));
 
-    PERFORM ledger._lock_key(reverse_entry.app, reverse_entry.idempotency_key);
-    SELECT e.* INTO v_prior FROM ledger.entries e
-    WHERE e.app = reverse_entry.app AND e.idempotency_key = reverse_entry.idempotency_key;
-    IF FOUND THEN
+    v_prior := ledger._claim_key(reverse_entry.app, reverse_entry.idempotency_key);
+    IF v_prior.entry_id IS NOT NULL THEN
         PERFORM ledger._require_same_request(reverse_entry.app, reverse_entry.idempotency_key, v_prior.fingerprint, v_fp);
         -- The reversal rows written under this key: the keyed one, and for a
         -- transfer the other leg's reversal.
@@ -167,7 +162,6 @@ BEGIN
             ORDER BY o.amount, r.entry_id;
         RETURN;
     END IF;
-    PERFORM ledger._require_key_unused_by_holds(reverse_entry.app, reverse_entry.idempotency_key);
 
     SELECT e.* INTO v_orig FROM ledger.entries e WHERE e.entry_id = reverse_entry.entry_id;
     IF NOT FOUND THEN

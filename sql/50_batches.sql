@@ -399,8 +399,7 @@ BEGIN
             v_i := v_blame + 1;
             CASE v_status[v_i]
                 WHEN 'LG005' THEN
-                    PERFORM ledger._require_key_unused_by_holds(v_app[v_i], v_key[v_i]);
-                    PERFORM ledger._require_same_request(v_app[v_i], v_key[v_i], NULL, v_fp[v_i]);
+                    PERFORM ledger._key_conflict(v_app[v_i], v_key[v_i]);
                 WHEN 'LG004' THEN
                     PERFORM ledger._limit_error(v_owner[v_i], v_operation[v_i], v_limit[v_i]);
                 WHEN 'LG001' THEN
