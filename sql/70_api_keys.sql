@@ -64,11 +64,15 @@ AS $$
 $$;
 
 -- The app an active key's token hash belongs to, or NULL (unknown or revoked).
+-- PL/pgSQL rather than SQL: it runs on every HTTP request, and PL/pgSQL
+-- keeps its plan for the session where a non-inlined SQL function re-plans.
 CREATE OR REPLACE FUNCTION ledger.api_key_app(token_sha256 bytea)
 RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT k.app FROM ledger.api_keys k
-    WHERE k.token_sha256 = $1 AND k.revoked_at IS NULL
+BEGIN
+    RETURN (SELECT k.app FROM ledger.api_keys k
+            WHERE k.token_sha256 = api_key_app.token_sha256 AND k.revoked_at IS NULL);
+END
 $$;

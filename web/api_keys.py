@@ -99,7 +99,8 @@ class KeyResolver:
                 hit = self._cache.get(digest)
             if hit is not None and hit[0] > now:
                 return hit[1]
-        with connection(self._ledger) as conn:
+        # One statement, so no transaction around it: one round trip.
+        with connection(self._ledger, transaction=False) as conn:
             row: Any = conn.execute("SELECT ledger.api_key_app(%s)", (digest,)).fetchone()
         app = row[0] if row else None
         if app is not None and self._cache_seconds > 0:

@@ -22,10 +22,12 @@ from ledger_py.errors import Where, translate_errors
 
 @contextmanager
 def connection(
-    ledger: Ledger, timeout: float | None = None, **params: Any
+    ledger: Ledger, timeout: float | None = None, transaction: bool = True, **params: Any
 ) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection inside one transaction (committed when the block
-    ends normally, rolled back on an exception).
+    ends normally, rolled back on an exception); with transaction=False, the
+    pool's autocommit connection as it is (one round trip per statement, for
+    a single read).
 
     ``params`` name the values sent, so that a NUL character in one of them
     is reported as that field's InvalidArgument. ``timeout``: seconds to
@@ -33,9 +35,9 @@ def connection(
     """
     pool = ledger.pool
     where = Where.from_conninfo(pool.conninfo) if isinstance(pool.conninfo, str) else None
-    with (
-        translate_errors(where, params),
-        pool.connection(timeout=timeout) as conn,
-        conn.transaction(),
-    ):
-        yield conn
+    with translate_errors(where, params), pool.connection(timeout=timeout) as conn:
+        if not transaction:
+            yield conn
+            return
+        with conn.transaction():
+            yield conn
