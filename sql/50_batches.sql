@@ -35,11 +35,12 @@
 --     is impossible whatever happens; a batch that loses that race to a
 --     concurrent writer of another owner gets LG005 naming the item.
 -- What that leaves for a large batch: a single-key call that checked a key
--- while a large batch writing the same key was not yet committed fails with
--- the unique violation (23505) instead of replaying, and a create_hold in
--- that window can give a hold the key of a batch entry (two tables, no
--- common index). No entry is ever written twice; both need one key sent
--- through a large batch and a single call at the same moment.
+-- while a large batch writing the same key was not yet committed gets LG005
+-- (ledger._apply inserts with ON CONFLICT DO NOTHING) instead of a replay,
+-- and its retry replays; a create_hold in that window can give a hold the
+-- key of a batch entry (two tables, no common index). No entry is ever
+-- written twice; both need one key sent through a large batch and a single
+-- call at the same moment.
 
 -- The shape of a batch item: NULL when it is a JSON object with only
 -- post_entry's parameter names, string (or null/missing) ids and a number
