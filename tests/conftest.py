@@ -64,7 +64,9 @@ def server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def template_url(server_url: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     url = _with_database(server_url, TEMPLATE)
     migrate(url)
@@ -75,7 +77,9 @@ def new_database(server_url: str, template: str = TEMPLATE) -> str:
     name = f"ledger_test_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
         )
     return _with_database(server_url, name)
 
@@ -83,7 +87,9 @@ def new_database(server_url: str, template: str = TEMPLATE) -> str:
 def drop_database(server_url: str, url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
+        )
 
 
 @pytest.fixture

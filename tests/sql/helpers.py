@@ -22,10 +22,25 @@ def one(conn: psycopg.Connection[Any], function: str, **params: Any) -> dict[str
     return rows[0]
 
 
-def post(conn: psycopg.Connection[Any], owner_id: str, operation: str, key: str, amount: Any = None,
-         app: str = "core", **extra: Any) -> dict[str, Any]:
-    return one(conn, "post_entry", owner_id=owner_id, app=app, operation=operation,
-               idempotency_key=key, amount=amount, **extra)
+def post(
+    conn: psycopg.Connection[Any],
+    owner_id: str,
+    operation: str,
+    key: str,
+    amount: Any = None,
+    app: str = "core",
+    **extra: Any,
+) -> dict[str, Any]:
+    return one(
+        conn,
+        "post_entry",
+        owner_id=owner_id,
+        app=app,
+        operation=operation,
+        idempotency_key=key,
+        amount=amount,
+        **extra,
+    )
 
 
 def counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:

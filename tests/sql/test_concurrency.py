@@ -40,14 +40,18 @@ def test_concurrent_debits_never_overdraw(db_url, conn):
     def work(c, index):
         results = Counter()
         for i in range(200):
-            outcome = _outcome(lambda: post(c, "hot", "CREDIT_SPEND", f"t{index}-{i}", amount=1))
+            key = f"t{index}-{i}"
+            outcome = _outcome(lambda key=key: post(c, "hot", "CREDIT_SPEND", key, amount=1))
             results["ok" if isinstance(outcome, dict) else outcome] += 1
         return results
 
     total = sum(_run_threads(db_url, work), Counter())
     assert total == Counter({"ok": 500, "LG001": THREADS * 200 - 500})
     assert balance(conn, "hot") == 0
-    assert conn.execute("SELECT sum(amount) FROM ledger.entries WHERE owner_id = 'hot'").fetchone()[0] == 0
+    assert (
+        conn.execute("SELECT sum(amount) FROM ledger.entries WHERE owner_id = 'hot'").fetchone()[0]
+        == 0
+    )
     assert call(conn, "verify") == []
 
 

@@ -25,9 +25,23 @@ def test_define_app_rejects_bad_names(conn, name):
 
 def test_a_new_app_operation_is_usable_by_that_app_only(conn):
     one(conn, "define_app", app="shop")
-    op = one(conn, "define_operation", app="shop", operation="SHOP_PURCHASE", direction="debit",
-             default_amount=2, max_amount=50, caller_sets_amount=True, description="Buying")
-    assert (op["direction"], op["default_amount"], op["min_amount"], op["max_amount"]) == ("debit", 2, 1, 50)
+    op = one(
+        conn,
+        "define_operation",
+        app="shop",
+        operation="SHOP_PURCHASE",
+        direction="debit",
+        default_amount=2,
+        max_amount=50,
+        caller_sets_amount=True,
+        description="Buying",
+    )
+    assert (op["direction"], op["default_amount"], op["min_amount"], op["max_amount"]) == (
+        "debit",
+        2,
+        1,
+        50,
+    )
     post(conn, "amy", "CREDIT_ADD", "fund", amount=10, app="shop")
     assert post(conn, "amy", "SHOP_PURCHASE", "buy", amount=3, app="shop")["balance"] == 7
     with pytest.raises(psycopg.Error) as err:
@@ -36,21 +50,58 @@ def test_a_new_app_operation_is_usable_by_that_app_only(conn):
     names = [r["operation"] for r in call(conn, "list_operations", app="shop")]
     assert "SHOP_PURCHASE" in names and "CREDIT_ADD" in names
     assert "CONTENT_ACCESS" not in names and "TRANSFER_IN" not in names
-    assert "SHOP_PURCHASE" not in [r["operation"] for r in call(conn, "list_operations", app="example_app")]
+    assert "SHOP_PURCHASE" not in [
+        r["operation"] for r in call(conn, "list_operations", app="example_app")
+    ]
 
 
 def test_define_operation_updates_but_never_flips_a_used_direction(conn):
     one(conn, "define_app", app="shop")
-    one(conn, "define_operation", app="shop", operation="SHOP_BONUS", direction="credit", default_amount=1)
+    one(
+        conn,
+        "define_operation",
+        app="shop",
+        operation="SHOP_BONUS",
+        direction="credit",
+        default_amount=1,
+    )
     # No entries yet: the direction may still change.
-    one(conn, "define_operation", app="shop", operation="SHOP_BONUS", direction="debit", default_amount=1)
-    one(conn, "define_operation", app="shop", operation="SHOP_BONUS", direction="credit", default_amount=2)
+    one(
+        conn,
+        "define_operation",
+        app="shop",
+        operation="SHOP_BONUS",
+        direction="debit",
+        default_amount=1,
+    )
+    one(
+        conn,
+        "define_operation",
+        app="shop",
+        operation="SHOP_BONUS",
+        direction="credit",
+        default_amount=2,
+    )
     post(conn, "bo", "SHOP_BONUS", "b1", app="shop")
     with pytest.raises(psycopg.Error) as err:
-        one(conn, "define_operation", app="shop", operation="SHOP_BONUS", direction="debit", default_amount=2)
+        one(
+            conn,
+            "define_operation",
+            app="shop",
+            operation="SHOP_BONUS",
+            direction="debit",
+            default_amount=2,
+        )
     assert err.value.sqlstate == "LG012"
-    updated = one(conn, "define_operation", app="shop", operation="SHOP_BONUS", direction="credit",
-                  default_amount=4, max_amount=4)
+    updated = one(
+        conn,
+        "define_operation",
+        app="shop",
+        operation="SHOP_BONUS",
+        direction="credit",
+        default_amount=4,
+        max_amount=4,
+    )
     assert updated["default_amount"] == 4
     assert post(conn, "bo", "SHOP_BONUS", "b2", app="shop")["amount"] == 4
 
@@ -58,7 +109,14 @@ def test_define_operation_updates_but_never_flips_a_used_direction(conn):
 def test_define_operation_cannot_take_another_apps_name(conn):
     one(conn, "define_app", app="shop")
     with pytest.raises(psycopg.Error) as err:
-        one(conn, "define_operation", app="shop", operation="CREDIT_ADD", direction="credit", default_amount=1)
+        one(
+            conn,
+            "define_operation",
+            app="shop",
+            operation="CREDIT_ADD",
+            direction="credit",
+            default_amount=1,
+        )
     assert err.value.sqlstate == "LG003"
 
 
@@ -78,17 +136,28 @@ def test_define_operation_cannot_take_another_apps_name(conn):
 )
 def test_define_operation_rejects_bad_rules(conn, params, sqlstate):
     one(conn, "define_app", app="shop")
-    args = {"app": "shop", "operation": "SHOP_X", "direction": "credit", "default_amount": 1, **params}
+    args = {
+        "app": "shop",
+        "operation": "SHOP_X",
+        "direction": "credit",
+        "default_amount": 1,
+        **params,
+    }
     with pytest.raises(psycopg.Error) as err:
         one(conn, "define_operation", **args)
     assert err.value.sqlstate == sqlstate
-    assert conn.execute("SELECT count(*) FROM ledger.operations WHERE operation = 'SHOP_X'").fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(*) FROM ledger.operations WHERE operation = 'SHOP_X'"
+    ).fetchone() == (0,)
 
 
 def test_builtin_operations_are_registered(conn):
-    rows = {r[0]: r[1:] for r in conn.execute(
-        "SELECT operation, app, direction, default_amount, caller_sets_amount, limit_per FROM ledger.operations"
-    )}
+    rows = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT operation, app, direction, default_amount, caller_sets_amount, limit_per FROM ledger.operations"
+        )
+    }
     assert rows["SIGNUP_CREDIT"] == ("core", "credit", 3, False, "ever")
     assert rows["DAILY_REWARD"] == ("core", "credit", 1, False, "day")
     assert rows["CREDIT_ADD"] == ("core", "credit", 10, True, None)

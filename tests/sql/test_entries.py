@@ -32,13 +32,25 @@ def test_debit_is_signed_by_the_operation(conn):
 
 def test_get_balance_of_unknown_owner_is_zero(conn):
     row = one(conn, "get_balance", owner_id="nobody")
-    assert row == {"owner_id": "nobody", "balance": 0, "held": 0, "available": 0, "updated_at": None}
+    assert row == {
+        "owner_id": "nobody",
+        "balance": 0,
+        "held": 0,
+        "available": 0,
+        "updated_at": None,
+    }
 
 
 def test_get_balance_reports_holds(conn):
     post(conn, "carol", "CREDIT_ADD", "k1", amount=20)
-    one(conn, "create_hold", owner_id="carol", app="example_app", operation="CONTENT_CREATION",
-        idempotency_key="h1")
+    one(
+        conn,
+        "create_hold",
+        owner_id="carol",
+        app="example_app",
+        operation="CONTENT_CREATION",
+        idempotency_key="h1",
+    )
     row = one(conn, "get_balance", owner_id="carol")
     assert (row["balance"], row["held"], row["available"]) == (20, 5, 15)
     assert row["updated_at"] is not None
@@ -72,7 +84,13 @@ def test_replay_ignores_json_key_order_and_spacing(conn):
 def test_same_key_different_request_is_a_conflict(conn, change):
     post(conn, "dave", "CREDIT_ADD", "k", amount=7, metadata='{"order": 1}')
     before = counts(conn)
-    params = {"owner_id": "dave", "operation": "CREDIT_ADD", "amount": 7, "metadata": '{"order": 1}', **change}
+    params = {
+        "owner_id": "dave",
+        "operation": "CREDIT_ADD",
+        "amount": 7,
+        "metadata": '{"order": 1}',
+        **change,
+    }
     with pytest.raises(psycopg.Error) as err:
         post(conn, key="k", **params)
     assert err.value.sqlstate == "LG005"
@@ -97,8 +115,14 @@ def test_keys_are_scoped_per_app(conn):
 
 def test_key_used_by_a_hold_is_a_conflict_for_post_entry(conn):
     post(conn, "hank", "CREDIT_ADD", "k1", amount=10, app="example_app")
-    one(conn, "create_hold", owner_id="hank", app="example_app", operation="CONTENT_CREATION",
-        idempotency_key="h")
+    one(
+        conn,
+        "create_hold",
+        owner_id="hank",
+        app="example_app",
+        operation="CONTENT_CREATION",
+        idempotency_key="h",
+    )
     with pytest.raises(psycopg.Error) as err:
         post(conn, "hank", "CREDIT_SPEND", "h", app="example_app")
     assert err.value.sqlstate == "LG005"
@@ -108,8 +132,15 @@ def test_metadata_is_stored_and_jsonb_values_are_accepted(conn):
     entry = post(conn, "ivan", "CREDIT_ADD", "k1", metadata='{"purchase": "p-1", "n": [1, 2]}')
     stored = one(conn, "get_entry", entry_id=entry["entry_id"])
     assert stored["metadata"] == {"purchase": "p-1", "n": [1, 2]}
-    typed = one(conn, "post_entry", owner_id="ivan", app="core", operation="CREDIT_ADD",
-                idempotency_key="k2", metadata=Jsonb({"typed": True}))
+    typed = one(
+        conn,
+        "post_entry",
+        owner_id="ivan",
+        app="core",
+        operation="CREDIT_ADD",
+        idempotency_key="k2",
+        metadata=Jsonb({"typed": True}),
+    )
     assert one(conn, "get_entry", entry_id=typed["entry_id"])["metadata"] == {"typed": True}
 
 
@@ -117,7 +148,12 @@ def test_get_entry_row(conn):
     entry = post(conn, "judy", "CREDIT_ADD", "k1", amount=3)
     row = one(conn, "get_entry", entry_id=entry["entry_id"])
     assert row["owner_id"] == "judy"
-    assert (row["app"], row["operation"], row["amount"], row["balance"]) == ("core", "CREDIT_ADD", 3, 3)
+    assert (row["app"], row["operation"], row["amount"], row["balance"]) == (
+        "core",
+        "CREDIT_ADD",
+        3,
+        3,
+    )
     assert row["idempotency_key"] == "k1"
     assert row["created_at"] == entry["created_at"]
     assert row["created_by"] == "postgres"
@@ -142,7 +178,11 @@ def test_list_entries_pages_newest_first(conn):
         seen += [row["entry_id"] for row in page]
         after = page[-1]["entry_id"]
     assert seen == sorted(ids, reverse=True)
-    assert [r["balance"] for r in call(conn, "list_entries", owner_id="kim", max_rows=3)] == [25, 24, 23]
+    assert [r["balance"] for r in call(conn, "list_entries", owner_id="kim", max_rows=3)] == [
+        25,
+        24,
+        23,
+    ]
 
 
 @pytest.mark.parametrize("max_rows", [0, -1, 1001, None])
@@ -160,7 +200,10 @@ def test_balance_at_past_instants(conn):
         entries.append(post(conn, "liz", "CREDIT_ADD", f"k{i}", amount=amount))
     assert one(conn, "balance_at", owner_id="liz", at=start)["balance_at"] == 0
     for entry in entries:
-        assert one(conn, "balance_at", owner_id="liz", at=entry["created_at"])["balance_at"] == entry["balance"]
+        assert (
+            one(conn, "balance_at", owner_id="liz", at=entry["created_at"])["balance_at"]
+            == entry["balance"]
+        )
     between = entries[1]["created_at"] + (entries[2]["created_at"] - entries[1]["created_at"]) / 2
     assert one(conn, "balance_at", owner_id="liz", at=between)["balance_at"] == 12
     now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -213,7 +256,11 @@ def test_insufficient_credits_names_owner_needed_available(conn):
     with pytest.raises(psycopg.Error) as err:
         post(conn, "quinn", "CREDIT_SPEND", "k2", amount=5)
     assert err.value.sqlstate == "LG001"
-    assert json.loads(err.value.diag.message_detail) == {"owner_id": "quinn", "needed": 5, "available": 3}
+    assert json.loads(err.value.diag.message_detail) == {
+        "owner_id": "quinn",
+        "needed": 5,
+        "available": 3,
+    }
     assert counts(conn) == before
     assert balance(conn, "quinn") == 3
 
@@ -227,8 +274,14 @@ def test_debit_of_unknown_owner_creates_no_account(conn):
 
 def test_a_debit_cannot_spend_held_credits(conn):
     post(conn, "rita", "CREDIT_ADD", "k1", amount=6, app="example_app")
-    one(conn, "create_hold", owner_id="rita", app="example_app", operation="CONTENT_CREATION",
-        idempotency_key="h1")
+    one(
+        conn,
+        "create_hold",
+        owner_id="rita",
+        app="example_app",
+        operation="CONTENT_CREATION",
+        idempotency_key="h1",
+    )
     with pytest.raises(psycopg.Error) as err:
         post(conn, "rita", "CREDIT_SPEND", "k2", amount=2, app="example_app")
     assert err.value.sqlstate == "LG001"
@@ -271,11 +324,23 @@ LONG = "x" * 300
 def test_bad_input_gets_its_code_and_writes_nothing(conn, params, sqlstate):
     post(conn, "sam", "CREDIT_ADD", "seed", amount=100)
     before = counts(conn)
-    call_params = {"owner_id": "sam", "operation": "CREDIT_ADD", "key": "new", "amount": 5,
-                   "metadata": "{}", "app": "core", **params}
+    call_params = {
+        "owner_id": "sam",
+        "operation": "CREDIT_ADD",
+        "key": "new",
+        "amount": 5,
+        "metadata": "{}",
+        "app": "core",
+        **params,
+    }
     with pytest.raises(psycopg.Error) as err:
-        post(conn, call_params.pop("owner_id"), call_params.pop("operation"), call_params.pop("key"),
-             **call_params)
+        post(
+            conn,
+            call_params.pop("owner_id"),
+            call_params.pop("operation"),
+            call_params.pop("key"),
+            **call_params,
+        )
     assert err.value.sqlstate == sqlstate, err.value
     assert err.value.diag.message_primary
     assert counts(conn) == before
@@ -288,12 +353,26 @@ def test_balance_overflow_is_an_invalid_amount(conn):
         " caller_sets_amount => true)"
     )
     half = 2**62
-    one(conn, "post_entry", owner_id="whale", app="bigapp", operation="HUGE_CREDIT",
-        idempotency_key="a", amount=half)
+    one(
+        conn,
+        "post_entry",
+        owner_id="whale",
+        app="bigapp",
+        operation="HUGE_CREDIT",
+        idempotency_key="a",
+        amount=half,
+    )
     before = counts(conn)
     with pytest.raises(psycopg.Error) as err:
-        one(conn, "post_entry", owner_id="whale", app="bigapp", operation="HUGE_CREDIT",
-            idempotency_key="b", amount=half)
+        one(
+            conn,
+            "post_entry",
+            owner_id="whale",
+            app="bigapp",
+            operation="HUGE_CREDIT",
+            idempotency_key="b",
+            amount=half,
+        )
     assert err.value.sqlstate == "LG006"
     assert counts(conn) == before
 

@@ -20,13 +20,31 @@ def _works(url: str) -> None:
             "SELECT balance FROM ledger.post_entry('m', 'core', 'CREDIT_ADD', 'k', 2)"
         ).fetchone()
         assert row == (2,)
-        functions = {r[0] for r in conn.execute(
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-            " WHERE n.nspname = 'ledger'"
-        )}
-    expected = {"define_app", "define_operation", "post_entry", "get_balance", "get_entry", "list_entries",
-                "balance_at", "create_hold", "capture_hold", "release_hold", "get_hold", "list_holds",
-                "transfer", "reverse_entry", "app_report", "verify"}
+        functions = {
+            r[0]
+            for r in conn.execute(
+                "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                " WHERE n.nspname = 'ledger'"
+            )
+        }
+    expected = {
+        "define_app",
+        "define_operation",
+        "post_entry",
+        "get_balance",
+        "get_entry",
+        "list_entries",
+        "balance_at",
+        "create_hold",
+        "capture_hold",
+        "release_hold",
+        "get_hold",
+        "list_holds",
+        "transfer",
+        "reverse_entry",
+        "app_report",
+        "verify",
+    }
     assert expected <= functions
 
 
@@ -34,7 +52,11 @@ def test_yoyo_apply_alone_brings_a_blank_database_up(blank_db_url):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "yoyo"), "apply", "--batch", "--database", blank_db_url],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     _works(blank_db_url)
@@ -44,11 +66,16 @@ def test_migrate_twice_changes_nothing_the_second_time(blank_db_url):
     first = migrate(blank_db_url)
     assert "0001_roles_and_schema" in first
     with psycopg.connect(blank_db_url) as conn:
-        stamps = conn.execute("SELECT file_name, applied_at FROM ledger.sql_files ORDER BY 1").fetchall()
+        stamps = conn.execute(
+            "SELECT file_name, applied_at FROM ledger.sql_files ORDER BY 1"
+        ).fetchall()
     assert [name for name, _ in stamps] == [p.name for p in sql_files()]
     assert migrate(blank_db_url) == []
     with psycopg.connect(blank_db_url) as conn:
-        assert conn.execute("SELECT file_name, applied_at FROM ledger.sql_files ORDER BY 1").fetchall() == stamps
+        assert (
+            conn.execute("SELECT file_name, applied_at FROM ledger.sql_files ORDER BY 1").fetchall()
+            == stamps
+        )
     _works(blank_db_url)
 
 
@@ -71,7 +98,10 @@ def test_a_changed_function_file_is_reapplied(db_url):
 def test_python_dash_m_migrate(blank_db_url):
     result = subprocess.run(
         [sys.executable, "-m", "ledger_py.migrate", blank_db_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     _works(blank_db_url)
@@ -89,7 +119,10 @@ def test_concurrent_migrations_serialize(blank_db_url):
 def test_url_helpers():
     assert yoyo_url("postgresql://u:p@h:1/d") == "postgresql+psycopg://u:p@h:1/d"
     assert yoyo_url("postgres://h/d") == "postgresql+psycopg://h/d"
-    assert mask_url("postgresql://user:s3cret@db.example:5432/ledger") == "postgresql://user:***@db.example:5432/ledger"
+    assert (
+        mask_url("postgresql://user:s3cret@db.example:5432/ledger")
+        == "postgresql://user:***@db.example:5432/ledger"
+    )
     assert mask_url("postgresql://db.example/ledger") == "postgresql://db.example/ledger"
 
 
@@ -98,14 +131,38 @@ def test_migrate_from_an_installed_wheel(blank_db_url, tmp_path):
     wheels = tmp_path / "wheels"
     target = tmp_path / "site"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
-         str(ROOT)], capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     wheel = next(wheels.glob("*.whl"))
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr
     script = (
@@ -115,7 +172,11 @@ def test_migrate_from_an_installed_wheel(blank_db_url, tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-c", script, blank_db_url, str(target)],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert str(target) in result.stdout

@@ -18,7 +18,7 @@ def _session() -> list[tuple[str, list[str]]]:
     steps: list[tuple[str, list[str]]] = []
     for line in block.group(1).splitlines():
         if line.startswith(PROMPT):
-            steps.append((line[len(PROMPT):], []))
+            steps.append((line[len(PROMPT) :], []))
         elif line.strip():
             steps[-1][1].append(line.rstrip())
     return steps
@@ -29,9 +29,12 @@ def test_readme_psql_session(db_url):
     steps = _session()
     assert len(steps) >= 4
     for command, expected in steps:
-        result = subprocess.run([psql, "-X", "-d", db_url, "-c", command], capture_output=True, text=True,
-                                timeout=60)
-        actual = [line.rstrip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        result = subprocess.run(
+            [psql, "-X", "-d", db_url, "-c", command], capture_output=True, text=True, timeout=60
+        )
+        actual = [
+            line.rstrip() for line in (result.stdout + result.stderr).splitlines() if line.strip()
+        ]
         if expected[0].startswith("ERROR:"):
             assert result.returncode != 0
             assert actual[: len(expected)] == expected, command

@@ -26,7 +26,12 @@ def _fails(conn, statement, params=None):
 def test_ledger_app_cannot_write_tables(conn, funded, table):
     conn.execute("SET ROLE ledger_app")
     assert _fails(conn, f"DELETE FROM ledger.{table}") == "42501"
-    assert _fails(conn, f"UPDATE ledger.{table} SET {'app' if table != 'accounts' else 'owner_id'} = 'x'") == "42501"
+    assert (
+        _fails(
+            conn, f"UPDATE ledger.{table} SET {'app' if table != 'accounts' else 'owner_id'} = 'x'"
+        )
+        == "42501"
+    )
     assert _fails(conn, f"TRUNCATE ledger.{table} CASCADE") == "42501"
     # ...but reads them (reports and audits).
     conn.execute(f"SELECT count(*) FROM ledger.{table}")
@@ -34,12 +39,18 @@ def test_ledger_app_cannot_write_tables(conn, funded, table):
 
 def test_ledger_app_cannot_insert_entries_or_accounts(conn):
     conn.execute("SET ROLE ledger_app")
-    assert _fails(conn, "INSERT INTO ledger.accounts (owner_id, balance) VALUES ('mint', 1000)") == "42501"
-    assert _fails(
-        conn,
-        "INSERT INTO ledger.entries (owner_id, app, operation, amount, balance, created_at, created_by)"
-        " VALUES ('mint', 'core', 'CREDIT_ADD', 1000, 1000, now(), 'me')",
-    ) == "42501"
+    assert (
+        _fails(conn, "INSERT INTO ledger.accounts (owner_id, balance) VALUES ('mint', 1000)")
+        == "42501"
+    )
+    assert (
+        _fails(
+            conn,
+            "INSERT INTO ledger.entries (owner_id, app, operation, amount, balance, created_at, created_by)"
+            " VALUES ('mint', 'core', 'CREDIT_ADD', 1000, 1000, now(), 'me')",
+        )
+        == "42501"
+    )
 
 
 def test_ledger_app_uses_the_api_and_is_recorded_as_writer(conn, funded):
@@ -54,9 +65,13 @@ def test_only_the_owner_role_defines_apps_and_operations(conn):
     for role in ("ledger_app", "ledger_reader"):
         conn.execute(f"SET ROLE {role}")
         assert _fails(conn, "SELECT ledger.define_app('sneaky')") == "42501"
-        assert _fails(
-            conn, "SELECT ledger.define_operation('core', 'FREE_MONEY', 'credit', default_amount => 1000)"
-        ) == "42501"
+        assert (
+            _fails(
+                conn,
+                "SELECT ledger.define_operation('core', 'FREE_MONEY', 'credit', default_amount => 1000)",
+            )
+            == "42501"
+        )
         conn.execute("RESET ROLE")
     conn.execute("SET ROLE ledger_owner")
     assert one(conn, "define_app", app="allowed")["app"] == "allowed"
@@ -67,16 +82,21 @@ def test_reader_reads_and_writes_nothing(conn, funded):
     assert one(conn, "get_balance", owner_id="alice")["balance"] == 50
     assert len(call(conn, "list_entries", owner_id="alice")) == 1
     assert call(conn, "verify") == []
-    assert _fails(
-        conn, "SELECT ledger.post_entry('alice', 'core', 'CREDIT_ADD', 'reader-key', 1)"
-    ) == "42501"
+    assert (
+        _fails(conn, "SELECT ledger.post_entry('alice', 'core', 'CREDIT_ADD', 'reader-key', 1)")
+        == "42501"
+    )
     assert _fails(conn, "INSERT INTO ledger.apps (app) VALUES ('x')") == "42501"
 
 
 @pytest.mark.parametrize("role", ["ledger_owner", "ledger_app", "ledger_reader"])
 @pytest.mark.parametrize(
     "statement",
-    ["UPDATE ledger.entries SET amount = amount + 1", "DELETE FROM ledger.entries", "TRUNCATE ledger.entries CASCADE"],
+    [
+        "UPDATE ledger.entries SET amount = amount + 1",
+        "DELETE FROM ledger.entries",
+        "TRUNCATE ledger.entries CASCADE",
+    ],
 )
 def test_no_ledger_role_changes_an_entry(conn, funded, role, statement):
     conn.execute(f"SET ROLE {role}")
@@ -109,8 +129,12 @@ def test_functions_ignore_a_hostile_search_path(conn, funded):
         "CREATE FUNCTION evil.clock_timestamp() RETURNS timestamptz LANGUAGE sql"
         " AS $$ SELECT '2000-01-01'::timestamptz $$"
     )
-    conn.execute("CREATE FUNCTION evil.text_eq_evil(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$")
-    conn.execute("CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.text_eq_evil)")
+    conn.execute(
+        "CREATE FUNCTION evil.text_eq_evil(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$"
+    )
+    conn.execute(
+        "CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.text_eq_evil)"
+    )
     conn.execute("GRANT USAGE ON SCHEMA evil TO PUBLIC")
     conn.execute("SET search_path = evil, pg_catalog, public")
     entry = post(conn, "alice", "CREDIT_SPEND", "evil-1", amount=5)
