@@ -187,6 +187,16 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
             **one,
         ),
         pgbench_scenario(
+            "floor_batch",
+            f"bare floor of a batch: {scripts.BATCH_SIZE} entries + account updates, one statement,"
+            " 1 client (entries/s)",
+            target,
+            script=scripts.FLOOR_BATCH,
+            per_txn=scripts.BATCH_SIZE,
+            unit="entries/s",
+            **one,
+        ),
+        pgbench_scenario(
             "post_entries_batch",
             f"ledger.post_entries, {scripts.BATCH_SIZE} entries per call, 1 client (entries/s)",
             target,
@@ -202,7 +212,7 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
     order = [
         "tpcb_like", "one_row_update", "floor_uniform", "post_entry_uniform", "transfer_uniform",
         "floor_hot", "post_entry_hot", "select_only", "get_balance", "post_entry_single_client",
-        "post_entries_batch",
+        "floor_batch", "post_entries_batch",
     ]  # fmt: skip
     items.sort(key=lambda sc: order.index(sc.key))
     if not function_exists(url, "ledger.post_entries(jsonb)"):

@@ -98,6 +98,30 @@ SELECT count(*) FROM ledger.post_entries((
 """
 )
 
+# The physical floor of a batch: the same 1,000 entries and account updates
+# as POST_ENTRIES_BATCH, as one plain statement on the floor tables.
+FLOOR_BATCH = (
+    f"""\
+\\set base random(0, {OWNERS - 1})
+"""
+    + _KEY
+    + f"""\
+WITH items AS (
+    SELECT g, 'o' || ((:base + g) % {OWNERS} + 1) AS owner_id, 'b' || :key || '-' || g AS k
+    FROM generate_series(1, {BATCH_SIZE}) g),
+a AS (
+    UPDATE floor.accounts a SET balance = a.balance + 1, updated_at = clock_timestamp()
+    FROM items i WHERE a.owner_id = i.owner_id
+    RETURNING a.owner_id, a.balance, a.updated_at)
+INSERT INTO floor.entries (owner_id, app, operation, amount, balance, idempotency_key,
+                           fingerprint, metadata, created_at, created_by)
+SELECT a.owner_id, 'bench', 'CREDIT_ADD', 1, a.balance, i.k, md5(i.k)::uuid, '{{}}',
+       a.updated_at, current_user
+FROM items i JOIN a USING (owner_id)
+ORDER BY i.g;
+"""
+)
+
 LIST_ENTRIES_FIRST_PAGE = _OWNER + "SELECT * FROM ledger.list_entries('o' || :owner);\n"
 
 

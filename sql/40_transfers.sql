@@ -9,8 +9,12 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     IF p_create THEN
+        -- Only owners without an account: ON CONFLICT over rows that exist
+        -- would cost a speculative insertion each (batches name 1,000s).
         INSERT INTO ledger.accounts AS a (owner_id, balance)
-        SELECT DISTINCT o, 0 FROM unnest(p_owners) AS o ORDER BY o
+        SELECT DISTINCT o, 0 FROM unnest(p_owners) AS o
+        WHERE NOT EXISTS (SELECT FROM ledger.accounts x WHERE x.owner_id = o)
+        ORDER BY o
         ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING;
     END IF;
     PERFORM FROM ledger.accounts a WHERE a.owner_id = ANY (p_owners) ORDER BY a.owner_id FOR UPDATE;
