@@ -99,6 +99,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_balance bigint;
+    v_before  bigint;
     v_at      timestamptz;
     v_held    bigint;
     v_result  ledger.entry_result;
@@ -134,17 +135,25 @@ BEGIN
         END IF;
 
         IF p_amount < 0 THEN
-            SELECT h.held INTO v_held FROM ledger._active_holds(p_owner_id, p_hold_id) h;
-            IF v_balance - v_held < -p_amount THEN
-                PERFORM ledger._insufficient(p_owner_id, -p_amount, v_balance - v_held);
+            -- The available check and the debit in one statement: it starts
+            -- after the lock was taken, so it sees every committed hold.
+            v_before := v_balance;  -- an UPDATE ... INTO that finds no row sets its targets to NULL
+            UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
+            WHERE a.owner_id = p_owner_id
+              AND a.balance + p_amount >= (SELECT h.held FROM ledger._active_holds(p_owner_id, p_hold_id) h)
+            RETURNING a.balance, a.updated_at INTO v_balance, v_at;
+            IF NOT FOUND THEN
+                SELECT h.held INTO v_held FROM ledger._active_holds(p_owner_id, p_hold_id) h;
+                PERFORM ledger._insufficient(p_owner_id, -p_amount, v_before - v_held);
             END IF;
-        ELSIF v_balance > 9223372036854775807 - p_amount THEN
-            PERFORM ledger._balance_overflow(p_owner_id, p_amount);
+        ELSE
+            IF v_balance > 9223372036854775807 - p_amount THEN
+                PERFORM ledger._balance_overflow(p_owner_id, p_amount);
+            END IF;
+            UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
+            WHERE a.owner_id = p_owner_id
+            RETURNING a.balance, a.updated_at INTO v_balance, v_at;
         END IF;
-
-        UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
-        WHERE a.owner_id = p_owner_id
-        RETURNING a.balance, a.updated_at INTO v_balance, v_at;
     END IF;
 
     INSERT INTO ledger.entries AS e
