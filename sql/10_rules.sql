@@ -14,29 +14,51 @@
 --   LG006 invalid amount                LG013 entries are append-only
 --   LG007 invalid argument
 
--- Guarantees: returns p_value unchanged, or raises LG007 when it is NULL,
--- empty or longer than 255 characters (ids, keys and app names).
-CREATE OR REPLACE FUNCTION ledger._require_id(p_name text, p_value text)
+-- Guarantees: raises LG007 for an id ledger._require_id refused, saying why.
+CREATE OR REPLACE FUNCTION ledger._invalid_id(p_name text, p_value text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 AS $$
--- Qualified throughout, casts included (a type named text planted in a schema
--- searched first would capture `::text`): ledger.get_balance (inlined, no
--- pinned search_path) calls it under the caller's search_path.
 BEGIN
     IF p_value IS NULL OR p_value OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'invalid argument: % is required', p_name
             USING ERRCODE = 'LG007',
                   DETAIL = pg_catalog.json_build_object('field', p_name, 'reason', 'required')::pg_catalog.text;
     END IF;
-    IF pg_catalog.length(p_value) OPERATOR(pg_catalog.>) 255 THEN
-        RAISE EXCEPTION 'invalid argument: % is longer than 255 characters (% given)', p_name, pg_catalog.length(p_value)
-            USING ERRCODE = 'LG007',
-                  DETAIL = pg_catalog.json_build_object('field', p_name, 'reason', 'too long',
-                                             'max_length', 255, 'length', pg_catalog.length(p_value))::pg_catalog.text;
-    END IF;
-    RETURN p_value;
+    RAISE EXCEPTION 'invalid argument: % is longer than 255 characters (% given)', p_name, pg_catalog.length(p_value)
+        USING ERRCODE = 'LG007',
+              DETAIL = pg_catalog.json_build_object('field', p_name, 'reason', 'too long',
+                                         'max_length', 255, 'length', pg_catalog.length(p_value))::pg_catalog.text;
 END
+$$;
+
+-- Guarantees: returns p_value unchanged, or raises LG007 when it is NULL,
+-- empty or longer than 255 characters (ids, keys and app names). Plain SQL,
+-- so that it inlines into the caller's expression (a PL/pgSQL call per id
+-- costs on every request); the error is raised by ledger._invalid_id.
+CREATE OR REPLACE FUNCTION ledger._require_id(p_name text, p_value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    -- Qualified throughout, casts included (a type named text planted in a
+    -- schema searched first would capture `::text`): ledger.get_balance
+    -- (inlined, no pinned search_path) calls it under the caller's search_path.
+    SELECT CASE WHEN p_value IS NULL OR p_value OPERATOR(pg_catalog.=) ''
+                     OR pg_catalog.length(p_value) OPERATOR(pg_catalog.>) 255
+                THEN ledger._invalid_id(p_name, p_value)
+                ELSE p_value END
+$$;
+
+-- The operation of that name, when the app is registered (no row otherwise).
+-- A set-returning SQL function so that callers' queries inline it:
+-- ledger.post_entry joins it with its idempotency-key lookup in one query.
+CREATE OR REPLACE FUNCTION ledger._operation_row(p_app text, p_operation text)
+RETURNS SETOF ledger.operations
+LANGUAGE sql STABLE ROWS 1
+AS $$
+    SELECT o.* FROM ledger.operations o
+    WHERE o.operation OPERATOR(pg_catalog.=) p_operation
+      AND EXISTS (SELECT FROM ledger.apps a WHERE a.app OPERATOR(pg_catalog.=) p_app)
 $$;
 
 -- Guarantees: the operation row a caller app may write, or an error:
@@ -51,8 +73,7 @@ AS $$
 DECLARE
     v_op ledger.operations;
 BEGIN
-    SELECT o.* INTO v_op FROM ledger.operations o
-    WHERE o.operation = p_operation AND EXISTS (SELECT FROM ledger.apps a WHERE a.app = p_app);
+    SELECT o.* INTO v_op FROM ledger._operation_row(p_app, p_operation) o;
     IF NOT FOUND THEN
         PERFORM ledger._require_app(p_app);
         PERFORM ledger._require_id('operation', p_operation);
@@ -98,63 +119,71 @@ BEGIN
 END
 $$;
 
--- Guarantees: the positive magnitude an operation takes, from the amount a
--- caller gave (NULL = the operation's default), or LG006: zero, negative,
--- fractional, beyond bigint, outside the operation's bounds, or set by a
--- caller on an operation whose amount is fixed.
-CREATE OR REPLACE FUNCTION ledger._amount_for(p_op ledger.operations, p_amount numeric)
+-- Guarantees: raises LG006 for the amount ledger._amount_for refused, with
+-- the reason it found.
+CREATE OR REPLACE FUNCTION ledger._invalid_amount(p_op ledger.operations, p_amount numeric, p_reason text)
 RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
-    IF p_amount IS NULL THEN
-        IF p_op.default_amount IS NULL THEN
-            RAISE EXCEPTION 'invalid amount: operation % needs an amount', p_op.operation
-                USING ERRCODE = 'LG006',
-                      DETAIL = json_build_object('operation', p_op.operation, 'reason', 'required')::text;
-        END IF;
-        RETURN p_op.default_amount;
-    END IF;
-    IF p_amount <= 0 OR p_amount <> trunc(p_amount) OR p_amount > 9223372036854775807 THEN
+    CASE p_reason
+    WHEN 'required' THEN
+        RAISE EXCEPTION 'invalid amount: operation % needs an amount', p_op.operation
+            USING ERRCODE = 'LG006',
+                  DETAIL = json_build_object('operation', p_op.operation, 'reason', 'required')::text;
+    WHEN 'not a positive integer' THEN
         RAISE EXCEPTION 'invalid amount: % (a positive whole number of credits is required)', p_amount
             USING ERRCODE = 'LG006',
                   DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
                                              'reason', 'not a positive integer')::text,
                   HINT = 'Amounts are magnitudes: the operation decides whether it credits or debits.';
-    END IF;
-    IF NOT p_op.caller_sets_amount AND p_amount <> p_op.default_amount THEN
+    WHEN 'fixed amount' THEN
         RAISE EXCEPTION 'invalid amount: operation % has a fixed amount of %', p_op.operation, p_op.default_amount
             USING ERRCODE = 'LG006',
                   DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
                                              'reason', 'fixed amount', 'fixed_amount', p_op.default_amount)::text,
                   HINT = 'Omit the amount (NULL) to use the operation''s amount.';
-    END IF;
-    IF p_amount < p_op.min_amount OR p_amount > p_op.max_amount THEN
+    ELSE
         RAISE EXCEPTION 'invalid amount: % is outside % to % for operation %',
                 p_amount, p_op.min_amount, coalesce(p_op.max_amount::text, 'unbounded'), p_op.operation
             USING ERRCODE = 'LG006',
                   DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
                                              'reason', 'out of bounds', 'min_amount', p_op.min_amount,
                                              'max_amount', p_op.max_amount)::text;
-    END IF;
-    RETURN p_amount::bigint;
+    END CASE;
 END
 $$;
 
--- Guarantees: the metadata as a jsonb object, or LG007 for text that is not
--- JSON, JSON that is not an object, text the database cannot store (\u0000)
--- or more than 64 KiB. Metadata arrives as text precisely so that such input
--- reaches this check instead of failing with a PostgreSQL error.
-CREATE OR REPLACE FUNCTION ledger._metadata(p_metadata text)
+-- Guarantees: the positive magnitude an operation takes, from the amount a
+-- caller gave (NULL = the operation's default), or LG006: zero, negative,
+-- fractional, beyond bigint, outside the operation's bounds, or set by a
+-- caller on an operation whose amount is fixed. Plain SQL that inlines into
+-- the caller's expression; ledger._invalid_amount words the error.
+CREATE OR REPLACE FUNCTION ledger._amount_for(p_op ledger.operations, p_amount numeric)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE
+        WHEN p_amount IS NULL
+            THEN coalesce(p_op.default_amount, ledger._invalid_amount(p_op, p_amount, 'required'))
+        WHEN p_amount <= 0 OR p_amount <> trunc(p_amount) OR p_amount > 9223372036854775807
+            THEN ledger._invalid_amount(p_op, p_amount, 'not a positive integer')
+        WHEN NOT p_op.caller_sets_amount AND p_amount <> p_op.default_amount
+            THEN ledger._invalid_amount(p_op, p_amount, 'fixed amount')
+        WHEN p_amount < p_op.min_amount OR p_amount > p_op.max_amount
+            THEN ledger._invalid_amount(p_op, p_amount, 'out of bounds')
+        ELSE p_amount::bigint
+    END
+$$;
+
+-- Guarantees: ledger._metadata's check of metadata other than '{}'.
+CREATE OR REPLACE FUNCTION ledger._parse_metadata(p_metadata text)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
     v_json jsonb;
 BEGIN
-    IF p_metadata IS NULL OR p_metadata = '{}' THEN
-        RETURN '{}'::jsonb;
-    END IF;
     IF octet_length(p_metadata) > 65536 THEN
         RAISE EXCEPTION 'invalid argument: metadata is larger than 64 KiB'
             USING ERRCODE = 'LG007',
@@ -179,6 +208,20 @@ BEGIN
     END IF;
     RETURN v_json;
 END
+$$;
+
+-- Guarantees: the metadata as a jsonb object, or LG007 for text that is not
+-- JSON, JSON that is not an object, text the database cannot store (\u0000)
+-- or more than 64 KiB. Metadata arrives as text precisely so that such input
+-- reaches this check instead of failing with a PostgreSQL error. Plain SQL
+-- for the usual empty object (it inlines); anything else is parsed by
+-- ledger._parse_metadata.
+CREATE OR REPLACE FUNCTION ledger._metadata(p_metadata text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN p_metadata IS NULL OR p_metadata = '{}' THEN '{}'::jsonb
+                ELSE ledger._parse_metadata(p_metadata) END
 $$;
 
 -- Guarantees: the fingerprint of a request (function name and parameters as

@@ -80,9 +80,15 @@ $$;
 -- Guarantees: the one write path of every entry. Under the owner's account
 -- row lock it checks the operation's per-owner limit and, for a debit, that
 -- `available` (balance minus active holds other than p_hold_id) covers it;
--- then it updates the running balance and appends the entry. created_at is
--- clock_timestamp() taken after the lock, so time order follows lock order.
--- p_amount is signed. The accounts CHECK (balance >= 0) backs the debit check.
+-- then it updates the running balance and appends the entry, in one
+-- statement. created_at is clock_timestamp() taken after the lock, so time
+-- order follows lock order. p_amount is signed. The accounts CHECK
+-- (balance >= 0) backs the debit check.
+--
+-- Plain credits and debits of an owner without open holds (the usual case)
+-- are one statement: its UPDATE (or upsert) takes the lock, and after a wait
+-- it re-checks its WHERE on the latest row, which carries open_holds. Every
+-- other case takes the lock first, then decides with a fresh snapshot.
 CREATE OR REPLACE FUNCTION ledger._apply(
     p_owner_id    text,
     p_app         text,
@@ -99,77 +105,107 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_balance bigint;
-    v_before  bigint;
-    v_at      timestamptz;
     v_held    bigint;
     v_result  ledger.entry_result;
 BEGIN
     IF p_amount > 0 AND p_op.limit_per IS NULL THEN
-        -- Plain credit: one upsert takes the lock and adds. The WHERE refuses
-        -- a sum beyond bigint instead of failing with a PostgreSQL error.
-        INSERT INTO ledger.accounts AS a (owner_id, balance, created_at, updated_at)
-        VALUES (p_owner_id, p_amount, clock_timestamp(), clock_timestamp())
-        ON CONFLICT ON CONSTRAINT accounts_pkey DO UPDATE
-            SET balance = a.balance + excluded.balance, updated_at = clock_timestamp()
-            WHERE a.balance <= 9223372036854775807 - excluded.balance
-        RETURNING a.balance, a.updated_at INTO v_balance, v_at;
+        -- Plain credit: nothing to decide, so one statement takes the lock
+        -- (the upsert), adds, and appends. The upsert's WHERE refuses a sum
+        -- beyond bigint instead of failing with a PostgreSQL error.
+        WITH a AS (
+            INSERT INTO ledger.accounts AS a (owner_id, balance, created_at, updated_at)
+            VALUES (p_owner_id, p_amount, clock_timestamp(), clock_timestamp())
+            ON CONFLICT ON CONSTRAINT accounts_pkey DO UPDATE
+                SET balance = a.balance + excluded.balance, updated_at = clock_timestamp()
+                WHERE a.balance <= 9223372036854775807 - excluded.balance
+            RETURNING a.balance, a.updated_at)
+        INSERT INTO ledger.entries AS e
+            (owner_id, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
+             created_at, created_by, hold_id, transfer_id, reverses_entry_id)
+        SELECT p_owner_id, p_app, p_op.operation, p_amount, a.balance, p_key, p_fingerprint, p_metadata,
+               a.updated_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses
+        FROM a
+        -- Callers checked the key under its advisory lock; a batch that wrote
+        -- the same key meanwhile (batches rely on the unique index, not that
+        -- lock) surfaces here as a conflict instead of a unique violation.
+        ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
+        INTO v_result;
         IF NOT FOUND THEN
+            -- A key conflict (the account was updated: the error undoes it),
+            -- else the upsert refused an overflow.
+            PERFORM ledger._require_key_unused_by_entries(p_app, p_key);
             PERFORM ledger._balance_overflow(p_owner_id, p_amount);
         END IF;
-    ELSE
-        -- Debits and limited credits decide under the lock: take it first, so
-        -- that the checks below see every hold and entry committed before.
-        SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
-        IF NOT FOUND THEN
-            IF p_amount < 0 THEN
-                PERFORM ledger._insufficient(p_owner_id, -p_amount, 0);
-            END IF;
-            INSERT INTO ledger.accounts AS a (owner_id, balance) VALUES (p_owner_id, 0)
-            ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING;
-            SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
-        END IF;
-
-        IF p_op.limit_per IS NOT NULL
-           AND ledger._limit_reached(p_owner_id, p_op.operation, p_op.limit_per) THEN
-            PERFORM ledger._limit_error(p_owner_id, p_op.operation, p_op.limit_per);
-        END IF;
-
-        IF p_amount < 0 THEN
-            -- The available check and the debit in one statement: it starts
-            -- after the lock was taken, so it sees every committed hold.
-            v_before := v_balance;  -- an UPDATE ... INTO that finds no row sets its targets to NULL
-            UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
-            WHERE a.owner_id = p_owner_id
-              AND a.balance + p_amount >= (SELECT h.held FROM ledger._active_holds(p_owner_id, p_hold_id) h)
-            RETURNING a.balance, a.updated_at INTO v_balance, v_at;
-            IF NOT FOUND THEN
-                SELECT h.held INTO v_held FROM ledger._active_holds(p_owner_id, p_hold_id) h;
-                PERFORM ledger._insufficient(p_owner_id, -p_amount, v_before - v_held);
-            END IF;
-        ELSE
-            IF v_balance > 9223372036854775807 - p_amount THEN
-                PERFORM ledger._balance_overflow(p_owner_id, p_amount);
-            END IF;
-            UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
-            WHERE a.owner_id = p_owner_id
-            RETURNING a.balance, a.updated_at INTO v_balance, v_at;
-        END IF;
+        RETURN v_result;
     END IF;
 
+    IF p_amount < 0 AND p_op.limit_per IS NULL AND p_hold_id IS NULL THEN
+        WITH a AS (
+            UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
+            WHERE a.owner_id = p_owner_id AND a.balance + p_amount >= 0 AND a.open_holds = 0
+            RETURNING a.balance, a.updated_at)
+        INSERT INTO ledger.entries AS e
+            (owner_id, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
+             created_at, created_by, hold_id, transfer_id, reverses_entry_id)
+        SELECT p_owner_id, p_app, p_op.operation, p_amount, a.balance, p_key, p_fingerprint, p_metadata,
+               a.updated_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses
+        FROM a
+        ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
+        INTO v_result;
+        IF FOUND THEN
+            RETURN v_result;
+        END IF;
+        -- With the key still unused, the INSERT had no row to write: the
+        -- UPDATE changed nothing (no account, too little, or open holds), and
+        -- the general path below decides, or words the error.
+        PERFORM ledger._require_key_unused_by_entries(p_app, p_key);
+    END IF;
+
+    -- Debits and limited credits decide under the lock: take it first, so
+    -- that the checks below see every hold and entry committed before.
+    SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
+    IF NOT FOUND THEN
+        IF p_amount < 0 THEN
+            PERFORM ledger._insufficient(p_owner_id, -p_amount, 0);
+        END IF;
+        INSERT INTO ledger.accounts AS a (owner_id, balance) VALUES (p_owner_id, 0)
+        ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING;
+        SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
+    END IF;
+
+    IF p_op.limit_per IS NOT NULL
+       AND ledger._limit_reached(p_owner_id, p_op.operation, p_op.limit_per) THEN
+        PERFORM ledger._limit_error(p_owner_id, p_op.operation, p_op.limit_per);
+    END IF;
+
+    -- The check and the write in one statement: it starts after the lock was
+    -- taken, so it sees every committed hold. A debit needs `available`; a
+    -- limited credit must not pass bigint.
+    WITH a AS (
+        UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
+        WHERE a.owner_id = p_owner_id
+          AND CASE WHEN p_amount < 0
+                   THEN a.balance + p_amount >= (SELECT h.held FROM ledger._active_holds(p_owner_id, p_hold_id) h)
+                   ELSE a.balance <= 9223372036854775807 - p_amount END
+        RETURNING a.balance, a.updated_at)
     INSERT INTO ledger.entries AS e
         (owner_id, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
          created_at, created_by, hold_id, transfer_id, reverses_entry_id)
-    VALUES
-        (p_owner_id, p_app, p_op.operation, p_amount, v_balance, p_key, p_fingerprint, p_metadata,
-         v_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses)
-    -- Callers checked the key under its advisory lock; a batch that wrote the
-    -- same key meanwhile (batches rely on the unique index, not that lock)
-    -- surfaces here as a conflict instead of a unique violation.
+    SELECT p_owner_id, p_app, p_op.operation, p_amount, a.balance, p_key, p_fingerprint, p_metadata,
+           a.updated_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses
+    FROM a
     ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
     INTO v_result;
     IF NOT FOUND THEN
-        PERFORM ledger._key_conflict(p_app, p_key);
+        PERFORM ledger._require_key_unused_by_entries(p_app, p_key);
+        IF p_amount > 0 THEN
+            PERFORM ledger._balance_overflow(p_owner_id, p_amount);
+        END IF;
+        SELECT h.held INTO v_held FROM ledger._active_holds(p_owner_id, p_hold_id) h;
+        PERFORM ledger._insufficient(p_owner_id, -p_amount, v_balance - v_held);
     END IF;
     RETURN v_result;
 END
@@ -193,22 +229,36 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_checked text;
+    v_locked  boolean;
+    v_found   record;
     v_op      ledger.operations;
+    v_prior   ledger.entries;
     v_amount  bigint;
     v_meta    jsonb;
     v_fp      uuid;
-    v_prior   ledger.entries;
     v_result  ledger.entry_result;
 BEGIN
     v_checked := ledger._require_id('owner_id', post_entry.owner_id);
     v_checked := ledger._require_id('idempotency_key', post_entry.idempotency_key);
-    v_op := ledger._operation_for(post_entry.app, post_entry.operation);
+    -- The key's lock first, then one query for the operation and what the
+    -- key already names (ledger._claim_key's rule, joined with the lookup).
+    v_locked := ledger._lock_key(post_entry.app, post_entry.idempotency_key);
+    SELECT o AS op, k.entry AS prior, k.hold_uses_key INTO v_found
+    FROM ledger._key_use(post_entry.app, post_entry.idempotency_key) k
+    LEFT JOIN ledger._operation_row(post_entry.app, post_entry.operation) o ON true;
+    v_op := v_found.op;
+    IF v_op.operation IS NULL OR NOT ledger._usable_by(v_op, post_entry.app) THEN
+        v_op := ledger._operation_for(post_entry.app, post_entry.operation);  -- raises why
+    END IF;
     v_amount := ledger._amount_for(v_op, post_entry.amount);
     v_meta := ledger._metadata(post_entry.metadata);
     v_fp := ledger._fingerprint(jsonb_build_array('post_entry', post_entry.owner_id, post_entry.operation,
                                                   post_entry.amount, v_meta));
 
-    v_prior := ledger._claim_key(post_entry.app, post_entry.idempotency_key);
+    IF v_found.hold_uses_key THEN
+        PERFORM ledger._key_conflict(post_entry.app, post_entry.idempotency_key);
+    END IF;
+    v_prior := v_found.prior;
     IF v_prior.entry_id IS NOT NULL THEN
         PERFORM ledger._require_same_request(post_entry.app, post_entry.idempotency_key, v_prior.fingerprint, v_fp);
         v_result := (v_prior.entry_id, v_prior.owner_id, v_prior.app, v_prior.operation,
@@ -243,28 +293,40 @@ BEGIN
 END
 $$;
 
+-- What an idempotency key of an app already names: the entry written under
+-- it (NULL when there is none) and whether a hold of the app uses it (keys
+-- are unique per app across all writing functions). One row; a set-returning
+-- SQL function so that callers' queries inline it.
+CREATE OR REPLACE FUNCTION ledger._key_use(p_app text, p_key text)
+RETURNS TABLE (entry ledger.entries, hold_uses_key boolean)
+LANGUAGE sql STABLE ROWS 1
+AS $$
+    SELECT e, EXISTS (SELECT FROM ledger.holds h
+                      WHERE h.app OPERATOR(pg_catalog.=) p_app
+                        AND h.idempotency_key OPERATOR(pg_catalog.=) p_key)
+    FROM (SELECT) AS d
+    LEFT JOIN ledger.entries e
+           ON e.app OPERATOR(pg_catalog.=) p_app AND e.idempotency_key OPERATOR(pg_catalog.=) p_key
+$$;
+
 -- Guarantees: until the caller's transaction ends, no other single-key call
 -- of the app runs this check for the same key (ledger._lock_key); returns the
 -- entry already written under the key (all NULL when there is none) and
--- raises LG005 when a hold of the app uses it (keys are unique per app across
--- all writing functions). One query for both tables.
+-- raises LG005 when a hold of the app uses it.
 CREATE OR REPLACE FUNCTION ledger._claim_key(p_app text, p_key text)
 RETURNS ledger.entries
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_entry  ledger.entries;
+    v_found  record;
     v_locked boolean;
 BEGIN
     v_locked := ledger._lock_key(p_app, p_key);
-    SELECT e.* INTO v_entry
-    FROM (SELECT) AS d
-    LEFT JOIN ledger.entries e ON e.app = p_app AND e.idempotency_key = p_key
-    WHERE NOT EXISTS (SELECT FROM ledger.holds h WHERE h.app = p_app AND h.idempotency_key = p_key);
-    IF NOT FOUND THEN
+    SELECT k.entry, k.hold_uses_key INTO v_found FROM ledger._key_use(p_app, p_key) k;
+    IF v_found.hold_uses_key THEN
         PERFORM ledger._key_conflict(p_app, p_key);
     END IF;
-    RETURN v_entry;
+    RETURN v_found.entry;
 END
 $$;
 

@@ -42,6 +42,16 @@ BEGIN
 END
 $$;
 
+-- Guarantees: the account's count of open holds moves by p_delta (+1 when
+-- a hold opens, -1 when it is captured or released). Callers hold the
+-- account lock. See migration 0008 for what the count is for.
+CREATE OR REPLACE FUNCTION ledger._count_open_hold(p_owner_id text, p_delta integer)
+RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE ledger.accounts a SET open_holds = a.open_holds + p_delta WHERE a.owner_id = p_owner_id
+$$;
+
 -- Guarantees: the hold row, or LG008; LG003 when it belongs to another app.
 CREATE OR REPLACE FUNCTION ledger._hold_of(p_hold_id bigint, p_app text, p_lock boolean)
 RETURNS ledger.holds
@@ -141,6 +151,7 @@ BEGIN
         (create_hold.owner_id, create_hold.app, v_op.operation, v_amount, create_hold.idempotency_key, v_fp,
          v_at, v_at + create_hold.ttl, ledger._writer())
     RETURNING h.* INTO v_hold;
+    PERFORM ledger._count_open_hold(create_hold.owner_id, 1);
     RETURN ledger._hold_result(v_hold, false);
 END
 $$;
@@ -196,6 +207,7 @@ BEGIN
     SET status = 'captured', closed_at = v_result.created_at, captured_amount = v_amount,
         capture_request = capture_hold.amount, entry_id = v_result.entry_id
     WHERE h.hold_id = v_hold.hold_id;
+    PERFORM ledger._count_open_hold(v_hold.owner_id, -1);
     RETURN v_result;
 END
 $$;
@@ -211,6 +223,9 @@ AS $$
 DECLARE
     v_hold ledger.holds;
 BEGIN
+    -- Lock order: account, then hold (the account's open_holds changes).
+    v_hold := ledger._hold_of(release_hold.hold_id, release_hold.app, false);
+    PERFORM FROM ledger.accounts a WHERE a.owner_id = v_hold.owner_id FOR UPDATE;
     v_hold := ledger._hold_of(release_hold.hold_id, release_hold.app, true);
     IF v_hold.status = 'released' THEN
         RETURN ledger._hold_result(v_hold, true);
@@ -221,6 +236,7 @@ BEGIN
     UPDATE ledger.holds h SET status = 'released', closed_at = clock_timestamp()
     WHERE h.hold_id = v_hold.hold_id
     RETURNING h.* INTO v_hold;
+    PERFORM ledger._count_open_hold(v_hold.owner_id, -1);
     RETURN ledger._hold_result(v_hold, false);
 END
 $$;

@@ -4,7 +4,8 @@
 -- balance equals the sum of its entries and the last entry's balance, that
 -- no balance or running balance is negative, that entries reference known
 -- apps and operations, that the active holds of an account do not exceed
--- its balance, and that every transfer has two legs summing to zero.
+-- its balance, that each account counts its open holds right, and that
+-- every transfer has two legs summing to zero.
 CREATE OR REPLACE FUNCTION ledger.verify()
 RETURNS SETOF ledger.verify_row
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -45,6 +46,13 @@ AS $$
           WHERE h.status = 'active' AND h.expires_at > clock_timestamp()
           GROUP BY h.owner_id) h ON h.owner_id = a.owner_id
     WHERE h.held > a.balance
+    UNION ALL
+    SELECT 'open_holds_count', a.owner_id,
+           format('open_holds %s, holds not captured or released %s', a.open_holds, coalesce(h.n, 0))
+    FROM ledger.accounts a
+    LEFT JOIN (SELECT h.owner_id, count(*) AS n FROM ledger.holds h WHERE h.status = 'active'
+               GROUP BY h.owner_id) h ON h.owner_id = a.owner_id
+    WHERE a.open_holds <> coalesce(h.n, 0)
     UNION ALL
     SELECT 'transfer_legs', min(e.owner_id),
            format('transfer %s has %s legs summing to %s', e.transfer_id, count(*), sum(e.amount))

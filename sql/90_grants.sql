@@ -1,6 +1,6 @@
 -- Privileges, re-applied after every function load. PUBLIC gets nothing;
 -- internal helpers (names starting with _) stay callable only by their owner,
--- except the two pure ones that inlined reads run under the caller's role.
+-- except the pure ones that inlined reads run under the caller's role.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_app, ledger_reader;
 
@@ -42,7 +42,9 @@ GRANT EXECUTE ON FUNCTION
 TO ledger_reader;
 
 -- get_balance is inlined into the caller's query: these run as the caller.
-GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._active_holds(text, bigint)
+-- _require_id inlines a call of _invalid_id, checked when the query starts.
+GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(text, text),
+                          ledger._active_holds(text, bigint)
     TO ledger_app, ledger_reader;
 
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token

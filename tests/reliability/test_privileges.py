@@ -45,6 +45,7 @@ APP_FUNCTIONS = {
     "verify",
     "api_key_app",
     "_require_id",
+    "_invalid_id",
     "_active_holds",
 }
 READER_FUNCTIONS = {
@@ -58,6 +59,7 @@ READER_FUNCTIONS = {
     "app_report",
     "verify",
     "_require_id",
+    "_invalid_id",
     "_active_holds",
 }
 

@@ -415,3 +415,72 @@ def test_roles(funded):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             call(conn, function, **params)
     conn.execute("RESET ROLE")
+
+
+def open_holds(conn: psycopg.Connection[Any], owner: str) -> int:
+    return conn.execute(
+        "SELECT open_holds FROM ledger.accounts WHERE owner_id = %s", (owner,)
+    ).fetchone()[0]
+
+
+def test_the_account_counts_its_open_holds(funded):
+    conn = funded
+    first = hold(conn, "ann", "h1", 3)["hold_id"]
+    second = hold(conn, "ann", "h2", 3)["hold_id"]
+    third = hold(conn, "ann", "h3", 3)["hold_id"]
+    hold(conn, "ann", "h1", 3)  # a replay opens nothing
+    assert open_holds(conn, "ann") == 3
+    call(conn, "capture_hold", hold_id=first, app="core", amount=2)
+    call(conn, "capture_hold", hold_id=first, app="core", amount=2)  # replay
+    assert open_holds(conn, "ann") == 2
+    call(conn, "release_hold", hold_id=second, app="core")
+    call(conn, "release_hold", hold_id=second, app="core")  # replay
+    assert open_holds(conn, "ann") == 1
+    fails(conn, "LG009", "capture_hold", hold_id=second, app="core")
+    assert open_holds(conn, "ann") == 1
+    call(conn, "release_hold", hold_id=third, app="core")
+    assert open_holds(conn, "ann") == 0
+    assert call(conn, "verify") == []
+
+
+def test_an_expired_hold_stays_open_but_reserves_nothing(funded):
+    conn = funded
+    hold(conn, "ann", "short", 15, ttl=timedelta(seconds=1))
+    time.sleep(1.2)
+    assert open_holds(conn, "ann") == 1
+    assert post(conn, "ann", "CREDIT_SPEND", "after-expiry", amount=20)["balance"] == 0
+    assert call(conn, "verify") == []
+
+
+def test_a_debit_waiting_for_the_lock_sees_a_hold_created_meanwhile(db_url, funded):
+    """The one-statement debit re-checks the account row after its lock wait;
+    the hold committed during the wait must make it refuse (LG001), not
+    spend credits the hold reserved."""
+    conn = funded  # ann has 20, no holds
+    with psycopg.connect(db_url) as holder:
+        hold(holder, "ann", "reserve", 15)  # open transaction: holds ann's lock
+
+        def debit() -> str:
+            with psycopg.connect(db_url, autocommit=True) as c:
+                try:
+                    post(c, "ann", "CREDIT_SPEND", "waits", amount=10)
+                    return "ok"
+                except psycopg.Error as exc:
+                    return exc.sqlstate or "?"
+
+        with ThreadPoolExecutor(1) as pool:
+            outcome = pool.submit(debit)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the debit waits for the lock
+                waiting = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%post_entry%'"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                time.sleep(0.02)
+            assert waiting == 1
+            holder.commit()
+            assert outcome.result(timeout=20) == "LG001"
+    assert available(conn, "ann") == (20, 15, 5)
+    assert call(conn, "verify") == []

@@ -133,8 +133,11 @@ def test_reader_reports_and_verifies(activity):
     conn.execute("RESET ROLE")
 
 
-def _plant_hold(conn: psycopg.Connection[Any], owner: str, amount: int, expires_in: str) -> None:
-    """A hold row written past the functions (as a superuser), as a bug could."""
+def _plant_hold(
+    conn: psycopg.Connection[Any], owner: str, amount: int, expires_in: str, *, counted: bool = True
+) -> None:
+    """A hold row written past the functions (as a superuser), as a bug could;
+    counted: the account's open_holds moves with it, as create_hold does."""
     conn.execute(
         "INSERT INTO ledger.holds (owner_id, app, operation, amount, idempotency_key, fingerprint,"
         " created_at,"
@@ -142,6 +145,10 @@ def _plant_hold(conn: psycopg.Connection[Any], owner: str, amount: int, expires_
         " clock_timestamp() - interval '1 hour', clock_timestamp() + %s::interval, 'test')",
         (owner, amount, f"planted-{owner}-{amount}", expires_in),
     )
+    if counted:
+        conn.execute(
+            "UPDATE ledger.accounts SET open_holds = open_holds + 1 WHERE owner_id = %s", (owner,)
+        )
 
 
 def test_verify_reports_a_hold_its_account_cannot_cover(activity):
@@ -153,6 +160,14 @@ def test_verify_reports_a_hold_its_account_cannot_cover(activity):
     rows = call(conn, "verify")
     assert [(r["check_name"], r["owner_id"]) for r in rows] == [("holds_covered", "cy")]
     assert "3" in rows[0]["detail"] and "2" in rows[0]["detail"]
+
+
+def test_verify_reports_open_holds_the_account_does_not_count(activity):
+    conn = activity[0]
+    _plant_hold(conn, "cy", 1, "1 hour", counted=False)
+    rows = call(conn, "verify")
+    assert [(r["check_name"], r["owner_id"]) for r in rows] == [("open_holds_count", "cy")]
+    assert "open_holds 0" in rows[0]["detail"] and "released 1" in rows[0]["detail"]
 
 
 def _plant_leg(
