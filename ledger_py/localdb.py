@@ -94,6 +94,20 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+# Right after a crash the killed server's listening socket can outlive its
+# pid for a moment (its processes are still exiting): wait this long.
+PORT_RELEASE_SECONDS = 5.0
+
+
+def _wait_for_free_port(host: str, port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not port_is_free(host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -265,7 +279,7 @@ class LocalCluster:
                 if self.running_pid() is not None:
                     return False
                 self._remove_stale_pid_file()
-            if not port_is_free(LISTEN_HOST, self.port):
+            if not _wait_for_free_port(LISTEN_HOST, self.port, PORT_RELEASE_SECONDS):
                 raise PortInUse(
                     f"port {self.port} on {LISTEN_HOST} is already in use by another program: "
                     "set LEDGER_DB_PORT (or --db-port) to a free port"

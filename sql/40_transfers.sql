@@ -1,5 +1,5 @@
--- Cross-owner work: transfers and reversals. Both lock every account they
--- touch up front, in owner_id order, so two of them never deadlock.
+-- Cross-owner work: transfers and reversals. Both lock the accounts they
+-- touch in owner_id order (as batches do), so two of them never deadlock.
 
 -- Guarantees: the accounts of the given owners exist (created at zero when
 -- p_create) and are locked, in a fixed order.
@@ -10,10 +10,12 @@ AS $$
 BEGIN
     IF p_create THEN
         -- Only owners without an account: ON CONFLICT over rows that exist
-        -- would cost a speculative insertion each (batches name 1,000s).
+        -- would cost a speculative insertion each (batches name 1,000s). A
+        -- scalar subquery per owner is one index probe; NOT EXISTS would let
+        -- the planner hash the whole accounts table for a large batch.
         INSERT INTO ledger.accounts AS a (owner_id, balance)
         SELECT DISTINCT o, 0 FROM unnest(p_owners) AS o
-        WHERE NOT EXISTS (SELECT FROM ledger.accounts x WHERE x.owner_id = o)
+        WHERE (SELECT true FROM ledger.accounts x WHERE x.owner_id = o LIMIT 1) IS NULL
         ORDER BY o
         ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING;
     END IF;
@@ -51,44 +53,67 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_out_op ledger.operations;
-    v_in_op  ledger.operations;
-    v_amount bigint;
-    v_meta   jsonb;
-    v_fp     uuid;
-    v_prior  ledger.entries;
-    v_id     bigint;
-    v_out    ledger.entry_result;
-    v_in     ledger.entry_result;
+    v_checked text;
+    v_locked  boolean;
+    v_found   record;
+    v_out_op  ledger.operations;
+    v_in_op   ledger.operations;
+    v_amount  bigint;
+    v_meta    jsonb;
+    v_fp      uuid;
+    v_prior   ledger.entries;
+    v_id      bigint;
+    v_out     ledger.entry_result;
+    v_in      ledger.entry_result;
 BEGIN
-    PERFORM ledger._require_id('from_owner', transfer.from_owner);
-    PERFORM ledger._require_id('to_owner', transfer.to_owner);
-    PERFORM ledger._require_id('idempotency_key', transfer.idempotency_key);
-    PERFORM ledger._require_app(transfer.app);
+    v_checked := ledger._require_id('from_owner', transfer.from_owner);
+    v_checked := ledger._require_id('to_owner', transfer.to_owner);
+    v_checked := ledger._require_id('idempotency_key', transfer.idempotency_key);
+    -- The key's lock, then one query for the app's operations and what the
+    -- key already names (as in post_entry).
+    v_locked := ledger._lock_key(transfer.app, transfer.idempotency_key);
+    SELECT o AS out_op, i AS in_op, k.entry AS prior, k.hold_uses_key INTO v_found
+    FROM ledger._key_use(transfer.app, transfer.idempotency_key) k
+    LEFT JOIN ledger._operation_row(transfer.app, 'TRANSFER_OUT') o ON true
+    LEFT JOIN ledger._operation_row(transfer.app, 'TRANSFER_IN') i ON true;
+    v_out_op := v_found.out_op;
+    v_in_op := v_found.in_op;
+    IF v_out_op.operation IS NULL THEN
+        PERFORM ledger._require_app(transfer.app);  -- no row: the app is unknown
+    END IF;
     IF transfer.from_owner = transfer.to_owner THEN
         RAISE EXCEPTION 'invalid argument: a transfer needs two different owners (% given twice)', transfer.from_owner
             USING ERRCODE = 'LG007',
                   DETAIL = json_build_object('field', 'to_owner', 'reason', 'same as from_owner')::text;
     END IF;
-    SELECT o.* INTO v_out_op FROM ledger.operations o WHERE o.operation = 'TRANSFER_OUT';
-    SELECT o.* INTO v_in_op FROM ledger.operations o WHERE o.operation = 'TRANSFER_IN';
     v_amount := ledger._amount_for(v_out_op, transfer.amount);
     v_meta := ledger._metadata(transfer.metadata);
     v_fp := ledger._fingerprint(jsonb_build_array('transfer', transfer.from_owner, transfer.to_owner,
                                                   transfer.amount, v_meta));
 
-    v_prior := ledger._claim_key(transfer.app, transfer.idempotency_key);
+    IF v_found.hold_uses_key THEN
+        PERFORM ledger._key_conflict(transfer.app, transfer.idempotency_key);
+    END IF;
+    v_prior := v_found.prior;
     IF v_prior.entry_id IS NOT NULL THEN
         PERFORM ledger._require_same_request(transfer.app, transfer.idempotency_key, v_prior.fingerprint, v_fp);
         RETURN ledger._transfer_result(v_prior, true);
     END IF;
 
-    PERFORM ledger._lock_accounts(ARRAY[transfer.from_owner, transfer.to_owner], true);
+    -- Each leg takes its account's lock as it writes (the receiving account
+    -- is created by its credit), so the legs go in owner_id order, the
+    -- order ledger._lock_accounts locks in: no deadlock with anything.
     v_id := nextval('ledger.transfer_id_seq');
-    v_out := ledger._apply(transfer.from_owner, transfer.app, v_out_op, -v_amount,
-                           transfer.idempotency_key, v_fp, v_meta, p_transfer_id => v_id);
+    IF transfer.from_owner < transfer.to_owner THEN
+        v_out := ledger._apply(transfer.from_owner, transfer.app, v_out_op, -v_amount,
+                               transfer.idempotency_key, v_fp, v_meta, p_transfer_id => v_id);
+    END IF;
     v_in := ledger._apply(transfer.to_owner, transfer.app, v_in_op, v_amount,
                           NULL, NULL, v_meta, p_transfer_id => v_id);
+    IF transfer.from_owner > transfer.to_owner THEN
+        v_out := ledger._apply(transfer.from_owner, transfer.app, v_out_op, -v_amount,
+                               transfer.idempotency_key, v_fp, v_meta, p_transfer_id => v_id);
+    END IF;
     RETURN (v_id, v_out.entry_id, v_in.entry_id, v_amount, v_out.balance, v_in.balance, false)::ledger.transfer_result;
 END
 $$;
