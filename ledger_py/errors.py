@@ -15,7 +15,6 @@ here decides a business rule: the database does.
 from __future__ import annotations
 
 import functools
-
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
