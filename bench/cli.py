@@ -152,6 +152,13 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
             script=scripts.FLOOR_UNIFORM,
         ),
         pgbench_scenario(
+            "floor_function",
+            "the bare floor's statement in a PL/pgSQL SECURITY DEFINER function, uniform",
+            target,
+            script=scripts.FLOOR_FUNCTION_UNIFORM,
+            note="what the call form alone costs (no ledger checks); no target",
+        ),
+        pgbench_scenario(
             "floor_hot",
             "bare floor: debit CTE, every client on one owner",
             target,
@@ -210,7 +217,8 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
     # Each ledger scenario right after its baseline: the pair runs seconds
     # apart in every round, and the per-round ratio cancels the drift.
     order = [
-        "tpcb_like", "one_row_update", "floor_uniform", "post_entry_uniform", "transfer_uniform",
+        "tpcb_like", "one_row_update", "floor_uniform", "floor_function", "post_entry_uniform",
+        "transfer_uniform",
         "floor_hot", "post_entry_hot", "select_only", "get_balance", "post_entry_single_client",
         "floor_batch", "post_entries_batch",
     ]  # fmt: skip

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import median_of
-from bench.scenarios import HTTP_WORKER_RSS_MB, LATENCY_TARGETS, RATE_TARGETS, Scenario
+from bench.scenarios import (
+    DIAGNOSTIC_RATIOS,
+    HTTP_WORKER_RSS_MB,
+    LATENCY_TARGETS,
+    RATE_TARGETS,
+    Scenario,
+)
 
 SCHEMA_VERSION = 1
 
@@ -55,8 +61,10 @@ def build(
         by_key[sc.key] = entry
 
     targets: list[dict[str, Any]] = []
+    diagnostics: list[dict[str, Any]] = []
     rows = plan_info.get("growth_rows")
-    for rt in RATE_TARGETS:
+    for rt in RATE_TARGETS + DIAGNOSTIC_RATIOS:
+        diagnostic = rt in DIAGNOSTIC_RATIOS
         num, den = by_key.get(rt.numerator), by_key.get(rt.denominator)
         value = None
         why_missing = None
@@ -77,7 +85,7 @@ def build(
         title = rt.title
         if rows and rows != 5_000_000:
             title = title.replace("5M", f"{rows:,}")
-        targets.append(
+        (diagnostics if diagnostic else targets).append(
             {
                 "title": title,
                 "kind": "ratio",
@@ -130,6 +138,10 @@ def build(
         "server_settings": settings,
         "scenarios": by_key,
         "targets": targets,
+        "diagnostics": [
+            {k: v for k, v in d.items() if k not in ("target", "threshold", "pass")}
+            for d in diagnostics
+        ],
     }
 
 
@@ -178,6 +190,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {t['title']} | {_fmt(t['value'], digits)} | {t['target']} | "
             f"{_verdict(t['pass'])} | {rounds} | {t['note'] or ''} |"
         )
+    if results.get("diagnostics"):
+        lines += [
+            "",
+            "Diagnostic ratios (no target): where the distance to a target comes from.",
+            "",
+            "| ratio | measured | per round | note |",
+            "|---|---:|---|---|",
+        ]
+        for d in results["diagnostics"]:
+            rounds = ", ".join(f"{x:.2f}" for x in d.get("per_round", []))
+            lines.append(f"| {d['title']} | {_fmt(d['value'], 2)} | {rounds} | {d['note'] or ''} |")
     lines += [
         "",
         "## Scenarios",

@@ -80,6 +80,32 @@ RATE_TARGETS = (
     ),
 )
 
+# Ratios without a target, printed beside the targets: where the distance
+# to a target comes from.
+DIAGNOSTIC_RATIOS = (
+    RateTarget(
+        "bare floor in a function / bare floor (the call form alone)",
+        "floor_function",
+        "floor_uniform",
+        0.0,
+    ),
+    RateTarget(
+        "post_entry uniform / bare floor in a function", "post_entry_uniform", "floor_function", 0.0
+    ),
+    RateTarget(
+        "post_entries / bare floor of a batch (1 client, entries/s)",
+        "post_entries_batch",
+        "floor_batch",
+        0.0,
+    ),
+    RateTarget(
+        "bare floor of a batch / single post_entry (1 client, entries/s)",
+        "floor_batch",
+        "post_entry_single_client",
+        0.0,
+    ),
+)
+
 LATENCY_TARGETS = (
     LatencyTarget("list_entries page of 100 at 5M entries, p99", "growth_list_entries", 2.0),
 )

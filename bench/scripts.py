@@ -32,6 +32,12 @@ RETURNING entry_id, balance;
 """
 )
 
+# The same statement inside a PL/pgSQL SECURITY DEFINER function, called as
+# ledger functions are (see bench/dataset.py: FLOOR_FUNCTION).
+FLOOR_FUNCTION_UNIFORM = (
+    _OWNER + _KEY + "SELECT * FROM floor.credit('o' || :owner, 'k' || :key, 1);\n"
+)
+
 # The same for a debit of the one hot owner, with the balance check in the WHERE.
 FLOOR_HOT = (
     _KEY

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The scenarios that need only PostgreSQL and this repository's SQL.
 ALWAYS_RUN = (
+    "floor_function",
     "tpcb_like",
     "select_only",
     "one_row_update",
@@ -120,6 +121,15 @@ def test_targets_carry_value_threshold_and_verdict(quick_results: tuple[dict, Pa
         t for t in targets if t["title"] == "post_entry uniform / bare floor uniform"
     )
     assert floor_ratio["value"] is not None
+
+
+def test_diagnostic_ratios_come_without_a_verdict(quick_results: tuple[dict, Path, str]) -> None:
+    results, out, _ = quick_results
+    diagnostics = {d["title"]: d for d in results["diagnostics"]}
+    call_form = diagnostics["bare floor in a function / bare floor (the call form alone)"]
+    assert call_form["value"] is not None and call_form["value"] > 0
+    assert all("pass" not in d and "threshold" not in d for d in diagnostics.values())
+    assert "Diagnostic ratios (no target)" in (out / "quick.md").read_text(encoding="utf-8")
 
 
 def test_chart_when_matplotlib_is_installed(quick_results: tuple[dict, Path, str]) -> None:
