@@ -89,6 +89,12 @@ $$;
 -- are one statement: its UPDATE (or upsert) takes the lock, and after a wait
 -- it re-checks its WHERE on the latest row, which carries open_holds. Every
 -- other case takes the lock first, then decides with a fresh snapshot.
+-- The three write statements below differ only in how the account row is
+-- changed; they append the entry alike. They stay three on purpose: one
+-- statement with both account CTEs, chosen by a mode parameter, cost 105-115
+-- us per post_entry against 90-95 us (server-side loop of 4,000 commits,
+-- /tmp harness described in the closing note of issue 7), because the
+-- executor sets up both account writes on every call.
 CREATE OR REPLACE FUNCTION ledger._apply(
     p_owner_id    text,
     p_app         text,
