@@ -92,9 +92,8 @@ $$;
 -- The three write statements below differ only in how the account row is
 -- changed; they append the entry alike. They stay three on purpose: one
 -- statement with both account CTEs, chosen by a mode parameter, cost 105-115
--- us per post_entry against 90-95 us (server-side loop of 4,000 commits,
--- /tmp harness described in the closing note of issue 7), because the
--- executor sets up both account writes on every call.
+-- us per post_entry against 90-95 us (`python -m bench.serverloop`), because
+-- the executor sets up both account writes on every call.
 CREATE OR REPLACE FUNCTION ledger._apply(
     p_owner_id    text,
     p_app         text,
