@@ -31,7 +31,9 @@ STATEMENTS = {
     ),
     "floor_function": "SELECT * INTO x FROM floor.credit(o, k, 1)",
     "post_entry": "SELECT * INTO x FROM ledger.post_entry(o, 'bench', 'CREDIT_ADD', k, 1)",
-    "post_entry_hot": "SELECT * INTO x FROM ledger.post_entry('hot', 'bench', 'CREDIT_SPEND', k, 1)",
+    "post_entry_hot": (
+        "SELECT * INTO x FROM ledger.post_entry('hot', 'bench', 'CREDIT_SPEND', k, 1)"
+    ),
     "transfer": (
         "SELECT * INTO x FROM ledger.transfer(o,"
         " 'o' || (1 + (substr(o, 2)::int % 9999)), 1, 'bench', k)"
