@@ -96,7 +96,18 @@ def build(
                 "target": f">= {rt.minimum:g}",
                 "threshold": rt.minimum,
                 "pass": (value >= rt.minimum) if value is not None else None,
-                "note": why_missing or rt.why or None,
+                "note": why_missing
+                or "; ".join(
+                    x
+                    for x in (
+                        rt.why,
+                        rt.if_missed
+                        if value is not None and value < rt.minimum and not diagnostic
+                        else "",
+                    )
+                    if x
+                )
+                or None,
             }
         )
     for lt in LATENCY_TARGETS:
