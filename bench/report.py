@@ -195,7 +195,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---|---|---|---|",
     ]
     for t in results["targets"]:
-        digits = 2 if t["kind"] != "memory_mb" else 1
+        digits = 3 if t["kind"] == "ratio" else 2 if t["kind"] != "memory_mb" else 1
         rounds = ", ".join(f"{x:.2f}" for x in t.get("per_round", []))
         lines.append(
             f"| {t['title']} | {_fmt(t['value'], digits)} | {t['target']} | "
