@@ -250,7 +250,7 @@ BEGIN
     -- The key's lock first, then one query for the operation and what the
     -- key already names (ledger._claim_key's rule, joined with the lookup).
     v_locked := ledger._lock_key(post_entry.app, post_entry.idempotency_key);
-    SELECT o AS op, k.entry AS prior, k.hold_uses_key INTO v_found
+    SELECT o AS op, k AS prior INTO v_found
     FROM ledger._key_use(post_entry.app, post_entry.idempotency_key) k
     LEFT JOIN ledger._operation_row(post_entry.app, post_entry.operation) o ON true;
     v_op := v_found.op;
@@ -262,9 +262,6 @@ BEGIN
     v_fp := ledger._fingerprint(jsonb_build_array('post_entry', post_entry.owner_id, post_entry.operation,
                                                   post_entry.amount, v_meta));
 
-    IF v_found.hold_uses_key THEN
-        PERFORM ledger._key_conflict(post_entry.app, post_entry.idempotency_key);
-    END IF;
     v_prior := v_found.prior;
     IF v_prior.entry_id IS NOT NULL THEN
         PERFORM ledger._require_same_request(post_entry.app, post_entry.idempotency_key, v_prior.fingerprint, v_fp);
@@ -300,20 +297,35 @@ BEGIN
 END
 $$;
 
+-- Guarantees: raises LG005 for a key a hold of the app uses; a boolean so
+-- that ledger._key_use can call it in its WHERE. STABLE, not IMMUTABLE: the
+-- planner must never fold it early with constant arguments.
+CREATE OR REPLACE FUNCTION ledger._key_held(p_app text, p_key text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    PERFORM ledger._key_conflict(p_app, p_key);
+    RETURN false;
+END
+$$;
+
 -- What an idempotency key of an app already names: the entry written under
--- it (NULL when there is none) and whether a hold of the app uses it (keys
--- are unique per app across all writing functions). One row; a set-returning
--- SQL function so that callers' queries inline it.
-CREATE OR REPLACE FUNCTION ledger._key_use(p_app text, p_key text)
-RETURNS TABLE (entry ledger.entries, hold_uses_key boolean)
+-- it (one row of NULLs when there is none), or LG005 when a hold of the app
+-- uses it (keys are unique per app across all writing functions). A
+-- set-returning SQL function so that callers' queries inline it.
+DROP FUNCTION IF EXISTS ledger._key_use(text, text);  -- it returned a hold flag beside the entry before
+CREATE FUNCTION ledger._key_use(p_app text, p_key text)
+RETURNS SETOF ledger.entries
 LANGUAGE sql STABLE ROWS 1
 AS $$
-    SELECT e, EXISTS (SELECT FROM ledger.holds h
-                      WHERE h.app OPERATOR(pg_catalog.=) p_app
-                        AND h.idempotency_key OPERATOR(pg_catalog.=) p_key)
+    SELECT e.*
     FROM (SELECT) AS d
     LEFT JOIN ledger.entries e
            ON e.app OPERATOR(pg_catalog.=) p_app AND e.idempotency_key OPERATOR(pg_catalog.=) p_key
+    LEFT JOIN ledger.holds h
+           ON h.app OPERATOR(pg_catalog.=) p_app AND h.idempotency_key OPERATOR(pg_catalog.=) p_key
+    WHERE h.hold_id IS NULL OR ledger._key_held(p_app, p_key)
 $$;
 
 -- Guarantees: until the caller's transaction ends, no other single-key call
@@ -325,15 +337,12 @@ RETURNS ledger.entries
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_found  record;
+    v_entry  ledger.entries;
     v_locked boolean;
 BEGIN
     v_locked := ledger._lock_key(p_app, p_key);
-    SELECT k.entry, k.hold_uses_key INTO v_found FROM ledger._key_use(p_app, p_key) k;
-    IF v_found.hold_uses_key THEN
-        PERFORM ledger._key_conflict(p_app, p_key);
-    END IF;
-    RETURN v_found.entry;
+    SELECT k.* INTO v_entry FROM ledger._key_use(p_app, p_key) k;
+    RETURN v_entry;
 END
 $$;
 

@@ -72,7 +72,7 @@ BEGIN
     -- The key's lock, then one query for the app's operations and what the
     -- key already names (as in post_entry).
     v_locked := ledger._lock_key(transfer.app, transfer.idempotency_key);
-    SELECT o AS out_op, i AS in_op, k.entry AS prior, k.hold_uses_key INTO v_found
+    SELECT o AS out_op, i AS in_op, k AS prior INTO v_found
     FROM ledger._key_use(transfer.app, transfer.idempotency_key) k
     LEFT JOIN ledger._operation_row(transfer.app, 'TRANSFER_OUT') o ON true
     LEFT JOIN ledger._operation_row(transfer.app, 'TRANSFER_IN') i ON true;
@@ -91,9 +91,6 @@ BEGIN
     v_fp := ledger._fingerprint(jsonb_build_array('transfer', transfer.from_owner, transfer.to_owner,
                                                   transfer.amount, v_meta));
 
-    IF v_found.hold_uses_key THEN
-        PERFORM ledger._key_conflict(transfer.app, transfer.idempotency_key);
-    END IF;
     v_prior := v_found.prior;
     IF v_prior.entry_id IS NOT NULL THEN
         PERFORM ledger._require_same_request(transfer.app, transfer.idempotency_key, v_prior.fingerprint, v_fp);
