@@ -19,7 +19,9 @@ COPY web ./web
 RUN pip install /app && useradd --system --uid 10001 --home-dir /nonexistent ledger
 ENV PYTHONPATH=/app
 
-USER ledger
+# The numeric uid of the `ledger` user made above: resolvable without the
+# image's /etc/passwd (e.g. by a runAsNonRoot check).
+USER 10001
 ENV LEDGER_HOST=0.0.0.0 \
     LEDGER_PORT=8000
 EXPOSE 8000
