@@ -29,7 +29,9 @@ EXPLAINED: dict[tuple[str, str], str] = {}
 # cheap path of PL/pgSQL: an assignment of a simple expression skips the
 # executor start-up that PERFORM (a full query) pays on every call. The
 # variables that receive such a call's result are never read on purpose.
-ASSIGNMENT_AS_CALL = "an assignment used as a cheap call (cheaper than PERFORM); never read on purpose"
+ASSIGNMENT_AS_CALL = (
+    "an assignment used as a cheap call (cheaper than PERFORM); never read on purpose"
+)
 _ASSIGNED = {"v_locked", "v_checked"}
 
 
