@@ -34,7 +34,11 @@ bench: $(VENV)/.bench-extra
 bench-quick: $(VENV)/.bench-extra
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
-lint: venv
+$(VENV)/.lint-extra: pyproject.toml $(BIN)/ledger
+	$(BIN)/pip install --quiet -e ".[test,lint]"
+	@touch $@
+
+lint: $(VENV)/.lint-extra
 	$(BIN)/ruff check ledger_py web tests bench
 	$(BIN)/mypy
 
