@@ -117,12 +117,13 @@ def _entry_view(entry: Any) -> dict[str, Any]:
 
 CREATE_RESPONSES: dict[int, Any] = {
     200: replay_doc("ContentWriteOut"),
-    400: "malformed JSON",
+    400: "malformed JSON, or a path or query string that is not UTF-8",
     402: "insufficient credits",
     403: "the API key is not of example_app",
     409: "idempotency key reused for other content, or the hold is no longer active",
     502: "the content work failed: the hold was released, nothing charged",
     413: "request body larger than 4 MiB",
+    415: "a body that is not application/json",
     503: "database unreachable",
 }
 
@@ -219,11 +220,12 @@ ACCESS_RESPONSES: dict[int, Any] = {
             "application/json": {"schema": {"$ref": "#/components/schemas/ContentWriteOut"}}
         },
     },
-    400: "malformed JSON",
+    400: "malformed JSON, or a path or query string that is not UTF-8",
     402: "insufficient credits",
     403: "the API key is not of example_app",
     404: "unknown content",
     413: "request body larger than 4 MiB",
+    415: "a body that is not application/json",
     503: "database unreachable",
 }
 
