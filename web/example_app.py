@@ -170,15 +170,24 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     try:
         with connection(ledger, owner_id=owner_id, title=body["title"]) as conn:
             entry = ledger.capture_hold(hold_id=hold.hold_id, app=APP, conn=conn)
+            # Identical requests racing (one key) all hold and capture the one
+            # hold: the first capture writes, the others replay it. The first
+            # insert wins; the others wait for it and then take its row.
             row = conn.execute(
                 "INSERT INTO example_app.content (owner_id, title, body, hold_id, entry_id)"
-                f" VALUES (%s, %s, %s, %s, %s) RETURNING {_CONTENT_COLUMNS}",
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (hold_id) DO NOTHING"
+                f" RETURNING {_CONTENT_COLUMNS}",
                 (owner_id, body["title"], stored_body, hold.hold_id, entry.entry_id),
             ).fetchone()
     except LedgerError as exc:
         if not isinstance(exc, HoldNotActive):
             _release_quietly(ledger, hold.hold_id)
         raise
+    if row is None:
+        done = _content_of_hold(ledger, hold.hold_id)
+        if done is None:  # the conflicting row was committed before DO NOTHING
+            raise RuntimeError(f"content of hold {hold.hold_id} conflicted but is not there")
+        return answer(done, replayed=True)
     result = {
         "content": _content_row(row),
         "entry": _entry_view(entry),
