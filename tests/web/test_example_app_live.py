@@ -63,3 +63,47 @@ def test_parallel_identical_content_creations_make_one_content_and_one_charge(
     assert charges == (3, -15)
     status, _, balance = call(base, "GET", "/balance/alice", headers=bearer(token))
     assert (status, balance["balance"], balance["held"]) == (200, 85, 0)
+
+
+def test_parallel_first_accesses_of_one_reader_charge_once(
+    served: tuple[str, str], db_url: str
+) -> None:
+    """The access key (an HMAC of the pair) makes racing first accesses one
+    charge: one 201, the others 200 with charged false."""
+    base, token = served
+    for owner, amount in (("alice", 5), ("bob", 3)):
+        assert (
+            call(
+                base,
+                "POST",
+                "/ledger",
+                {"owner_id": owner, "operation": "CREDIT_ADD", "amount": amount},
+                bearer(token, **{"Idempotency-Key": f"fund-{owner}"}),
+            )[0]
+            == 201
+        )
+    status, _, created = call(
+        base,
+        "POST",
+        "/content",
+        {"owner_id": "alice", "title": "T", "body": "B"},
+        bearer(token, **{"Idempotency-Key": "c"}),
+    )
+    assert status == 201
+    path = f"/content/{created['content']['content_id']}/access"
+    start = threading.Barrier(PARALLEL)
+
+    def read(_: int) -> Any:
+        start.wait()
+        return call(base, "POST", path, {"owner_id": "bob"}, bearer(token))
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        answers = list(pool.map(read, range(PARALLEL)))
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [200] * (PARALLEL - 1) + [201], Counter(statuses)
+    assert sum(body["charged"] for _, _, body in answers) == 1
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM ledger.entries WHERE operation = 'CONTENT_ACCESS'"
+        ).fetchone() == (1,)
+    assert call(base, "GET", "/balance/bob", headers=bearer(token))[2]["balance"] == 2
