@@ -260,11 +260,17 @@ def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any])
     owner_id = _reader(query, body)
     ledger = _ledger()
     with connection(ledger, owner_id=owner_id) as conn:
-        row = conn.execute(
-            f"SELECT {_CONTENT_COLUMNS} FROM example_app.content WHERE content_id = %s",
-            (content_id,),
+        # The content, and the reader's access if one is recorded: that is
+        # answered from its row, whatever key its debit was posted with
+        # (earlier versions derived the key otherwise).
+        found = conn.execute(
+            "SELECT c.content_id, c.owner_id, c.title, c.body, c.created_at, a.entry_id"
+            " FROM example_app.content c LEFT JOIN example_app.content_access a"
+            " ON a.content_id = c.content_id AND a.owner_id = %s"
+            " WHERE c.content_id = %s",
+            (owner_id, content_id),
         ).fetchone()
-        if row is None:
+        if found is None:
             raise api_error(
                 404,
                 "not_found",
@@ -272,13 +278,7 @@ def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any])
                 content_id=content_id,
                 kind="content",
             )
-        # An access already recorded is answered from its row, whatever key
-        # its debit was posted with (earlier versions derived it otherwise).
-        done = conn.execute(
-            "SELECT entry_id FROM example_app.content_access"
-            " WHERE content_id = %s AND owner_id = %s",
-            (content_id, owner_id),
-        ).fetchone()
+        row, done = found[:5], found[5]
         if done is None:
             # The key names the (reader, content) pair: the ledger makes a
             # racing second access a replay.
@@ -297,7 +297,7 @@ def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any])
                     (content_id, owner_id, entry.entry_id),
                 )
     charged = done is None and not entry.replayed
-    shown: Any = entry if done is None else ledger.get_entry(entry_id=done[0])
+    shown: Any = entry if done is None else ledger.get_entry(entry_id=done)
     balance = entry.balance if charged else ledger.get_balance(owner_id=owner_id).balance
     result = {
         "content": _content_row(row),
