@@ -26,6 +26,7 @@ from web import example_app, ledger_api
 from web.api_keys import KeyResolver
 from web.database import connection
 from web.errors import register_error_handlers
+from web.request_input import install as install_request_input
 from web.schemas import ERROR_SCHEMA, HealthOut
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a 10,000-item batch fits
@@ -44,11 +45,13 @@ field). First write: 201. The same request again: 200, the original body and
 `Idempotent-Replayed: true`. The same key with another request: 409.
 
 **Errors**: `{"code": ..., "detail": ..., ...fields}` with 400 malformed
-JSON, 401 missing or bad API key, 402 insufficient credits, 403 operation of
-another app, 404 unknown entry/hold/content, 409 idempotency conflict, limit
-reached, hold not active or already reversed, 413 body over 4 MiB, 422
-validation, 502 the example app's content work failed (hold released), 503
-database unreachable.
+JSON (duplicate keys, NaN, nesting over 64 levels included; `reason` says
+which) or a path or query string that is not UTF-8, 401 missing or bad API
+key, 402 insufficient credits, 403 operation of another app, 404 unknown
+entry/hold/content, 409 idempotency conflict, limit reached, hold not active
+or already reversed, 413 body over 4 MiB, 415 a body that is not
+`application/json`, 422 validation, 502 the example app's content work
+failed (hold released), 503 database unreachable.
 """
 
 
@@ -113,7 +116,8 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
 
     state = _make_state(app)
     app.extensions["ledger_web"] = state
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    # One strict JSON reader for every body, UTF-8 paths (web/request_input.py).
+    install_request_input(app)
 
     # Path ids are SQL bigints: a larger number matches no route (404)
     # instead of reaching the database as an out-of-range value.

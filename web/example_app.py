@@ -11,9 +11,11 @@ shows the pattern every app with slow or failing work follows:
 4. if the work failed, release the hold: nothing is charged (502).
 
 Accessing content charges CONTENT_ACCESS once per reader and content: the
-debit's idempotency key names the pair, so the ledger itself makes a second
-access a replay (``"charged": false``), and the access row is written in
-the same transaction as the debit.
+access row is written in the same transaction as the debit, and a recorded
+access is answered from it (``"charged": false``). The debit's idempotency
+key is an HMAC of the pair under a secret of this app (``_access_key``), so
+the ledger itself makes a racing second access a replay, and no other
+caller can take that key first.
 
 These views act as app ``example_app`` whatever the API key's app, except
 that only keys of ``example_app`` may call them (403 otherwise).
@@ -21,6 +23,8 @@ that only keys of ``example_app`` may call them (403 otherwise).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -37,6 +41,7 @@ from web.errors import api_error
 from web.idempotency import IdempotencyHeaders, answer, idempotency_key, replay_doc
 
 APP = "example_app"
+_SECRET = "example_app_access_key_secret"  # app.extensions: read once per process
 CREATION = "CONTENT_CREATION"
 ACCESS = "CONTENT_ACCESS"
 
@@ -117,12 +122,13 @@ def _entry_view(entry: Any) -> dict[str, Any]:
 
 CREATE_RESPONSES: dict[int, Any] = {
     200: replay_doc("ContentWriteOut"),
-    400: "malformed JSON",
+    400: "malformed JSON, or a path or query string that is not UTF-8",
     402: "insufficient credits",
     403: "the API key is not of example_app",
     409: "idempotency key reused for other content, or the hold is no longer active",
     502: "the content work failed: the hold was released, nothing charged",
     413: "request body larger than 4 MiB",
+    415: "a body that is not application/json",
     503: "database unreachable",
 }
 
@@ -169,15 +175,24 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     try:
         with connection(ledger, owner_id=owner_id, title=body["title"]) as conn:
             entry = ledger.capture_hold(hold_id=hold.hold_id, app=APP, conn=conn)
+            # Identical requests racing (one key) all hold and capture the one
+            # hold: the first capture writes, the others replay it. The first
+            # insert wins; the others wait for it and then take its row.
             row = conn.execute(
                 "INSERT INTO example_app.content (owner_id, title, body, hold_id, entry_id)"
-                f" VALUES (%s, %s, %s, %s, %s) RETURNING {_CONTENT_COLUMNS}",
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (hold_id) DO NOTHING"
+                f" RETURNING {_CONTENT_COLUMNS}",
                 (owner_id, body["title"], stored_body, hold.hold_id, entry.entry_id),
             ).fetchone()
     except LedgerError as exc:
         if not isinstance(exc, HoldNotActive):
             _release_quietly(ledger, hold.hold_id)
         raise
+    if row is None:
+        done = _content_of_hold(ledger, hold.hold_id)
+        if done is None:  # the conflicting row was committed before DO NOTHING
+            raise RuntimeError(f"content of hold {hold.hold_id} conflicted but is not there")
+        return answer(done, replayed=True)
     result = {
         "content": _content_row(row),
         "entry": _entry_view(entry),
@@ -219,11 +234,12 @@ ACCESS_RESPONSES: dict[int, Any] = {
             "application/json": {"schema": {"$ref": "#/components/schemas/ContentWriteOut"}}
         },
     },
-    400: "malformed JSON",
+    400: "malformed JSON, or a path or query string that is not UTF-8",
     402: "insufficient credits",
     403: "the API key is not of example_app",
     404: "unknown content",
     413: "request body larger than 4 MiB",
+    415: "a body that is not application/json",
     503: "database unreachable",
 }
 
@@ -238,17 +254,23 @@ ACCESS_RESPONSES: dict[int, Any] = {
     responses=ACCESS_RESPONSES,
 )
 def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any]) -> Any:
-    """owner_id (the reader) in the JSON body, or as the seed had it, ?owner_id=."""
+    """owner_id (the reader) in the JSON body, or as the seed had it, ?owner_id=
+    (both: they must name the same reader)."""
     _require_example_app()
-    # None reaches the ledger, which refuses it (422).
-    owner_id = cast(str, body.get("owner_id") or query.get("owner_id"))
+    owner_id = _reader(query, body)
     ledger = _ledger()
     with connection(ledger, owner_id=owner_id) as conn:
-        row = conn.execute(
-            f"SELECT {_CONTENT_COLUMNS} FROM example_app.content WHERE content_id = %s",
-            (content_id,),
+        # The content, and the reader's access if one is recorded: that is
+        # answered from its row, whatever key its debit was posted with
+        # (earlier versions derived the key otherwise).
+        found = conn.execute(
+            "SELECT c.content_id, c.owner_id, c.title, c.body, c.created_at, a.entry_id"
+            " FROM example_app.content c LEFT JOIN example_app.content_access a"
+            " ON a.content_id = c.content_id AND a.owner_id = %s"
+            " WHERE c.content_id = %s",
+            (owner_id, content_id),
         ).fetchone()
-        if row is None:
+        if found is None:
             raise api_error(
                 404,
                 "not_found",
@@ -256,26 +278,60 @@ def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any])
                 content_id=content_id,
                 kind="content",
             )
-        # The key names the (reader, content) pair: the ledger replays a second access.
-        entry = ledger.post_entry(
-            owner_id=owner_id,
-            app=APP,
-            operation=ACCESS,
-            idempotency_key=f"content-access:{content_id}:{owner_id}",
-            metadata={"content_id": content_id},
-            conn=conn,
-        )
-        if not entry.replayed:
-            conn.execute(
-                "INSERT INTO example_app.content_access (content_id, owner_id, entry_id)"
-                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                (content_id, owner_id, entry.entry_id),
+        row, done = found[:5], found[5]
+        if done is None:
+            # The key names the (reader, content) pair: the ledger makes a
+            # racing second access a replay.
+            entry = ledger.post_entry(
+                owner_id=owner_id,
+                app=APP,
+                operation=ACCESS,
+                idempotency_key=_access_key(conn, content_id, owner_id),
+                metadata={"content_id": content_id},
+                conn=conn,
             )
-    balance = entry.balance if not entry.replayed else ledger.get_balance(owner_id=owner_id).balance
+            if not entry.replayed:
+                conn.execute(
+                    "INSERT INTO example_app.content_access (content_id, owner_id, entry_id)"
+                    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (content_id, owner_id, entry.entry_id),
+                )
+    charged = done is None and not entry.replayed
+    shown: Any = entry if done is None else ledger.get_entry(entry_id=done)
+    balance = entry.balance if charged else ledger.get_balance(owner_id=owner_id).balance
     result = {
         "content": _content_row(row),
-        "entry": _entry_view(entry),
+        "entry": _entry_view(shown),
         "balance": balance,
-        "charged": not entry.replayed,
+        "charged": charged,
     }
-    return result, 201 if not entry.replayed else 200
+    return result, 201 if charged else 200
+
+
+def _reader(query: dict[str, Any], body: dict[str, Any]) -> str:
+    """The reader named by the body or the query string; both must agree."""
+    in_body, in_query = body.get("owner_id"), query.get("owner_id")
+    if in_body is not None and in_query is not None and in_body != in_query:
+        raise api_error(
+            422,
+            "invalid_argument",
+            "the body and the query string name different owners: send one, or the same",
+            field="owner_id",
+            reason="body and query differ",
+        )
+    # None reaches the ledger, which refuses it (422).
+    return cast(str, in_body if in_body is not None else in_query)
+
+
+def _access_key(conn: Any, content_id: int, owner_id: str) -> str:
+    """The idempotency key of a reader's access: HMAC-SHA256 of "content:reader"
+    under the example app's secret (migrations/0011): 79 characters whatever the
+    reader id, and no caller without the secret can compute it, so none can
+    post under it first and block the access with a conflict."""
+    secret: bytes | None = current_app.extensions.get(_SECRET)
+    if secret is None:
+        found = conn.execute("SELECT secret FROM example_app.access_key_secret").fetchone()
+        secret = current_app.extensions[_SECRET] = bytes(found[0])
+    # surrogatepass: a lone surrogate still gives a key; the ledger refuses the owner.
+    message = f"{content_id}:{owner_id}".encode("utf-8", "surrogatepass")
+    return "content-access:" + hmac.new(secret, message, hashlib.sha256).hexdigest()

@@ -30,10 +30,13 @@ WRITE_ERRORS: dict[int, Any] = {
     409: "idempotency key reused for another request, operation limit reached, hold not active,"
     " or already reversed",
     413: "request body larger than 4 MiB",
-    400: "malformed JSON",
+    400: "malformed JSON (reason: duplicate_key, not_a_number, too_deep, ...),"
+    " or a path or query string that is not UTF-8",
+    415: "a body that is not application/json",
     503: "database unreachable",
 }
 READ_ERRORS: dict[int, Any] = {
+    400: "a path or query string that is not UTF-8 once percent-decoded",
     422: "an argument the ledger refuses (e.g. an owner id over 255 characters)",
     503: "database unreachable",
 }

@@ -124,3 +124,114 @@ def test_access_is_charged_once_per_reader(client: FlaskClient, auth: H, db_url:
         422,
         "validation_error",
     )
+
+
+def access(client: FlaskClient, auth: H, content_id: int, reader: str) -> Any:
+    return client.post(f"/content/{content_id}/access", json={"owner_id": reader}, headers=auth)
+
+
+def test_a_reader_of_255_characters_gets_its_access(client: FlaskClient, auth: H) -> None:
+    """The access key has a fixed length: a long reader id no longer makes it
+    longer than 255 characters (a 422 about a key the client never sent)."""
+    fund(client, auth, "alice", 5)
+    content_id = create(client, auth).json["content"]["content_id"]
+    for reader in ("r" * 250, "é" * 255):
+        fund(client, auth, reader, 3, key=f"fund-{len(reader)}-{reader[0]}")
+        first = access(client, auth, content_id, reader)
+        assert first.status_code == 201, first.json
+        again = access(client, auth, content_id, reader)
+        assert again.status_code == 200 and again.json["charged"] is False
+        assert client.get(f"/balance/{reader}", headers=auth).json["balance"] == 2
+
+
+def test_no_other_caller_can_take_the_access_key_first(
+    client: FlaskClient, auth: H, tokens: dict[str, str], db_url: str
+) -> None:
+    """Another caller of the app (here: any example_app key, through POST /ledger)
+    used to post under the reader's access key first, so the reader's access
+    was 409 forever. The key is now an HMAC under a secret the callers never see."""
+    fund(client, auth, "alice", 5)
+    fund(client, auth, "bob", 3)
+    fund(client, auth, "mallory", 10)
+    content_id = create(client, auth).json["content"]["content_id"]
+    # Every key a caller could build from what it knows: the pair, in any spelling.
+    for n, guess in enumerate(
+        [
+            f"content-access:{content_id}:bob",
+            f"content-access:{content_id}:bob".upper(),
+            f"access:{content_id}:bob",
+            f"{content_id}:bob",
+        ]
+    ):
+        squat = client.post(
+            "/ledger",
+            json={"owner_id": "mallory", "operation": "CONTENT_ACCESS", "metadata": {"n": n}},
+            headers={**auth, "Idempotency-Key": guess},
+        )
+        assert squat.status_code == 201
+    first = access(client, auth, content_id, "bob")
+    assert first.status_code == 201 and first.json["charged"] is True, first.json
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT idempotency_key FROM ledger.entries WHERE entry_id = %s",
+            (first.json["entry"]["entry_id"],),
+        ).fetchone()
+        secret = conn.execute("SELECT secret FROM example_app.access_key_secret").fetchone()
+    assert row is not None and "bob" not in row[0] and len(row[0]) == 79
+    assert secret is not None and len(secret[0]) >= 32
+
+
+def test_body_and_query_naming_different_readers_is_422(
+    client: FlaskClient, auth: H, db_url: str
+) -> None:
+    fund(client, auth, "alice", 5)
+    fund(client, auth, "bob", 3)
+    fund(client, auth, "carol", 3)
+    content_id = create(client, auth).json["content"]["content_id"]
+    path = f"/content/{content_id}/access"
+    before = (
+        client.get("/balance/bob", headers=auth).json,
+        client.get("/balance/carol", headers=auth).json,
+    )
+    body = error_of(
+        client.post(f"{path}?owner_id=carol", json={"owner_id": "bob"}, headers=auth),
+        422,
+        "invalid_argument",
+    )
+    assert body["field"] == "owner_id"
+    after = (
+        client.get("/balance/bob", headers=auth).json,
+        client.get("/balance/carol", headers=auth).json,
+    )
+    assert after == before
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM example_app.content_access").fetchone() == (0,)
+    # The same reader in both is that reader.
+    same = client.post(f"{path}?owner_id=bob", json={"owner_id": "bob"}, headers=auth)
+    assert same.status_code == 201 and same.json["entry"]["owner_id"] == "bob"
+
+
+def test_an_access_recorded_under_an_earlier_key_is_still_a_replay(
+    client: FlaskClient, auth: H, ledger: Any, db_url: str
+) -> None:
+    """Accesses made before the key became an HMAC (key content-access:C:R)
+    answer from their access row: no second charge."""
+    fund(client, auth, "alice", 5)
+    fund(client, auth, "bob", 3)
+    content_id = create(client, auth).json["content"]["content_id"]
+    with psycopg.connect(db_url) as conn:
+        entry = ledger.post_entry(
+            owner_id="bob",
+            app="example_app",
+            operation="CONTENT_ACCESS",
+            idempotency_key=f"content-access:{content_id}:bob",
+            metadata={"content_id": content_id},
+        )
+        conn.execute(
+            "INSERT INTO example_app.content_access (content_id, owner_id, entry_id)"
+            " VALUES (%s, 'bob', %s)",
+            (content_id, entry.entry_id),
+        )
+    again = access(client, auth, content_id, "bob")
+    assert again.status_code == 200 and again.json["charged"] is False
+    assert again.json["entry"]["entry_id"] == entry.entry_id and again.json["balance"] == 2
