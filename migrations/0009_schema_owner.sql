@@ -90,3 +90,11 @@ $move$;
 
 -- ledger_owner no longer owns the schema: it keeps using it.
 GRANT USAGE ON SCHEMA ledger TO ledger_owner;
+
+-- API keys get a scope: 'app' keys act for their app and read other apps'
+-- entries without their metadata and idempotency keys; 'audit' keys read
+-- everything and write nothing (the HTTP layer enforces both).
+ALTER TABLE ledger.api_keys
+    ADD COLUMN scope text NOT NULL DEFAULT 'app'
+        CONSTRAINT api_keys_scope_valid CHECK (scope IN ('app', 'audit'));
+ALTER TYPE ledger.api_key_info ADD ATTRIBUTE scope text;

@@ -50,7 +50,7 @@ TO ledger_reader, ledger_owner;
 GRANT EXECUTE ON FUNCTION
     ledger.define_app(text, text),
     ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text),
-    ledger.create_api_key(text, text, bytea, text),
+    ledger.create_api_key(text, text, bytea, text, text),
     ledger.list_api_keys(),
     ledger.revoke_api_key(text)
 TO ledger_owner;
@@ -63,7 +63,7 @@ GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(tex
 
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token
 -- hash to its app; creating, listing and revoking keys are ledger_owner's (above).
-GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea) TO ledger_app;
+GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea), ledger.api_key_lookup(bytea) TO ledger_app;
 
 -- Batches (sql/50_batches.sql): both overloads of post_entries.
 GRANT EXECUTE ON FUNCTION ledger.post_entries(text), ledger.post_entries(jsonb) TO ledger_app;

@@ -44,6 +44,7 @@ APP_FUNCTIONS = {
     "app_report",
     "verify",
     "api_key_app",
+    "api_key_lookup",
     "_require_id",
     "_invalid_id",
     "_active_holds",

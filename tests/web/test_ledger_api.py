@@ -11,9 +11,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from ledger_py.client import Ledger
+from ledger_py.errors import InvalidArgument
 from tests.web.conftest import OTHER_APP
 from tests.web.helpers import bearer, error_of, fund
 from web import close_app, create_app
+from web.api_keys import create_api_key
 
 H = dict[str, str]
 
@@ -357,6 +359,32 @@ def test_another_apps_key_reads_the_rows_but_not_their_metadata_and_keys(
     assert mine["idempotency_key"] == "alpha-secret-key"
     [own] = client.get("/owners/kim/entries", headers=alpha).json["entries"]
     assert own["metadata"] == {"order": "private-to-example-app"}
+
+
+def test_an_audit_key_reads_every_apps_private_fields_and_writes_nothing(
+    client: FlaskClient, ledger: Ledger, tokens: dict[str, str]
+) -> None:
+    alpha = bearer(tokens["example_app"])
+    _, audit_token = create_api_key(ledger, OTHER_APP, label="auditor", scope="audit")
+    audit = bearer(audit_token)
+    written = client.post(
+        "/ledger",
+        json={"owner_id": "lou", "operation": "CREDIT_ADD", "amount": 4, "metadata": {"a": 1}},
+        headers={**alpha, "Idempotency-Key": "alpha-k"},
+    ).json["entry"]
+    entry = client.get(f"/entries/{written['entry_id']}", headers=audit).json["entry"]
+    assert (entry["metadata"], entry["idempotency_key"]) == ({"a": 1}, "alpha-k")
+    [listed] = client.get("/owners/lou/entries", headers=audit).json["entries"]
+    assert listed["metadata"] == {"a": 1}
+    refused = client.post(
+        "/ledger",
+        json={"owner_id": "lou", "operation": "CREDIT_ADD", "amount": 4},
+        headers={**audit, "Idempotency-Key": "audit-k"},
+    )
+    error_of(refused, 403, "forbidden")
+    assert client.get("/balance/lou", headers=alpha).json["balance"] == 4
+    with pytest.raises(InvalidArgument):
+        create_api_key(ledger, OTHER_APP, scope="admin")
 
 
 # ---- holds -----------------------------------------------------------------------------------
