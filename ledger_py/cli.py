@@ -555,13 +555,21 @@ def keys() -> None:
 @click.option(
     "--label", default=None, help="A note kept with the key (e.g. which service uses it)."
 )
+@click.option(
+    "--scope",
+    type=click.Choice(["app", "audit"]),
+    default="app",
+    show_default=True,
+    help="app: acts for APP, other apps' metadata and idempotency keys hidden;"
+    " audit: reads everything, writes nothing.",
+)
 @click.pass_context
-def keys_create(ctx: click.Context, app: str, label: str | None) -> None:
+def keys_create(ctx: click.Context, app: str, label: str | None, scope: str) -> None:
     """Create an API key for APP and print its token (shown only this once)."""
     from web.api_keys import create_api_key
 
     with _open_ledger(_settings(ctx).url()) as ledger:
-        key_id, token = create_api_key(ledger, app, label=label)
+        key_id, token = create_api_key(ledger, app, label=label, scope=scope)
     click.echo(f"key_id: {key_id}\ntoken:  {token}")
     click.echo(
         "Keep the token now: only its hash is stored. Use it as `Authorization: Bearer <token>`.",
@@ -584,10 +592,12 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
     if not found:
         click.echo("no API keys yet: `ledger keys create APP` makes one")
         return
-    click.echo(f"{'KEY_ID':<22} {'APP':<20} {'CREATED (UTC)':<20} {'REVOKED (UTC)':<20} LABEL")
+    click.echo(
+        f"{'KEY_ID':<22} {'APP':<20} {'SCOPE':<6} {'CREATED (UTC)':<20} {'REVOKED (UTC)':<20} LABEL"
+    )
     for key in found:
         click.echo(
-            f"{key.key_id:<22} {key.app:<20} {_time(key.created_at):<20} "
+            f"{key.key_id:<22} {key.app:<20} {key.scope:<6} {_time(key.created_at):<20} "
             f"{_time(key.revoked_at) or '-':<20} {key.label or ''}".rstrip()
         )
 

@@ -288,10 +288,11 @@ class Ledger:
         return result
 
     def get_entry(
-        self, *, entry_id: int, conn: psycopg.Connection[Any] | None = None
+        self, *, entry_id: int, app: str | None = None, conn: psycopg.Connection[Any] | None = None
     ) -> JournalEntry:
-        """One journal entry (NotFound if none)."""
-        result: JournalEntry = self._one(q.GET_ENTRY, conn, {"entry_id": entry_id})
+        """One journal entry (NotFound if none); with app, another app's
+        metadata and idempotency_key read None."""
+        result: JournalEntry = self._one(q.GET_ENTRY, conn, {"entry_id": entry_id, "app": app})
         return result
 
     def list_entries(
@@ -300,11 +301,15 @@ class Ledger:
         owner_id: str,
         after_id: int | None = None,
         max_rows: int | None = None,
+        app: str | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[JournalEntry]:
-        """An owner's history, newest first; the last entry_id as after_id gives the next page."""
+        """An owner's history, newest first; the last entry_id as after_id gives the next page.
+        With app, other apps' metadata and idempotency_key read None."""
         return self._rows(
-            q.LIST_ENTRIES, conn, {"owner_id": owner_id, "after_id": after_id, "max_rows": max_rows}
+            q.LIST_ENTRIES,
+            conn,
+            {"owner_id": owner_id, "after_id": after_id, "max_rows": max_rows, "app": app},
         )
 
     def balance_at(
@@ -362,16 +367,18 @@ class Ledger:
         result: Hold = self._one(q.RELEASE_HOLD, conn, {"hold_id": hold_id, "app": app})
         return result
 
-    def get_hold(self, *, hold_id: int, conn: psycopg.Connection[Any] | None = None) -> HoldRecord:
-        """One hold (NotFound if none)."""
-        result: HoldRecord = self._one(q.GET_HOLD, conn, {"hold_id": hold_id})
+    def get_hold(
+        self, *, hold_id: int, app: str | None = None, conn: psycopg.Connection[Any] | None = None
+    ) -> HoldRecord:
+        """One hold (NotFound if none); with app, another app's idempotency_key reads None."""
+        result: HoldRecord = self._one(q.GET_HOLD, conn, {"hold_id": hold_id, "app": app})
         return result
 
     def list_holds(
-        self, *, owner_id: str, conn: psycopg.Connection[Any] | None = None
+        self, *, owner_id: str, app: str | None = None, conn: psycopg.Connection[Any] | None = None
     ) -> list[HoldRecord]:
-        """An owner's holds, newest first."""
-        return self._rows(q.LIST_HOLDS, conn, {"owner_id": owner_id})
+        """An owner's holds, newest first; with app, other apps' idempotency_key reads None."""
+        return self._rows(q.LIST_HOLDS, conn, {"owner_id": owner_id, "app": app})
 
     # -- cross-owner work ------------------------------------------------------
 
@@ -642,10 +649,17 @@ class AsyncLedger:
         return result
 
     async def get_entry(
-        self, *, entry_id: int, conn: psycopg.AsyncConnection[Any] | None = None
+        self,
+        *,
+        entry_id: int,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> JournalEntry:
-        """One journal entry (NotFound if none)."""
-        result: JournalEntry = await self._one(q.GET_ENTRY, conn, {"entry_id": entry_id})
+        """One journal entry (NotFound if none); with app, another app's
+        metadata and idempotency_key read None."""
+        result: JournalEntry = await self._one(
+            q.GET_ENTRY, conn, {"entry_id": entry_id, "app": app}
+        )
         return result
 
     async def list_entries(
@@ -654,11 +668,15 @@ class AsyncLedger:
         owner_id: str,
         after_id: int | None = None,
         max_rows: int | None = None,
+        app: str | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[JournalEntry]:
-        """An owner's history, newest first; the last entry_id as after_id gives the next page."""
+        """An owner's history, newest first; the last entry_id as after_id gives the next page.
+        With app, other apps' metadata and idempotency_key read None."""
         return await self._rows(
-            q.LIST_ENTRIES, conn, {"owner_id": owner_id, "after_id": after_id, "max_rows": max_rows}
+            q.LIST_ENTRIES,
+            conn,
+            {"owner_id": owner_id, "after_id": after_id, "max_rows": max_rows, "app": app},
         )
 
     async def balance_at(
@@ -717,17 +735,25 @@ class AsyncLedger:
         return result
 
     async def get_hold(
-        self, *, hold_id: int, conn: psycopg.AsyncConnection[Any] | None = None
+        self,
+        *,
+        hold_id: int,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> HoldRecord:
-        """One hold (NotFound if none)."""
-        result: HoldRecord = await self._one(q.GET_HOLD, conn, {"hold_id": hold_id})
+        """One hold (NotFound if none); with app, another app's idempotency_key reads None."""
+        result: HoldRecord = await self._one(q.GET_HOLD, conn, {"hold_id": hold_id, "app": app})
         return result
 
     async def list_holds(
-        self, *, owner_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+        self,
+        *,
+        owner_id: str,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[HoldRecord]:
-        """An owner's holds, newest first."""
-        return await self._rows(q.LIST_HOLDS, conn, {"owner_id": owner_id})
+        """An owner's holds, newest first; with app, other apps' idempotency_key reads None."""
+        return await self._rows(q.LIST_HOLDS, conn, {"owner_id": owner_id, "app": app})
 
     # -- cross-owner work ------------------------------------------------------
 

@@ -19,6 +19,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+# The role that owns the schema, its tables and functions (migrations/0009):
+# NOLOGIN, no app or operator role is a member. The migrating user must be a
+# superuser or a member of it.
+SCHEMA_OWNER = "ledger_schema_owner"
+
 # Arbitrary constant: the advisory lock that serializes concurrent migrate() calls.
 MIGRATE_LOCK_KEY = 7_041_020_001
 
@@ -73,8 +78,25 @@ def sql_files() -> list[Path]:
     return sorted(sql_dir().glob("*.sql"))
 
 
+# A clear error, before SET ROLE would give a bare "permission denied".
+_CAN_ACT_AS_SCHEMA_OWNER = f"""
+DO $check$
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       AND NOT pg_catalog.pg_has_role(current_user, '{SCHEMA_OWNER}', 'MEMBER') THEN
+        RAISE EXCEPTION 'the migrating user % must be a superuser or a member of {SCHEMA_OWNER}',
+                        current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Run the migrations as a superuser, or have one run: '
+                         'GRANT {SCHEMA_OWNER} TO ' || quote_ident(current_user) || ';';
+    END IF;
+END
+$check$
+"""
+
+
 def apply_sql_files(cursor: Any, only_changed: bool) -> list[str]:
-    """Load sql/ files as ledger_owner, recording each file's hash.
+    """Load sql/ files as SCHEMA_OWNER, recording each file's hash.
 
     Works with any DB-API cursor (yoyo hands its post-apply step a psycopg2
     or psycopg cursor). Returns the names of the files loaded.
@@ -90,8 +112,10 @@ def apply_sql_files(cursor: Any, only_changed: bool) -> list[str]:
         changed.append((path.name, text, digest))
     if not changed:
         return []
-    # Functions are created as ledger_owner so they run as it (SECURITY DEFINER).
-    cursor.execute("SET LOCAL ROLE ledger_owner")
+    # Functions are created as the schema owner so that they are owned by it
+    # and run as it (SECURITY DEFINER); no app or operator role can act as it.
+    cursor.execute(_CAN_ACT_AS_SCHEMA_OWNER)
+    cursor.execute(f"SET LOCAL ROLE {SCHEMA_OWNER}")
     if only_changed:
         # grants.sql must follow any function (re)load: it is always re-run.
         names = {name for name, _, _ in changed}
@@ -101,13 +125,13 @@ def apply_sql_files(cursor: Any, only_changed: bool) -> list[str]:
                 changed.append((path.name, text, hashlib.sha256(text.encode()).hexdigest()))
     for _, text, _ in changed:
         cursor.execute(text)
-    cursor.execute("RESET ROLE")
     for name, _, digest in changed:
         cursor.execute(
             "INSERT INTO ledger.sql_files (file_name, sha256) VALUES (%s, %s) "
             "ON CONFLICT (file_name) DO UPDATE SET sha256 = excluded.sha256, applied_at = now()",
             (name, digest),
         )
+    cursor.execute("RESET ROLE")
     return [name for name, _, _ in changed]
 
 

@@ -95,11 +95,11 @@ POST_ENTRY = Call(
 )
 POST_ENTRIES = Call("post_entries", (("entries", "text"),), (), results.Entry)
 GET_BALANCE = Call("get_balance", (("owner_id", "text"),), (), results.Balance)
-GET_ENTRY = Call("get_entry", (("entry_id", "bigint"),), (), results.JournalEntry)
+GET_ENTRY = Call("get_entry", (("entry_id", "bigint"),), (("app", "text"),), results.JournalEntry)
 LIST_ENTRIES = Call(
     "list_entries",
     (("owner_id", "text"),),
-    (("after_id", "bigint"), ("max_rows", "integer")),
+    (("after_id", "bigint"), ("max_rows", "integer"), ("app", "text")),
     results.JournalEntry,
 )
 BALANCE_AT = Call("balance_at", (("owner_id", "text"), ("at", "timestamptz")))
@@ -116,8 +116,8 @@ CAPTURE_HOLD = Call(
     results.Entry,
 )
 RELEASE_HOLD = Call("release_hold", (("hold_id", "bigint"), ("app", "text")), (), results.Hold)
-GET_HOLD = Call("get_hold", (("hold_id", "bigint"),), (), results.HoldRecord)
-LIST_HOLDS = Call("list_holds", (("owner_id", "text"),), (), results.HoldRecord)
+GET_HOLD = Call("get_hold", (("hold_id", "bigint"),), (("app", "text"),), results.HoldRecord)
+LIST_HOLDS = Call("list_holds", (("owner_id", "text"),), (("app", "text"),), results.HoldRecord)
 TRANSFER = Call(
     "transfer",
     (

@@ -39,8 +39,8 @@ class JournalEntry:
     operation: str
     amount: int
     balance: int
-    idempotency_key: str | None
-    metadata: dict[str, Any]
+    idempotency_key: str | None  # None too when another app wrote it (read with app=)
+    metadata: dict[str, Any] | None  # None when another app wrote it (read with app=)
     created_at: datetime
     created_by: str
     transfer_id: int | None
@@ -84,7 +84,7 @@ class HoldRecord:
     operation: str
     amount: int
     status: str
-    idempotency_key: str
+    idempotency_key: str | None  # None when another app made it (read with app=)
     created_at: datetime
     expires_at: datetime
     closed_at: datetime | None

@@ -378,8 +378,34 @@ AS $$
     LEFT JOIN ledger.accounts a ON a.owner_id OPERATOR(pg_catalog.=) v.owner_id
 $$;
 
--- Guarantees: the entry row, or LG008 when there is none.
-CREATE OR REPLACE FUNCTION ledger.get_entry(entry_id bigint)
+-- What an app may see of an entry. Balances and history are shared by every
+-- app, so the row itself is always visible; its metadata, idempotency key and
+-- fingerprint (a digest of the request, metadata included) belong to the app
+-- that wrote it and read NULL for any other app. p_app NULL (a trusted SQL
+-- caller, an auditor) sees everything.
+CREATE OR REPLACE FUNCTION ledger._entry_seen_by(p_entry ledger.entries, p_app text)
+RETURNS ledger.entries
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_app IS NOT NULL AND p_entry.app IS DISTINCT FROM p_app THEN
+        p_entry.metadata := NULL;
+        p_entry.idempotency_key := NULL;
+        p_entry.fingerprint := NULL;
+    END IF;
+    RETURN p_entry;
+END
+$$;
+
+-- The read functions gained a trailing `app` parameter; the old signatures
+-- go, or a call without `app` would be ambiguous between the two.
+DROP FUNCTION IF EXISTS ledger.get_entry(bigint);
+DROP FUNCTION IF EXISTS ledger.list_entries(text, bigint, integer);
+
+-- Guarantees: the entry row, or LG008 when there is none; with `app`, the
+-- private fields of another app's entry read NULL (ledger._entry_seen_by),
+-- and an unknown app is LG011.
+CREATE OR REPLACE FUNCTION ledger.get_entry(entry_id bigint, app text DEFAULT NULL)
 RETURNS ledger.entries
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -387,19 +413,27 @@ AS $$
 DECLARE
     v_entry ledger.entries;
 BEGIN
+    IF get_entry.app IS NOT NULL THEN
+        PERFORM ledger._require_app(get_entry.app);
+    END IF;
     SELECT e.* INTO v_entry FROM ledger.entries e WHERE e.entry_id = get_entry.entry_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'entry % not found', get_entry.entry_id
             USING ERRCODE = 'LG008',
                   DETAIL = json_build_object('entry_id', get_entry.entry_id, 'kind', 'entry')::text;
     END IF;
-    RETURN v_entry;
+    RETURN ledger._entry_seen_by(v_entry, get_entry.app);
 END
 $$;
 
 -- An owner's history, newest first, max_rows (1 to 1000) at a time; pass the
 -- last entry_id of a page as after_id to get the next (keyset pagination).
-CREATE OR REPLACE FUNCTION ledger.list_entries(owner_id text, after_id bigint DEFAULT NULL, max_rows integer DEFAULT 100)
+-- With `app`, other apps' entries come with their private fields NULL.
+CREATE OR REPLACE FUNCTION ledger.list_entries(
+    owner_id text,
+    after_id bigint DEFAULT NULL,
+    max_rows integer DEFAULT 100,
+    app      text DEFAULT NULL)
 RETURNS SETOF ledger.entries
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -412,12 +446,25 @@ BEGIN
                   DETAIL = json_build_object('field', 'max_rows', 'reason', 'out of range',
                                              'min', 1, 'max', 1000)::text;
     END IF;
+    IF list_entries.app IS NULL THEN
+        RETURN QUERY
+            SELECT e.* FROM ledger.entries e
+            WHERE e.owner_id = list_entries.owner_id
+              AND (list_entries.after_id IS NULL OR e.entry_id < list_entries.after_id)
+            ORDER BY e.entry_id DESC
+            LIMIT list_entries.max_rows;
+        RETURN;
+    END IF;
+    PERFORM ledger._require_app(list_entries.app);
     RETURN QUERY
-        SELECT e.* FROM ledger.entries e
-        WHERE e.owner_id = list_entries.owner_id
-          AND (list_entries.after_id IS NULL OR e.entry_id < list_entries.after_id)
-        ORDER BY e.entry_id DESC
-        LIMIT list_entries.max_rows;
+        SELECT v.* FROM (
+            SELECT e FROM ledger.entries e
+            WHERE e.owner_id = list_entries.owner_id
+              AND (list_entries.after_id IS NULL OR e.entry_id < list_entries.after_id)
+            ORDER BY e.entry_id DESC
+            LIMIT list_entries.max_rows) page
+        CROSS JOIN LATERAL ledger._entry_seen_by(page.e, list_entries.app) v
+        ORDER BY v.entry_id DESC;
 END
 $$;
 

@@ -241,9 +241,30 @@ BEGIN
 END
 $$;
 
+-- What an app may see of a hold: another app's idempotency key and
+-- fingerprint read NULL (as ledger._entry_seen_by does for entries); p_app
+-- NULL sees everything.
+CREATE OR REPLACE FUNCTION ledger._hold_seen_by(p_hold ledger.holds, p_app text)
+RETURNS ledger.holds
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_app IS NOT NULL AND p_hold.app IS DISTINCT FROM p_app THEN
+        p_hold.idempotency_key := NULL;
+        p_hold.fingerprint := NULL;
+    END IF;
+    RETURN p_hold;
+END
+$$;
+
+-- The read functions gained a trailing `app` parameter (see get_entry).
+DROP FUNCTION IF EXISTS ledger.get_hold(bigint);
+DROP FUNCTION IF EXISTS ledger.list_holds(text);
+
 -- Guarantees: the hold row (status active, captured, released or expired),
--- or LG008.
-CREATE OR REPLACE FUNCTION ledger.get_hold(hold_id bigint)
+-- or LG008; with `app`, another app's key and fingerprint read NULL, and an
+-- unknown app is LG011.
+CREATE OR REPLACE FUNCTION ledger.get_hold(hold_id bigint, app text DEFAULT NULL)
 RETURNS ledger.holds
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -251,23 +272,35 @@ AS $$
 DECLARE
     v_hold ledger.holds;
 BEGIN
+    IF get_hold.app IS NOT NULL THEN
+        PERFORM ledger._require_app(get_hold.app);
+    END IF;
     SELECT h.* INTO v_hold FROM ledger.holds h WHERE h.hold_id = get_hold.hold_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'hold % not found', get_hold.hold_id
             USING ERRCODE = 'LG008', DETAIL = json_build_object('hold_id', get_hold.hold_id, 'kind', 'hold')::text;
     END IF;
-    RETURN ledger._hold_view(v_hold);
+    RETURN ledger._hold_seen_by(ledger._hold_view(v_hold), get_hold.app);
 END
 $$;
 
--- An owner's holds, newest first (status as get_hold reports it).
-CREATE OR REPLACE FUNCTION ledger.list_holds(owner_id text)
+-- An owner's holds, newest first (status as get_hold reports it; with `app`,
+-- other apps' keys NULL).
+CREATE OR REPLACE FUNCTION ledger.list_holds(owner_id text, app text DEFAULT NULL)
 RETURNS SETOF ledger.holds
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (ledger._hold_view(h)).*
-    FROM ledger.holds h
-    WHERE h.owner_id = ledger._require_id('owner_id', $1)
-    ORDER BY h.hold_id DESC
+BEGIN
+    PERFORM ledger._require_id('owner_id', list_holds.owner_id);
+    IF list_holds.app IS NOT NULL THEN
+        PERFORM ledger._require_app(list_holds.app);
+    END IF;
+    RETURN QUERY
+        SELECT v.*
+        FROM ledger.holds h
+        CROSS JOIN LATERAL ledger._hold_seen_by(ledger._hold_view(h), list_holds.app) v
+        WHERE h.owner_id = list_holds.owner_id
+        ORDER BY h.hold_id DESC;
+END
 $$;

@@ -3,13 +3,19 @@
 -- the web service (ledger_app) may only ask which app a token hash names.
 -- Tokens never reach the database: callers pass SHA-256(token).
 
+-- create_api_key gained a trailing scope; the old signature goes.
+DROP FUNCTION IF EXISTS ledger.create_api_key(text, text, bytea, text);
+
 -- Guarantees: stores a new active key of an existing app (LG011 otherwise),
--- or LG007 for a malformed key id, hash or label.
+-- or LG007 for a malformed key id, hash, label or scope. Scope 'app' (the
+-- default) acts for the app; 'audit' reads every app's private fields and
+-- writes nothing.
 CREATE OR REPLACE FUNCTION ledger.create_api_key(
     app          text,
     key_id       text,
     token_sha256 bytea,
-    label        text DEFAULT NULL)
+    label        text DEFAULT NULL,
+    scope        text DEFAULT 'app')
 RETURNS ledger.api_key_info
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -26,13 +32,18 @@ BEGIN
         RAISE EXCEPTION 'invalid argument: token_sha256 must be a 32-byte SHA-256 digest'
             USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'token_sha256', 'reason', 'format')::text;
     END IF;
+    IF create_api_key.scope IS NULL OR create_api_key.scope NOT IN ('app', 'audit') THEN
+        RAISE EXCEPTION 'invalid argument: scope must be app or audit'
+            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'scope', 'reason', 'invalid')::text;
+    END IF;
     IF length(create_api_key.label) > 255 THEN
         RAISE EXCEPTION 'invalid argument: label is longer than 255 characters'
             USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'label', 'reason', 'too long')::text;
     END IF;
-    INSERT INTO ledger.api_keys AS k (key_id, app, token_sha256, label)
-    VALUES (create_api_key.key_id, create_api_key.app, create_api_key.token_sha256, create_api_key.label)
-    RETURNING k.key_id, k.app, k.label, k.created_at, k.revoked_at INTO v_key;
+    INSERT INTO ledger.api_keys AS k (key_id, app, token_sha256, label, scope)
+    VALUES (create_api_key.key_id, create_api_key.app, create_api_key.token_sha256,
+            create_api_key.label, create_api_key.scope)
+    RETURNING k.key_id, k.app, k.label, k.created_at, k.revoked_at, k.scope INTO v_key;
     RETURN v_key;
 END
 $$;
@@ -43,7 +54,7 @@ RETURNS SETOF ledger.api_key_info
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT k.key_id, k.app, k.label, k.created_at, k.revoked_at
+    SELECT k.key_id, k.app, k.label, k.created_at, k.revoked_at, k.scope
     FROM ledger.api_keys k
     ORDER BY k.created_at, k.key_id
 $$;
@@ -74,5 +85,18 @@ AS $$
 BEGIN
     RETURN (SELECT k.app FROM ledger.api_keys k
             WHERE k.token_sha256 = api_key_app.token_sha256 AND k.revoked_at IS NULL);
+END
+$$;
+
+-- The app and scope of an active key's token hash; no row when the key is
+-- unknown or revoked. What the web service asks on every request.
+CREATE OR REPLACE FUNCTION ledger.api_key_lookup(token_sha256 bytea)
+RETURNS TABLE (app text, scope text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT k.app, k.scope FROM ledger.api_keys k
+                 WHERE k.token_sha256 = api_key_lookup.token_sha256 AND k.revoked_at IS NULL;
 END
 $$;

@@ -1,25 +1,27 @@
 -- Privileges, re-applied after every function load. PUBLIC gets nothing;
 -- internal helpers (names starting with _) stay callable only by their owner,
 -- except the pure ones that inlined reads run under the caller's role.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_app, ledger_reader;
+-- Everything is owned by ledger_schema_owner (migrations/0009), which no app
+-- or operator role can act as; each role below gets only these grants.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC, ledger_owner;
+REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_app, ledger_reader, ledger_owner;
 
 GRANT SELECT ON ledger.apps, ledger.operations, ledger.accounts, ledger.entries, ledger.holds
-    TO ledger_app, ledger_reader;
+    TO ledger_app, ledger_reader, ledger_owner;
 
 -- The API of section 2 for services.
 GRANT EXECUTE ON FUNCTION
     ledger.post_entry(text, text, text, text, numeric, text),
     ledger.post_entry(jsonb, text, text, text, text, numeric),
     ledger.get_balance(text),
-    ledger.get_entry(bigint),
-    ledger.list_entries(text, bigint, integer),
+    ledger.get_entry(bigint, text),
+    ledger.list_entries(text, bigint, integer, text),
     ledger.balance_at(text, timestamptz),
     ledger.create_hold(text, text, text, text, numeric, interval),
     ledger.capture_hold(bigint, text, numeric),
     ledger.release_hold(bigint, text),
-    ledger.get_hold(bigint),
-    ledger.list_holds(text),
+    ledger.get_hold(bigint, text),
+    ledger.list_holds(text, text),
     ledger.transfer(text, text, numeric, text, text, text),
     ledger.transfer(jsonb, text, text, numeric, text, text),
     ledger.reverse_entry(bigint, text, text, text),
@@ -31,25 +33,37 @@ TO ledger_app;
 -- Reads for auditors and reports.
 GRANT EXECUTE ON FUNCTION
     ledger.get_balance(text),
-    ledger.get_entry(bigint),
-    ledger.list_entries(text, bigint, integer),
+    ledger.get_entry(bigint, text),
+    ledger.list_entries(text, bigint, integer, text),
     ledger.balance_at(text, timestamptz),
-    ledger.get_hold(bigint),
-    ledger.list_holds(text),
+    ledger.get_hold(bigint, text),
+    ledger.list_holds(text, text),
     ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
-TO ledger_reader;
+TO ledger_reader, ledger_owner;
+
+-- Operators (members of ledger_owner): define apps and operations, manage
+-- HTTP API keys (`ledger keys`), and read as ledger_reader does. No table
+-- privilege beyond SELECT and no ownership: the journal's triggers are out
+-- of their reach.
+GRANT EXECUTE ON FUNCTION
+    ledger.define_app(text, text),
+    ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text),
+    ledger.create_api_key(text, text, bytea, text, text),
+    ledger.list_api_keys(),
+    ledger.revoke_api_key(text)
+TO ledger_owner;
 
 -- get_balance is inlined into the caller's query: these run as the caller.
 -- _require_id inlines a call of _invalid_id, checked when the query starts.
 GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(text, text),
                           ledger._active_holds(text, bigint)
-    TO ledger_app, ledger_reader;
+    TO ledger_app, ledger_reader, ledger_owner;
 
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token
--- hash to its app; creating, listing and revoking keys stay with ledger_owner.
-GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea) TO ledger_app;
+-- hash to its app; creating, listing and revoking keys are ledger_owner's (above).
+GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea), ledger.api_key_lookup(bytea) TO ledger_app;
 
 -- Batches (sql/50_batches.sql): both overloads of post_entries.
 GRANT EXECUTE ON FUNCTION ledger.post_entries(text), ledger.post_entries(jsonb) TO ledger_app;

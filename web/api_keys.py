@@ -36,6 +36,7 @@ class ApiKey:
     label: str | None
     created_at: datetime
     revoked_at: datetime | None
+    scope: str = "app"  # "app", or "audit": reads everything, writes nothing
 
     @property
     def active(self) -> bool:
@@ -46,15 +47,18 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-def create_api_key(ledger: Ledger, app: str, label: str | None = None) -> tuple[str, str]:
-    """A new key for a registered app: (key_id, token). Raises UnknownApp."""
+def create_api_key(
+    ledger: Ledger, app: str, label: str | None = None, scope: str = "app"
+) -> tuple[str, str]:
+    """A new key for a registered app: (key_id, token). Raises UnknownApp, or
+    InvalidArgument for a scope other than "app" and "audit"."""
     key_id = "key_" + secrets.token_hex(8)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with connection(ledger, app=app) as conn:
         conn.execute(
             "SELECT ledger.create_api_key("
-            "app => %s, key_id => %s, token_sha256 => %s, label => %s)",
-            (app, key_id, token_hash(token), label),
+            "app => %s, key_id => %s, token_sha256 => %s, label => %s, scope => %s)",
+            (app, key_id, token_hash(token), label, scope),
         )
     return key_id, token
 
@@ -63,7 +67,7 @@ def list_api_keys(ledger: Ledger) -> list[ApiKey]:
     """Every key, active and revoked, oldest first."""
     with connection(ledger) as conn:
         rows = conn.execute(
-            "SELECT key_id, app, label, created_at, revoked_at FROM ledger.list_api_keys()"
+            "SELECT key_id, app, label, created_at, revoked_at, scope FROM ledger.list_api_keys()"
         ).fetchall()
     return [ApiKey(*row) for row in rows]
 
@@ -75,8 +79,21 @@ def revoke_api_key(ledger: Ledger, key_id: str) -> bool:
     return bool(row and row[0])
 
 
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who a request's key speaks for: its app, and its scope."""
+
+    app: str
+    scope: str
+
+    @property
+    def reads_as(self) -> str | None:
+        """The app to pass to the read functions: None (everything) for an audit key."""
+        return None if self.scope == "audit" else self.app
+
+
 class KeyResolver:
-    """Token -> app, with an optional short per-process cache.
+    """Token -> KeyHolder, with an optional short per-process cache.
 
     ``cache_seconds`` = 0 (the default) asks the database on every request,
     so a revocation takes effect at once; a few seconds of cache saves one
@@ -86,10 +103,10 @@ class KeyResolver:
     def __init__(self, ledger: Ledger, cache_seconds: float = 0.0) -> None:
         self._ledger = ledger
         self._cache_seconds = cache_seconds
-        self._cache: dict[bytes, tuple[float, str]] = {}
+        self._cache: dict[bytes, tuple[float, KeyHolder]] = {}
         self._lock = threading.Lock()
 
-    def app_for(self, token: str | None) -> str | None:
+    def holder_for(self, token: str | None) -> KeyHolder | None:
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         digest = token_hash(token)
@@ -101,11 +118,17 @@ class KeyResolver:
                 return hit[1]
         # One statement, so no transaction around it: one round trip.
         with connection(self._ledger, transaction=False) as conn:
-            row: Any = conn.execute("SELECT ledger.api_key_app(%s)", (digest,)).fetchone()
-        app = row[0] if row else None
-        if app is not None and self._cache_seconds > 0:
+            row: Any = conn.execute(
+                "SELECT app, scope FROM ledger.api_key_lookup(%s)", (digest,)
+            ).fetchone()
+        holder = KeyHolder(row[0], row[1]) if row else None
+        if holder is not None and self._cache_seconds > 0:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[digest] = (now + self._cache_seconds, app)
-        return app
+                self._cache[digest] = (now + self._cache_seconds, holder)
+        return holder
+
+    def app_for(self, token: str | None) -> str | None:
+        holder = self.holder_for(token)
+        return None if holder is None else holder.app

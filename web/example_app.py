@@ -211,7 +211,7 @@ def _content_of_hold(ledger: Ledger, hold_id: int) -> dict[str, Any] | None:
         ).fetchone()
     if row is None:
         return None
-    entry = ledger.get_entry(entry_id=row[5])
+    entry = ledger.get_entry(entry_id=row[5], app=APP)
     return {
         "content": _content_row(row[:5]),
         "entry": _entry_view(entry),

@@ -16,7 +16,7 @@ from flask import current_app
 
 from ledger_py.client import Ledger
 from web import schemas as s
-from web.auth import auth, current_app_name
+from web.auth import auth, current_app_name, reading_app
 from web.idempotency import IdempotencyHeaders, answer, idempotency_key, replay_doc
 
 bp = APIBlueprint("ledger", __name__, tag="Ledger")
@@ -74,7 +74,9 @@ def list_entries(owner_id: str, query: dict[str, Any]) -> Any:
     # The HTTP page size is always sent, so a full page is known here; the
     # ledger judges the value (1 to 1000).
     limit = HTTP_PAGE_SIZE if query["limit"] is None else query["limit"]
-    entries = ledger().list_entries(owner_id=owner_id, after_id=query["after_id"], max_rows=limit)
+    entries = ledger().list_entries(
+        owner_id=owner_id, after_id=query["after_id"], max_rows=limit, app=reading_app()
+    )
     full = bool(entries) and len(entries) == limit
     return {
         "owner_id": owner_id,
@@ -88,7 +90,7 @@ def list_entries(owner_id: str, query: dict[str, Any]) -> Any:
 @bp.output(s.JournalEntryOne)
 @bp.doc(summary="One journal entry", responses=READ_ERRORS)
 def get_entry(entry_id: int) -> Any:
-    return {"entry": ledger().get_entry(entry_id=entry_id)}
+    return {"entry": ledger().get_entry(entry_id=entry_id, app=reading_app())}
 
 
 # ---- entries ----------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ def create_hold(headers: dict[str, Any], body: dict[str, Any]) -> Any:
 @bp.output(s.HoldRecordOne)
 @bp.doc(summary="One hold (status active, captured, released or expired)", responses=READ_ERRORS)
 def get_hold(hold_id: int) -> Any:
-    return {"hold": ledger().get_hold(hold_id=hold_id)}
+    return {"hold": ledger().get_hold(hold_id=hold_id, app=reading_app())}
 
 
 @bp.get("/owners/<path:owner_id>/holds")
@@ -189,7 +191,8 @@ def get_hold(hold_id: int) -> Any:
 @bp.output(s.HoldListOut)
 @bp.doc(summary="An owner's holds, newest first", responses=READ_ERRORS)
 def list_holds(owner_id: str) -> Any:
-    return {"owner_id": owner_id, "holds": ledger().list_holds(owner_id=owner_id)}
+    holds = ledger().list_holds(owner_id=owner_id, app=reading_app())
+    return {"owner_id": owner_id, "holds": holds}
 
 
 @bp.post("/holds/<int:hold_id>/capture")

@@ -170,8 +170,9 @@ class JournalEntryOut(Schema):
     operation = String(required=True)
     amount = Integer(required=True)
     balance = Integer(required=True)
+    # Both null on an entry of another app: its metadata and key are that app's.
     idempotency_key = String(required=True, allow_none=True)
-    metadata = Dict(required=True)
+    metadata = Dict(required=True, allow_none=True)
     created_at = DateTime(required=True)
     created_by = String(required=True)
     transfer_id = Integer(required=True, allow_none=True)

@@ -139,6 +139,18 @@ def test_keys_create_list_revoke(ledger) -> None:  # type: ignore[no-untyped-def
     assert unknown_app.exit_code == 1 and unknown_app.output.startswith("Error: unknown_app: ")
 
 
+def test_keys_create_with_the_audit_scope(ledger) -> None:  # type: ignore[no-untyped-def]
+    audit = ledger("keys", "create", "core", "--scope", "audit", "--label", "auditor")
+    assert audit.exit_code == 0, audit.output
+    plain = ledger("keys", "create", "core")
+    assert plain.exit_code == 0, plain.output
+    scopes = [k["scope"] for k in json.loads(ledger("keys", "list", "--json").output)]
+    assert sorted(scopes) == ["app", "audit"]
+    assert " audit " in ledger("keys", "list").output
+    wrong = ledger("keys", "create", "core", "--scope", "admin")
+    assert wrong.exit_code == 2 and "'admin' is not one of 'app', 'audit'" in wrong.output
+
+
 def test_verify_healthy_with_and_without_progress_bar(
     ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

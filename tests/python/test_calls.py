@@ -32,6 +32,7 @@ from ledger_py import (
     Operation,
     ReportRow,
     Transfer,
+    UnknownApp,
 )
 
 Keys = Callable[[], str]
@@ -381,3 +382,41 @@ def test_a_service_role_can_call_the_api(kind: str, db_url: str) -> None:
             instance.define_app(app="rogue")
     finally:
         instance.close()
+
+
+def test_reads_with_app_hide_other_apps_metadata_and_keys(ledger: Any) -> None:
+    """Balances and history are shared; metadata and keys are the writer's."""
+    ledger.define_app(app="alpha")
+    ledger.define_app(app="beta")
+    mine = ledger.post_entry(
+        owner_id="gil",
+        app="alpha",
+        operation="CREDIT_ADD",
+        idempotency_key="alpha-key",
+        amount=9,
+        metadata={"secret": 1},
+    )
+    hold = ledger.create_hold(
+        owner_id="gil",
+        app="alpha",
+        operation="CREDIT_SPEND",
+        idempotency_key="alpha-hold",
+        amount=2,
+    )
+
+    other = ledger.get_entry(entry_id=mine.entry_id, app="beta")
+    assert (other.amount, other.balance, other.app) == (9, 9, "alpha")
+    assert (other.metadata, other.idempotency_key) == (None, None)
+    [listed] = ledger.list_entries(owner_id="gil", app="beta")
+    assert (listed.entry_id, listed.metadata, listed.idempotency_key) == (mine.entry_id, None, None)
+    assert ledger.get_hold(hold_id=hold.hold_id, app="beta").idempotency_key is None
+    assert [h.idempotency_key for h in ledger.list_holds(owner_id="gil", app="beta")] == [None]
+
+    for app in ("alpha", None):
+        own = ledger.get_entry(entry_id=mine.entry_id, app=app)
+        assert (own.metadata, own.idempotency_key) == ({"secret": 1}, "alpha-key")
+        assert ledger.list_entries(owner_id="gil", app=app)[0].metadata == {"secret": 1}
+        assert ledger.get_hold(hold_id=hold.hold_id, app=app).idempotency_key == "alpha-hold"
+        assert ledger.list_holds(owner_id="gil", app=app)[0].idempotency_key == "alpha-hold"
+    with pytest.raises(UnknownApp):
+        ledger.get_entry(entry_id=mine.entry_id, app="no_such_app")

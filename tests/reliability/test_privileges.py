@@ -44,6 +44,7 @@ APP_FUNCTIONS = {
     "app_report",
     "verify",
     "api_key_app",
+    "api_key_lookup",
     "_require_id",
     "_invalid_id",
     "_active_holds",
@@ -61,6 +62,15 @@ READER_FUNCTIONS = {
     "_require_id",
     "_invalid_id",
     "_active_holds",
+}
+
+# Operators: define apps and operations, manage API keys, read as the reader.
+OWNER_FUNCTIONS = READER_FUNCTIONS | {
+    "define_app",
+    "define_operation",
+    "create_api_key",
+    "list_api_keys",
+    "revoke_api_key",
 }
 
 
@@ -90,6 +100,7 @@ def _executable(conn: psycopg.Connection[Any], role: str) -> set[str]:
 def test_each_role_executes_exactly_its_functions(conn: psycopg.Connection[Any]) -> None:
     assert _executable(conn, "ledger_app") == APP_FUNCTIONS
     assert _executable(conn, "ledger_reader") == READER_FUNCTIONS
+    assert _executable(conn, "ledger_owner") == OWNER_FUNCTIONS
     _stranger(conn)
     assert _executable(conn, "stranger") == set()  # PUBLIC gets nothing
 
@@ -118,7 +129,7 @@ def test_security_definer_functions_pin_their_search_path(conn: psycopg.Connecti
         "SELECT DISTINCT pg_get_userbyid(p.proowner) FROM pg_proc p"
         " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ledger'"
     ).fetchall()
-    assert owners == [("ledger_owner",)]
+    assert owners == [("ledger_schema_owner",)]
 
 
 @pytest.mark.parametrize(
@@ -233,20 +244,115 @@ def test_no_statement_form_changes_the_journal(
     assert ledger_problems(conn) == []
 
 
-def test_owner_can_disable_the_trigger_a_documented_limit(conn: psycopg.Connection[Any]) -> None:
-    """ledger_owner owns the table, and a table's owner may ALTER it: the
-    trigger is a guard against mistakes and against every other role, not
-    against the owner. ledger_owner is NOLOGIN; only migrations act as it.
-    This test records the fact so a change of it is noticed."""
+SCHEMA_OWNER = "ledger_schema_owner"
+
+# What whoever can act as a table's owner could do to the journal: each is
+# refused (42501) to every role an app or an operator can reach.
+OWNER_ONLY_STATEMENTS = [
+    "ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only",
+    "ALTER TABLE ledger.entries DISABLE TRIGGER ALL",
+    "DROP TRIGGER entries_append_only ON ledger.entries",
+    "ALTER TABLE ledger.entries ADD COLUMN note text",
+    "ALTER TABLE ledger.accounts DROP CONSTRAINT accounts_balance_non_negative",
+    "DROP TABLE ledger.entries CASCADE",
+    "CREATE OR REPLACE FUNCTION ledger.refuse_entry_change() RETURNS trigger"
+    " LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$",
+    "CREATE TABLE ledger.planted (i int)",
+    "ALTER SCHEMA ledger RENAME TO ledger_old",
+    "SET session_replication_role = replica",
+    "GRANT ledger_schema_owner TO CURRENT_USER",
+]
+
+
+def _journal_intact(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("RESET ROLE")
+    triggers = conn.execute(
+        "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'ledger.entries'::regclass"
+        " AND NOT tgisinternal ORDER BY tgname"
+    ).fetchall()
+    assert triggers == [("entries_append_only", "O"), ("entries_no_truncate", "O")]
+    assert conn.execute("SELECT count(*), sum(amount) FROM ledger.entries").fetchone() == (1, 50)
+
+
+@pytest.mark.parametrize("statement", OWNER_ONLY_STATEMENTS)
+@pytest.mark.parametrize("role", ["ledger_owner", "ledger_app", "ledger_reader"])
+def test_no_app_or_operator_role_can_alter_the_journal(
+    conn: psycopg.Connection[Any], role: str, statement: str
+) -> None:
     post(conn, "alice", "CREDIT_ADD", "seed", amount=50)
+    conn.execute(f"SET ROLE {role}")
+    assert _fails(conn, statement) == "42501", statement
+    _journal_intact(conn)
+
+
+def test_an_operator_login_defines_apps_but_cannot_alter_the_journal(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    """A real login that is a member of ledger_owner (as an operator is): it
+    defines apps and operations and manages API keys, and every way to the
+    journal's triggers is closed, as itself and after SET ROLE ledger_owner."""
+    post(conn, "alice", "CREDIT_ADD", "seed", amount=50)
+    conn.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ledger_operator') THEN"
+        " CREATE ROLE ledger_operator LOGIN IN ROLE ledger_owner; END IF; END $$"
+    )
+    try:
+        operator = psycopg.connect(db_url, user="ledger_operator", autocommit=True)
+    except psycopg.OperationalError:  # an outside server that wants a password
+        pytest.skip("cannot log in as a new role on this server")
+    with operator:
+        assert one(operator, "define_app", app="op_app")["app"] == "op_app"
+        operator.execute("SELECT ledger.define_operation('op_app', 'OP_SPEND', 'debit', 2)")
+        operator.execute(
+            "SELECT ledger.create_api_key('op_app', 'key_operator1', sha256('t'::bytea), NULL)"
+        )
+        assert operator.execute("SELECT count(*) FROM ledger.list_api_keys()").fetchone() == (1,)
+        assert call(operator, "verify") == []
+        for become in ("RESET ROLE", "SET ROLE ledger_owner"):
+            operator.execute(become)
+            for statement in OWNER_ONLY_STATEMENTS:
+                assert _fails(operator, statement) == "42501", (become, statement)
+            for statement in [
+                "UPDATE ledger.accounts SET balance = 1000000",
+                "INSERT INTO ledger.apps (app) VALUES ('planted')",
+                # A SET ROLE test from a superuser session proves nothing: SET ROLE
+                # is checked against the login, which is why this test logs in.
+                "SET ROLE ledger_schema_owner",
+                "SET SESSION AUTHORIZATION ledger_schema_owner",
+            ]:
+                assert _fails(operator, statement) == "42501", (become, statement)
+    _journal_intact(conn)
+
+
+def test_the_schema_owner_owns_everything_and_no_reachable_role_acts_as_it(
+    conn: psycopg.Connection[Any],
+) -> None:
     assert conn.execute(
-        "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'ledger_owner'"
-    ).fetchone() == (False,)
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET LOCAL ROLE ledger_owner")
-        conn.execute("ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only")
-    conn.execute("SET ROLE ledger_app")
-    assert _fails(conn, "ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only") == "42501"
+        "SELECT rolcanlogin, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = %s",
+        (SCHEMA_OWNER,),
+    ).fetchone() == (False, False, False)
+    owners = conn.execute(
+        "SELECT DISTINCT pg_get_userbyid(o) FROM ("
+        " SELECT nspowner FROM pg_namespace WHERE nspname IN ('ledger', 'example_app')"
+        " UNION ALL SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "  WHERE n.nspname IN ('ledger', 'example_app')"
+        " UNION ALL SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        "  WHERE n.nspname IN ('ledger', 'example_app')"
+        " UNION ALL SELECT t.typowner FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+        "  WHERE n.nspname IN ('ledger', 'example_app')) owned(o)"
+    ).fetchall()
+    assert owners == [(SCHEMA_OWNER,)]
+    # No role an app or an operator logs in as (a member of ledger_owner,
+    # ledger_app or ledger_reader, or one of those) can act as the owner.
+    reachable = conn.execute(
+        "SELECT r.rolname FROM pg_roles r WHERE NOT r.rolsuper"
+        " AND (pg_has_role(r.oid, 'ledger_owner', 'MEMBER')"
+        "      OR pg_has_role(r.oid, 'ledger_app', 'MEMBER')"
+        "      OR pg_has_role(r.oid, 'ledger_reader', 'MEMBER'))"
+        " AND pg_has_role(r.oid, %s, 'MEMBER')",
+        (SCHEMA_OWNER,),
+    ).fetchall()
+    assert reachable == []
 
 
 # ---- a hostile search_path ----------------------------------------------------------------------

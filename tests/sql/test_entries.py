@@ -233,8 +233,8 @@ def test_daily_reward_once_per_utc_day(conn):
 
 
 def test_daily_reward_claimed_yesterday_can_be_claimed_today(conn):
-    # A backdated claim, planted as the owner role (no public parameter moves the clock).
-    conn.execute("SET ROLE ledger_owner")
+    # A backdated claim, planted as the schema owner (no public parameter moves the clock).
+    conn.execute("SET ROLE ledger_schema_owner")
     conn.execute("INSERT INTO ledger.accounts (owner_id, balance) VALUES ('pat', 1)")
     conn.execute(
         "INSERT INTO ledger.entries (owner_id, app, operation, amount, balance, created_at, created_by)"

@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pytest
 
 from ledger_py.migrate import mask_url, migrate, sql_files, yoyo_url
 
@@ -180,4 +183,127 @@ def test_migrate_from_an_installed_wheel(blank_db_url, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert str(target) in result.stdout
+    _works(blank_db_url)
+
+
+def _login(server_admin: psycopg.Connection[Any], name: str, options: str) -> None:
+    server_admin.execute(
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN"
+        f" CREATE ROLE {name} LOGIN {options}; END IF; END $$"
+    )
+
+
+def _as(url: str, user: str) -> str:
+    return urlunsplit(
+        urlsplit(url)._replace(netloc=f"{user}@{urlsplit(url).netloc.split('@')[-1]}")
+    )
+
+
+def _owners(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pg_get_userbyid(c.relowner) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ledger'"
+            " UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ledger'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_a_non_superuser_with_createrole_migrates(blank_db_url):
+    """The migrating user needs no superuser: with CREATEROLE (and the
+    database) it makes itself a member of ledger_owner and of
+    ledger_schema_owner, and everything ends up owned by the schema owner."""
+    name = urlsplit(blank_db_url).path.lstrip("/")
+    with psycopg.connect(blank_db_url, autocommit=True) as admin:
+        _login(admin, "ledger_migrator", "CREATEROLE")
+        admin.execute(f'ALTER DATABASE "{name}" OWNER TO ledger_migrator')
+        try:
+            url = _as(blank_db_url, "ledger_migrator")
+            try:
+                psycopg.connect(url).close()
+            except psycopg.OperationalError:
+                pytest.skip("cannot log in as a new role on this server")
+            assert "0009_schema_owner" in migrate(url)
+            assert migrate(url) == []
+            _works(url)
+            assert _owners(blank_db_url) == {"ledger_schema_owner"}
+        finally:
+            # Roles are cluster-wide: leave no login able to act as the owner.
+            admin.execute("REVOKE ledger_schema_owner, ledger_owner FROM ledger_migrator")
+            admin.execute(f'ALTER DATABASE "{name}" OWNER TO CURRENT_USER')
+
+
+def test_a_migrating_user_that_cannot_act_as_the_schema_owner_gets_a_clear_error(blank_db_url):
+    """A login that may act as ledger_owner but neither is a superuser nor may
+    grant itself ledger_schema_owner: migration 0009 stops, naming the fix."""
+    name = urlsplit(blank_db_url).path.lstrip("/")
+    with psycopg.connect(blank_db_url, autocommit=True) as admin:
+        migrate(blank_db_url.replace(name, "postgres"))  # the roles exist (cluster-wide)
+        _login(admin, "ledger_weak_migrator", "")
+        admin.execute("GRANT ledger_owner TO ledger_weak_migrator")
+        admin.execute(f'ALTER DATABASE "{name}" OWNER TO ledger_weak_migrator')
+        try:
+            url = _as(blank_db_url, "ledger_weak_migrator")
+            try:
+                psycopg.connect(url).close()
+            except psycopg.OperationalError:
+                pytest.skip("cannot log in as a new role on this server")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                migrate(url)
+            assert "must be a superuser or a member of ledger_schema_owner" in str(err.value)
+            assert "GRANT ledger_schema_owner TO ledger_weak_migrator" in (
+                err.value.diag.message_hint or ""
+            )
+        finally:
+            admin.execute("REVOKE ledger_owner FROM ledger_weak_migrator")
+            admin.execute(f'ALTER DATABASE "{name}" OWNER TO CURRENT_USER')
+
+
+# The last commit before ledger_schema_owner: its sql/ is the previous release's.
+PREVIOUS_RELEASE = "62c2f76"
+
+
+def _at_previous_release(path: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+
+
+def test_upgrade_from_the_release_where_ledger_owner_owned_the_tables(blank_db_url, tmp_path):
+    """The previous release: migrations up to 0008, functions loaded as
+    ledger_owner, entries written. migrate() moves every object to
+    ledger_schema_owner, keeps the data, and ledger_owner loses the trigger."""
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for path in sorted((ROOT / "migrations").glob("000[1-8]_*.sql")):
+        (old / path.name).write_text(path.read_text())
+    old_sql = [_at_previous_release(f"sql/{path.name}") for path in sql_files()]
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(yoyo_url(blank_db_url))
+    try:
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(read_migrations(str(old))))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(blank_db_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE ledger_owner")
+            for text in old_sql:
+                conn.execute(text)
+        conn.execute("SELECT ledger.post_entry('old', 'core', 'CREDIT_ADD', 'before', 7)")
+        assert _owners(blank_db_url) == {"ledger_owner"}
+    assert "0009_schema_owner" in migrate(blank_db_url)
+    assert _owners(blank_db_url) == {"ledger_schema_owner"}
+    with psycopg.connect(blank_db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT balance FROM ledger.get_balance('old')").fetchone() == (7,)
+        conn.execute("SET ROLE ledger_owner")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only")
+        conn.execute("RESET ROLE")
     _works(blank_db_url)

@@ -112,7 +112,7 @@ def test_even_a_superuser_update_hits_the_trigger(conn, funded):
 
 def test_verify_reports_a_planted_discrepancy(conn, funded):
     assert call(conn, "verify") == []
-    conn.execute("SET ROLE ledger_owner")
+    conn.execute("SET ROLE ledger_schema_owner")
     conn.execute("UPDATE ledger.accounts SET balance = balance + 7 WHERE owner_id = 'alice'")
     conn.execute("RESET ROLE")
     rows = call(conn, "verify")

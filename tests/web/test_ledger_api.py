@@ -11,8 +11,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from ledger_py.client import Ledger
+from ledger_py.errors import InvalidArgument
+from tests.web.conftest import OTHER_APP
 from tests.web.helpers import bearer, error_of, fund
 from web import close_app, create_app
+from web.api_keys import create_api_key
 
 H = dict[str, str]
 
@@ -306,6 +309,82 @@ def test_history_keyset_pagination(client: FlaskClient, auth: H) -> None:
     one = client.get(f"/entries/{entry_id}", headers=auth)
     assert one.status_code == 200 and one.json["entry"]["amount"] == 5
     error_of(client.get("/entries/424242", headers=auth), 404, "not_found")
+
+
+def test_another_apps_key_reads_the_rows_but_not_their_metadata_and_keys(
+    client: FlaskClient, tokens: dict[str, str]
+) -> None:
+    """Balances and history are shared by every app; an entry's metadata and
+    idempotency key are its app's: another app's key gets them as null (the
+    fields stay in the answer, so every reader parses one shape)."""
+    alpha, beta = bearer(tokens["example_app"]), bearer(tokens[OTHER_APP])
+    written = client.post(
+        "/ledger",
+        json={
+            "owner_id": "kim",
+            "operation": "CREDIT_ADD",
+            "amount": 8,
+            "metadata": {"order": "private-to-example-app"},
+        },
+        headers={**alpha, "Idempotency-Key": "alpha-secret-key"},
+    )
+    assert written.status_code == 201
+    entry_id = written.json["entry"]["entry_id"]
+    hold = client.post(
+        "/holds",
+        json={"owner_id": "kim", "operation": "CREDIT_SPEND", "amount": 3},
+        headers={**alpha, "Idempotency-Key": "alpha-hold-key"},
+    ).json["hold"]
+
+    theirs = client.get(f"/entries/{entry_id}", headers=beta)
+    assert theirs.status_code == 200
+    entry = theirs.json["entry"]
+    assert (entry["amount"], entry["balance"], entry["app"]) == (8, 8, "example_app")
+    assert (entry["metadata"], entry["idempotency_key"]) == (None, None)
+    [listed] = client.get("/owners/kim/entries", headers=beta).json["entries"]
+    assert (listed["entry_id"], listed["metadata"], listed["idempotency_key"]) == (
+        entry_id,
+        None,
+        None,
+    )
+    their_hold = client.get(f"/holds/{hold['hold_id']}", headers=beta).json["hold"]
+    assert their_hold["amount"] == 3 and "idempotency_key" not in their_hold
+    assert [h["hold_id"] for h in client.get("/owners/kim/holds", headers=beta).json["holds"]] == [
+        hold["hold_id"]
+    ]
+    assert client.get("/balance/kim", headers=beta).json["available"] == 5  # shared
+
+    mine = client.get(f"/entries/{entry_id}", headers=alpha).json["entry"]
+    assert mine["metadata"] == {"order": "private-to-example-app"}
+    assert mine["idempotency_key"] == "alpha-secret-key"
+    [own] = client.get("/owners/kim/entries", headers=alpha).json["entries"]
+    assert own["metadata"] == {"order": "private-to-example-app"}
+
+
+def test_an_audit_key_reads_every_apps_private_fields_and_writes_nothing(
+    client: FlaskClient, ledger: Ledger, tokens: dict[str, str]
+) -> None:
+    alpha = bearer(tokens["example_app"])
+    _, audit_token = create_api_key(ledger, OTHER_APP, label="auditor", scope="audit")
+    audit = bearer(audit_token)
+    written = client.post(
+        "/ledger",
+        json={"owner_id": "lou", "operation": "CREDIT_ADD", "amount": 4, "metadata": {"a": 1}},
+        headers={**alpha, "Idempotency-Key": "alpha-k"},
+    ).json["entry"]
+    entry = client.get(f"/entries/{written['entry_id']}", headers=audit).json["entry"]
+    assert (entry["metadata"], entry["idempotency_key"]) == ({"a": 1}, "alpha-k")
+    [listed] = client.get("/owners/lou/entries", headers=audit).json["entries"]
+    assert listed["metadata"] == {"a": 1}
+    refused = client.post(
+        "/ledger",
+        json={"owner_id": "lou", "operation": "CREDIT_ADD", "amount": 4},
+        headers={**audit, "Idempotency-Key": "audit-k"},
+    )
+    error_of(refused, 403, "forbidden")
+    assert client.get("/balance/lou", headers=alpha).json["balance"] == 4
+    with pytest.raises(InvalidArgument):
+        create_api_key(ledger, OTHER_APP, scope="admin")
 
 
 # ---- holds -----------------------------------------------------------------------------------
