@@ -6,7 +6,7 @@
 -- The secret is made here, by the database's strong random source
 -- (gen_random_uuid: 122 random bits each, 244 in all), and never leaves the
 -- database except to the role the web app connects as.
--- depends: 0008_account_open_holds
+-- depends: 0009_schema_owner
 
 CREATE TABLE example_app.access_key_secret (
     only_row boolean PRIMARY KEY DEFAULT true CONSTRAINT access_key_secret_one_row CHECK (only_row),
@@ -16,6 +16,6 @@ CREATE TABLE example_app.access_key_secret (
 INSERT INTO example_app.access_key_secret (secret)
 VALUES (decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'));
 
-ALTER TABLE example_app.access_key_secret OWNER TO ledger_owner;
+ALTER TABLE example_app.access_key_secret OWNER TO ledger_schema_owner;
 REVOKE ALL ON example_app.access_key_secret FROM PUBLIC;
 GRANT SELECT ON example_app.access_key_secret TO ledger_app;
