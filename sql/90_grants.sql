@@ -52,4 +52,4 @@ GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(tex
 GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea) TO ledger_app;
 
 -- Batches (sql/50_batches.sql): both overloads of post_entries.
-GRANT EXECUTE ON FUNCTION ledger.post_entries(text), ledger.post_entries(jsonb) TO ledger_app;
+GRANT EXECUTE ON FUNCTION ledger.post_entries(text, text), ledger.post_entries(jsonb, text) TO ledger_app;
