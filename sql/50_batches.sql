@@ -144,7 +144,7 @@ $$;
 -- without a key is checked with the key '<p_key>:<index>' it is given when
 -- the request carries p_key (ledger._post_entries).
 DROP FUNCTION IF EXISTS ledger._batch_first_invalid(jsonb);  -- it took no request key before
-CREATE FUNCTION ledger._batch_first_invalid(p_entries jsonb, p_key text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION ledger._batch_first_invalid(p_entries jsonb, p_key text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
@@ -232,7 +232,7 @@ $$;
 -- the SECURITY DEFINER entry points; see the head of this file. p_key is the
 -- request's idempotency key (see ledger.post_entries).
 DROP FUNCTION IF EXISTS ledger._post_entries(jsonb);  -- it took no request key before
-CREATE FUNCTION ledger._post_entries(p_entries jsonb, p_key text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION ledger._post_entries(p_entries jsonb, p_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql
 AS $$
@@ -390,7 +390,7 @@ BEGIN
         ), held AS (
             SELECT o.owner_id, h.held
             FROM (SELECT DISTINCT c.owner_id FROM classified c WHERE c.status = 'write' AND c.amount < 0) o
-            CROSS JOIN LATERAL ledger._active_holds(o.owner_id) h
+            CROSS JOIN LATERAL ledger._active_holds(o.owner_id, NULL, v_at) h
         ), writes AS (
             -- Each owner's running balance, item after item, from the locked row.
             SELECT c.idx, c.amount, coalesce(h.held, 0) AS held,
@@ -528,7 +528,7 @@ $$;
 -- last one before the call), so callers that want them refused send text.
 DROP FUNCTION IF EXISTS ledger.post_entries(text);   -- it took no request key before
 DROP FUNCTION IF EXISTS ledger.post_entries(jsonb);
-CREATE FUNCTION ledger.post_entries(entries text, idempotency_key text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION ledger.post_entries(entries text, idempotency_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -540,7 +540,7 @@ END
 $$;
 
 -- The same call for callers passing a jsonb value (psycopg's Jsonb, a ::jsonb cast).
-CREATE FUNCTION ledger.post_entries(entries jsonb, idempotency_key text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION ledger.post_entries(entries jsonb, idempotency_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp

@@ -44,7 +44,7 @@ TO ledger_reader;
 -- get_balance is inlined into the caller's query: these run as the caller.
 -- _require_id inlines a call of _invalid_id, checked when the query starts.
 GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(text, text),
-                          ledger._active_holds(text, bigint)
+                          ledger._active_holds(text, bigint, timestamptz)
     TO ledger_app, ledger_reader;
 
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token
