@@ -427,9 +427,7 @@ def spend(owner: str, amount: int) -> dict[str, Any]:
     return {"owner_id": owner, "app": "core", "operation": "CREDIT_SPEND", "amount": amount}
 
 
-def keyed_batch(
-    conn: psycopg.Connection[Any], items: Any, key: str | None
-) -> list[dict[str, Any]]:
+def keyed_batch(conn: psycopg.Connection[Any], items: Any, key: str | None) -> list[dict[str, Any]]:
     """post_entries with the request's idempotency key (text overload)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(

@@ -405,7 +405,9 @@ def test_metadata_with_a_duplicate_key_is_lg007_and_writes_nothing(conn, metadat
     assert detail == {"field": "metadata", "reason": "duplicate key", "key": key, "path": path}
     assert counts(conn) == before
     # The same keys once each are fine.
-    assert post(conn, "sam", "CREDIT_ADD", "ok", amount=5, metadata='{"a": {"b": 1}, "b": [{"b": 2}]}')
+    assert post(
+        conn, "sam", "CREDIT_ADD", "ok", amount=5, metadata='{"a": {"b": 1}, "b": [{"b": 2}]}'
+    )
 
 
 @pytest.mark.parametrize(

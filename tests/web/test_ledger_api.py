@@ -542,13 +542,17 @@ def test_a_batch_key_covers_the_whole_request(client: FlaskClient, auth: H) -> N
     fund(client, auth, "bk", 100)
     spend = {"owner_id": "bk", "operation": "CREDIT_SPEND"}
     headers = {**auth, "Idempotency-Key": "K"}
-    first = client.post("/ledger/batch", json={"entries": [{**spend, "amount": 5}]}, headers=headers)
+    first = client.post(
+        "/ledger/batch", json={"entries": [{**spend, "amount": 5}]}, headers=headers
+    )
     assert first.status_code == 201, first.json
     longer = [{**spend, "amount": 5}, {**spend, "amount": 7}]
     refused = client.post("/ledger/batch", json={"entries": longer}, headers=headers)
     body = error_of(refused, 409, "idempotency_conflict")
     assert body.get("index") == 0, body
-    again = client.post("/ledger/batch", json={"entries": [{**spend, "amount": 5}]}, headers=headers)
+    again = client.post(
+        "/ledger/batch", json={"entries": [{**spend, "amount": 5}]}, headers=headers
+    )
     assert again.status_code == 200 and again.json == first.json
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert client.get("/balance/bk", headers=auth).json["balance"] == 95
