@@ -200,7 +200,7 @@ BEGIN
     END IF;
     BEGIN
         v_jsonb := p_entries::jsonb;
-        PERFORM ledger._require_unique_keys('entries', p_entries, true);
+        PERFORM ledger._require_unique_keys('entries', p_entries, v_jsonb, true);
         RETURN v_jsonb;
     EXCEPTION WHEN data_exception OR statement_too_complex THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
