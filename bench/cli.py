@@ -223,9 +223,9 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
         "floor_batch", "post_entries_batch",
     ]  # fmt: skip
     items.sort(key=lambda sc: order.index(sc.key))
-    if not function_exists(url, "ledger.post_entries(jsonb)"):
+    if not function_exists(url, "ledger.post_entries(jsonb, text)"):
         batch = next(sc for sc in items if sc.key == "post_entries_batch")
-        batch.skip = "ledger.post_entries(jsonb) does not exist yet (sql/50_batches.sql)"
+        batch.skip = "ledger.post_entries(jsonb, text) does not exist yet (sql/50_batches.sql)"
     items += python_scenarios(url)
     items.append(http_scenario(url))
     return items

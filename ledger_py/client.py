@@ -276,11 +276,21 @@ class Ledger:
         return result
 
     def post_entries(
-        self, *, entries: Sequence[Mapping[str, Json]], conn: psycopg.Connection[Any] | None = None
+        self,
+        *,
+        entries: Sequence[Mapping[str, Json]],
+        idempotency_key: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
     ) -> list[Entry]:
         """Write a batch (objects keyed like post_entry's parameters) all or
-        nothing; results in input order."""
-        return self._rows(q.POST_ENTRIES, conn, {"entries": json.dumps(list(entries))})
+        nothing; results in input order. idempotency_key is the key of the
+        request as a whole: items without their own key get '<key>:<index>',
+        and the same key with another batch is IdempotencyConflict."""
+        return self._rows(
+            q.POST_ENTRIES,
+            conn,
+            {"entries": json.dumps(list(entries)), "idempotency_key": idempotency_key},
+        )
 
     def get_balance(self, *, owner_id: str, conn: psycopg.Connection[Any] | None = None) -> Balance:
         """Balance, held and available credits of an owner (zeros if unknown)."""
@@ -635,11 +645,18 @@ class AsyncLedger:
         self,
         *,
         entries: Sequence[Mapping[str, Json]],
+        idempotency_key: str | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[Entry]:
         """Write a batch (objects keyed like post_entry's parameters) all or
-        nothing; results in input order."""
-        return await self._rows(q.POST_ENTRIES, conn, {"entries": json.dumps(list(entries))})
+        nothing; results in input order. idempotency_key is the key of the
+        request as a whole: items without their own key get '<key>:<index>',
+        and the same key with another batch is IdempotencyConflict."""
+        return await self._rows(
+            q.POST_ENTRIES,
+            conn,
+            {"entries": json.dumps(list(entries)), "idempotency_key": idempotency_key},
+        )
 
     async def get_balance(
         self, *, owner_id: str, conn: psycopg.AsyncConnection[Any] | None = None

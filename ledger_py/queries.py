@@ -93,7 +93,9 @@ POST_ENTRY = Call(
     (("amount", "numeric"), ("metadata", "text")),
     results.Entry,
 )
-POST_ENTRIES = Call("post_entries", (("entries", "text"),), (), results.Entry)
+POST_ENTRIES = Call(
+    "post_entries", (("entries", "text"),), (("idempotency_key", "text"),), results.Entry
+)
 GET_BALANCE = Call("get_balance", (("owner_id", "text"),), (), results.Balance)
 GET_ENTRY = Call("get_entry", (("entry_id", "bigint"),), (("app", "text"),), results.JournalEntry)
 LIST_ENTRIES = Call(

@@ -176,13 +176,173 @@ AS $$
     END
 $$;
 
+-- Guarantees: raises LG007 for JSON text (of the argument p_field) that
+-- PostgreSQL refused with SQLSTATE p_state, message p_msg and detail
+-- p_detail, worded by what is wrong: 'not storable' (\u0000, which text
+-- cannot hold), 'invalid unicode escape' (a lone surrogate such as \ud800:
+-- the json type takes it, jsonb does not), 'number out of range' (beyond
+-- numeric, 1e1000000), 'too deep' (nesting beyond the stack) or 'invalid
+-- json' (a syntax error: NaN, Infinity, a trailing comma, ...). p_index
+-- names a batch item (NULL: the whole argument). Shared by metadata and
+-- post_entries, so each reason is worded once.
+CREATE OR REPLACE FUNCTION ledger._invalid_json(
+    p_field text, p_text text, p_state text, p_msg text, p_detail text, p_index integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_reason text;
+    v_what   text;
+    v_hint   text;
+    v_detail jsonb;
+BEGIN
+    IF p_state = '22P02' THEN
+        BEGIN
+            PERFORM p_text::json;   -- the json type checks syntax, not surrogate pairs
+            v_reason := 'invalid unicode escape';
+        EXCEPTION WHEN OTHERS THEN
+            v_reason := 'invalid json';
+        END;
+    ELSE
+        v_reason := CASE p_state
+                        WHEN '22P05' THEN 'not storable'
+                        WHEN '22003' THEN 'number out of range'
+                        WHEN '54001' THEN 'too deep'
+                        ELSE 'invalid json' END;
+    END IF;
+    v_what := CASE v_reason
+        WHEN 'not storable' THEN 'holds \u0000, which the database cannot store'
+        WHEN 'invalid unicode escape' THEN 'holds a lone surrogate escape (one of \uD800-\uDFFF without its pair)'
+        WHEN 'number out of range' THEN 'holds a number too large to store'
+        WHEN 'too deep' THEN 'is nested too deeply'
+        ELSE 'is not valid JSON' END;
+    v_hint := CASE v_reason
+        WHEN 'not storable' THEN 'Text containing \u0000 cannot be stored; remove it or encode the value.'
+        WHEN 'invalid unicode escape'
+            THEN 'A \uD800-\uDFFF escape must be half of a surrogate pair (high then low).'
+        WHEN 'number out of range' THEN 'Numbers are limited to what PostgreSQL''s numeric type holds.'
+        WHEN 'too deep' THEN 'Nest JSON less deeply.'
+        ELSE 'JSON as RFC 8259 defines it: NaN, Infinity, comments and trailing commas are not JSON.' END;
+    v_detail := jsonb_build_object('field', p_field, 'reason', v_reason);
+    IF p_index IS NOT NULL THEN
+        v_detail := v_detail || jsonb_build_object('index', p_index);
+        RAISE EXCEPTION USING ERRCODE = 'LG007', DETAIL = v_detail::text, HINT = v_hint,
+            MESSAGE = format('batch item %s: invalid argument: the item %s (%s%s)', p_index, v_what, p_msg,
+                             coalesce(': ' || nullif(p_detail, ''), ''));
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'LG007', DETAIL = v_detail::text, HINT = v_hint,
+        MESSAGE = format('invalid argument: %s %s (%s%s)', p_field, v_what, p_msg,
+                         coalesce(': ' || nullif(p_detail, ''), ''));
+END
+$$;
+
+-- The first key that appears twice in one object of a JSON value, at any
+-- depth (the first in document order), with the jsonpath of that object
+-- ('$', '$."a"[2]'); no row when every object's keys are distinct. jsonb
+-- keeps the last of duplicate keys silently, so the check reads the json
+-- type, which keeps them all. A recursive query, not a recursive function:
+-- depth costs no stack.
+CREATE OR REPLACE FUNCTION ledger._json_duplicate_key(p_json json)
+RETURNS TABLE (path text, key text)
+LANGUAGE sql IMMUTABLE
+AS $$
+    WITH RECURSIVE node(path, place, value, kind) AS (
+        SELECT '$'::text, ARRAY[]::bigint[], p_json, json_typeof(p_json)
+        UNION ALL
+        SELECT c.path, n.place || c.ord, c.value, json_typeof(c.value)
+        FROM node n
+        CROSS JOIN LATERAL (
+            SELECT n.path || '.' || to_json(o.key)::text, o.value, o.ord
+            FROM json_each(CASE WHEN n.kind = 'object' THEN n.value ELSE '{}'::json END)
+                 WITH ORDINALITY AS o(key, value, ord)
+            UNION ALL
+            SELECT n.path || '[' || (a.ord - 1) || ']', a.value, a.ord
+            FROM json_array_elements(CASE WHEN n.kind = 'array' THEN n.value ELSE '[]'::json END)
+                 WITH ORDINALITY AS a(value, ord)
+        ) c(path, value, ord)
+        WHERE n.kind IN ('object', 'array')
+    )
+    SELECT n.path, k.key
+    FROM node n
+    CROSS JOIN LATERAL json_object_keys(n.value) AS k(key)
+    WHERE n.kind = 'object'
+    GROUP BY n.place, n.path, k.key
+    HAVING count(*) > 1
+    ORDER BY n.place, k.key
+    LIMIT 1
+$$;
+
+-- The number of keys of all objects of a valid JSON text, at every depth:
+-- the colons left once every string is removed (outside strings JSON uses
+-- ':' only between a key and its value). One pass of two regular
+-- expressions, a few microseconds for small metadata.
+CREATE OR REPLACE FUNCTION ledger._json_key_count(p_text text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT length(r) - length(replace(r, ':', ''))
+    FROM (SELECT regexp_replace(p_text, '"(?:[^"\\]|\\.)*"', '', 'g') AS r) s
+$$;
+
+-- Guarantees: raises LG007 (reason 'duplicate key', naming the key and the
+-- jsonpath of its object) when an object of the JSON text p_text (p_json is
+-- the same text as jsonb) repeats a key at any depth: a reader that keeps
+-- the first of two keys (a proxy, a log) would see another request than the
+-- ledger, which would keep the last. jsonb keeps one key of each name, so
+-- equal key counts (ledger._json_key_count) prove there is no duplicate; only
+-- otherwise is every object read, to name it. With p_items, p_text is a
+-- batch (a JSON array of items): the error names the item ("batch item
+-- <index>:", "index" in the DETAIL) and the path in it.
+DROP FUNCTION IF EXISTS ledger._require_unique_keys(text, text, boolean);
+CREATE OR REPLACE FUNCTION ledger._require_unique_keys(
+    p_field text, p_text text, p_json jsonb, p_items boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_dup   record;
+    v_index integer;
+    v_path  text;
+BEGIN
+    IF ledger._json_key_count(p_text) = ledger._json_key_count(p_json::text) THEN
+        RETURN;
+    END IF;
+    SELECT d.path, d.key INTO v_dup FROM ledger._json_duplicate_key(p_text::json) d;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    v_path := v_dup.path;
+    IF p_items THEN
+        v_index := substring(v_path FROM '^\$\[([0-9]+)\]')::integer;
+    END IF;
+    IF v_index IS NOT NULL THEN
+        v_path := '$' || substr(v_path, length(format('$[%s]', v_index)) + 1);
+        RAISE EXCEPTION 'batch item %: invalid argument: duplicate key % in the item (in the object at %)',
+                v_index, to_json(v_dup.key)::text, v_path
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', p_field, 'reason', 'duplicate key', 'key', v_dup.key,
+                                             'path', v_path, 'index', v_index)::text,
+                  HINT = 'A key may appear once in each JSON object.';
+    END IF;
+    RAISE EXCEPTION 'invalid argument: duplicate key % in % (in the object at %)',
+            to_json(v_dup.key)::text, p_field, v_path
+        USING ERRCODE = 'LG007',
+              DETAIL = json_build_object('field', p_field, 'reason', 'duplicate key', 'key', v_dup.key,
+                                         'path', v_path)::text,
+              HINT = 'A key may appear once in each JSON object.';
+END
+$$;
+
 -- Guarantees: ledger._metadata's check of metadata other than '{}'.
 CREATE OR REPLACE FUNCTION ledger._parse_metadata(p_metadata text)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
-    v_json jsonb;
+    v_json   jsonb;
+    v_state  text;
+    v_msg    text;
+    v_detail text;
 BEGIN
     IF octet_length(p_metadata) > 65536 THEN
         RAISE EXCEPTION 'invalid argument: metadata is larger than 64 KiB'
@@ -192,27 +352,25 @@ BEGIN
     END IF;
     BEGIN
         v_json := p_metadata::jsonb;
-    EXCEPTION WHEN invalid_text_representation OR untranslatable_character
-                   OR character_not_in_repertoire OR invalid_parameter_value
-                   OR numeric_value_out_of_range OR statement_too_complex THEN
-        -- 22003: a number beyond numeric (1e1000000); 54001: nesting too deep.
-        RAISE EXCEPTION 'invalid argument: metadata is not storable JSON (%)', SQLERRM
-            USING ERRCODE = 'LG007',
-                  DETAIL = json_build_object('field', 'metadata', 'reason', 'invalid json')::text,
-                  HINT = 'Metadata is a JSON object; text containing \u0000 cannot be stored.';
+    EXCEPTION WHEN data_exception OR statement_too_complex THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+        PERFORM ledger._invalid_json('metadata', p_metadata, v_state, v_msg, v_detail);
     END;
     IF jsonb_typeof(v_json) <> 'object' THEN
         RAISE EXCEPTION 'invalid argument: metadata must be a JSON object, not %', jsonb_typeof(v_json)
             USING ERRCODE = 'LG007',
                   DETAIL = json_build_object('field', 'metadata', 'reason', 'not an object')::text;
     END IF;
+    PERFORM ledger._require_unique_keys('metadata', p_metadata, v_json);
     RETURN v_json;
 END
 $$;
 
 -- Guarantees: the metadata as a jsonb object, or LG007 for text that is not
--- JSON, JSON that is not an object, text the database cannot store (\u0000)
--- or more than 64 KiB. Metadata arrives as text precisely so that such input
+-- JSON, JSON that is not an object, an object that repeats a key at any
+-- depth, text the database cannot store (\u0000, a lone surrogate escape, a
+-- number beyond numeric) or more than 64 KiB (ledger._invalid_json words
+-- each reason). Metadata arrives as text precisely so that such input
 -- reaches this check instead of failing with a PostgreSQL error. Plain SQL
 -- for the usual empty object (it inlines); anything else is parsed by
 -- ledger._parse_metadata.

@@ -1,12 +1,19 @@
 -- Entries: the one place where a balance changes (ledger._apply), post_entry
 -- and the reads of balances and history.
 
--- Credits of an owner's holds that still count: active and not yet expired.
--- Expiry is a comparison with the clock, so no sweeper is needed. A set-
--- returning SQL function so that callers' queries inline it (a scalar SQL
--- function with a subquery is re-planned on every call); qualified
+-- Credits of an owner's holds that still count: active and not yet expired
+-- at p_at. Expiry is a comparison with the clock, so no sweeper is needed.
+-- Writers pass p_at, the one clock reading they take after the account lock
+-- and use for every expiry decision of the call (the check, its error, a
+-- hold's status): lock order is then time order, and no call can count a
+-- hold as active after another decided it had expired, nor refuse with one
+-- reading and explain with another. Reads pass nothing: the clock now. A
+-- set-returning SQL function so that callers' queries inline it (a scalar
+-- SQL function with a subquery is re-planned on every call); qualified
 -- throughout because get_balance inlines it under the caller's search_path.
-CREATE OR REPLACE FUNCTION ledger._active_holds(p_owner_id text, p_except_hold bigint DEFAULT NULL)
+DROP FUNCTION IF EXISTS ledger._active_holds(text, bigint);  -- it took no instant before
+CREATE OR REPLACE FUNCTION ledger._active_holds(p_owner_id text, p_except_hold bigint DEFAULT NULL,
+                                                p_at timestamptz DEFAULT NULL)
 RETURNS TABLE (held bigint)
 LANGUAGE sql STABLE ROWS 1
 AS $$
@@ -14,7 +21,7 @@ AS $$
     FROM ledger.holds h
     WHERE h.owner_id OPERATOR(pg_catalog.=) p_owner_id
       AND h.status OPERATOR(pg_catalog.=) 'active'
-      AND h.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
+      AND h.expires_at OPERATOR(pg_catalog.>) COALESCE(p_at, pg_catalog.clock_timestamp())
       AND (p_except_hold IS NULL OR h.hold_id OPERATOR(pg_catalog.<>) p_except_hold)
 $$;
 
@@ -113,6 +120,7 @@ AS $$
 DECLARE
     v_balance bigint;
     v_held    bigint;
+    v_at      timestamptz;
     v_result  ledger.entry_result;
 BEGIN
     IF p_amount > 0 AND p_op.limit_per IS NULL THEN
@@ -182,6 +190,9 @@ BEGIN
         SELECT a.balance INTO v_balance FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
     END IF;
 
+    -- The call's one clock reading for hold expiry, taken under the lock.
+    v_at := clock_timestamp();
+
     IF p_op.limit_per IS NOT NULL
        AND ledger._limit_reached(p_owner_id, p_op.operation, p_op.limit_per) THEN
         PERFORM ledger._limit_error(p_owner_id, p_op.operation, p_op.limit_per);
@@ -194,7 +205,7 @@ BEGIN
         UPDATE ledger.accounts a SET balance = a.balance + p_amount, updated_at = clock_timestamp()
         WHERE a.owner_id = p_owner_id
           AND CASE WHEN p_amount < 0
-                   THEN a.balance + p_amount >= (SELECT h.held FROM ledger._active_holds(p_owner_id, p_hold_id) h)
+                   THEN a.balance + p_amount >= (SELECT h.held FROM ledger._active_holds(p_owner_id, p_hold_id, v_at) h)
                    ELSE a.balance <= 9223372036854775807 - p_amount END
         RETURNING a.balance, a.updated_at)
     INSERT INTO ledger.entries AS e
@@ -211,7 +222,8 @@ BEGIN
         IF p_amount > 0 THEN
             PERFORM ledger._balance_overflow(p_owner_id, p_amount);
         END IF;
-        SELECT h.held INTO v_held FROM ledger._active_holds(p_owner_id, p_hold_id) h;
+        -- The same instant as the check: the error explains the refusal it made.
+        SELECT h.held INTO v_held FROM ledger._active_holds(p_owner_id, p_hold_id, v_at) h;
         PERFORM ledger._insufficient(p_owner_id, -p_amount, v_balance - v_held);
     END IF;
     RETURN v_result;

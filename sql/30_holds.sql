@@ -27,13 +27,16 @@ BEGIN
 END
 $$;
 
--- Guarantees: raises LG009 naming the hold's state.
-CREATE OR REPLACE FUNCTION ledger._hold_not_active(p_hold ledger.holds)
+-- Guarantees: raises LG009 naming the hold's state at p_at, the instant
+-- the caller decided with (see ledger._active_holds).
+DROP FUNCTION IF EXISTS ledger._hold_not_active(ledger.holds);  -- it read the clock again before
+CREATE OR REPLACE FUNCTION ledger._hold_not_active(p_hold ledger.holds, p_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    v_status text := (ledger._hold_view(p_hold)).status;
+    v_status text := CASE WHEN p_hold.status = 'active' AND p_hold.expires_at <= p_at THEN 'expired'
+                          ELSE p_hold.status END;
 BEGIN
     RAISE EXCEPTION 'hold % is not active (it is %)', p_hold.hold_id, v_status
         USING ERRCODE = 'LG009',
@@ -139,12 +142,12 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, 0);
     END IF;
-    SELECT h.held INTO v_held FROM ledger._active_holds(create_hold.owner_id) h;
+    v_at := clock_timestamp();  -- one reading under the lock: what counts, and the new hold's start
+    SELECT h.held INTO v_held FROM ledger._active_holds(create_hold.owner_id, NULL, v_at) h;
     IF v_balance - v_held < v_amount THEN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, v_balance - v_held);
     END IF;
 
-    v_at := clock_timestamp();
     INSERT INTO ledger.holds AS h
         (owner_id, app, operation, amount, idempotency_key, fingerprint, created_at, expires_at, created_by)
     VALUES
@@ -169,6 +172,7 @@ AS $$
 DECLARE
     v_hold   ledger.holds;
     v_amount bigint;
+    v_at     timestamptz;
     v_entry  ledger.entries;
     v_result ledger.entry_result;
 BEGIN
@@ -188,6 +192,7 @@ BEGIN
     -- Lock order: account, then hold.
     PERFORM FROM ledger.accounts a WHERE a.owner_id = v_hold.owner_id FOR UPDATE;
     v_hold := ledger._hold_of(capture_hold.hold_id, capture_hold.app, true);
+    v_at := clock_timestamp();  -- the call's one expiry decision, under the locks
 
     IF v_hold.status = 'captured' AND v_hold.capture_request IS NOT DISTINCT FROM capture_hold.amount THEN
         SELECT e.* INTO v_entry FROM ledger.entries e WHERE e.entry_id = v_hold.entry_id;
@@ -195,8 +200,8 @@ BEGIN
                      v_entry.amount, v_entry.balance, v_entry.created_at, true);
         RETURN v_result;
     END IF;
-    IF v_hold.status <> 'active' OR v_hold.expires_at <= clock_timestamp() THEN
-        PERFORM ledger._hold_not_active(v_hold);
+    IF v_hold.status <> 'active' OR v_hold.expires_at <= v_at THEN
+        PERFORM ledger._hold_not_active(v_hold, v_at);
     END IF;
 
     v_result := ledger._apply(v_hold.owner_id, v_hold.app,
@@ -222,18 +227,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_hold ledger.holds;
+    v_at   timestamptz;
 BEGIN
     -- Lock order: account, then hold (the account's open_holds changes).
     v_hold := ledger._hold_of(release_hold.hold_id, release_hold.app, false);
     PERFORM FROM ledger.accounts a WHERE a.owner_id = v_hold.owner_id FOR UPDATE;
     v_hold := ledger._hold_of(release_hold.hold_id, release_hold.app, true);
+    v_at := clock_timestamp();  -- the call's one expiry decision, under the locks
     IF v_hold.status = 'released' THEN
         RETURN ledger._hold_result(v_hold, true);
     END IF;
-    IF v_hold.status <> 'active' OR v_hold.expires_at <= clock_timestamp() THEN
-        PERFORM ledger._hold_not_active(v_hold);
+    IF v_hold.status <> 'active' OR v_hold.expires_at <= v_at THEN
+        PERFORM ledger._hold_not_active(v_hold, v_at);
     END IF;
-    UPDATE ledger.holds h SET status = 'released', closed_at = clock_timestamp()
+    UPDATE ledger.holds h SET status = 'released', closed_at = v_at
     WHERE h.hold_id = v_hold.hold_id
     RETURNING h.* INTO v_hold;
     PERFORM ledger._count_open_hold(v_hold.owner_id, -1);

@@ -140,8 +140,11 @@ $$;
 -- Guarantees: raises the error of the first (lowest index) invalid item of
 -- the batch, naming its index; returns normally when every item is valid.
 -- The error path of the set-based validation, which does not know which
--- item it failed on: items are checked one by one, in input order.
-CREATE OR REPLACE FUNCTION ledger._batch_first_invalid(p_entries jsonb)
+-- item it failed on: items are checked one by one, in input order. An item
+-- without a key is checked with the key '<p_key>:<index>' it is given when
+-- the request carries p_key (ledger._post_entries).
+DROP FUNCTION IF EXISTS ledger._batch_first_invalid(jsonb);  -- it took no request key before
+CREATE OR REPLACE FUNCTION ledger._batch_first_invalid(p_entries jsonb, p_key text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
@@ -156,6 +159,10 @@ BEGIN
     FOR v_item, v_index IN
         SELECT i.item, i.ord - 1 FROM jsonb_array_elements(p_entries) WITH ORDINALITY AS i(item, ord) ORDER BY i.ord
     LOOP
+        IF p_key IS NOT NULL AND jsonb_typeof(v_item) = 'object'
+           AND jsonb_typeof(v_item -> 'idempotency_key') IS DISTINCT FROM 'string' THEN
+            v_item := v_item || jsonb_build_object('idempotency_key', p_key || ':' || v_index);
+        END IF;
         BEGIN
             PERFORM ledger._batch_check_item(v_item);
         EXCEPTION WHEN OTHERS THEN
@@ -167,36 +174,42 @@ BEGIN
 END
 $$;
 
--- Guarantees: the batch as jsonb, or LG007: not JSON, or JSON holding text
--- the database cannot store (\u0000) or a number beyond numeric; for a JSON
--- array the error names the first such item. (PostgreSQL's JSON functions
--- refuse \u0000 anywhere in an object, so the field cannot be named.)
+-- Guarantees: the batch as jsonb, or LG007: not JSON, JSON holding what
+-- the database cannot store (\u0000, a lone surrogate escape, a number
+-- beyond numeric), or an object repeating a key at any depth (jsonb would
+-- keep the last one silently); for a JSON array the error names the first
+-- such item. ledger._invalid_json and ledger._require_unique_keys word the
+-- reasons, as they do for metadata. (PostgreSQL's JSON functions refuse
+-- \u0000 anywhere in an object, so the field cannot be named.) Only text can
+-- be checked for duplicate keys: a jsonb argument has already lost them.
 CREATE OR REPLACE FUNCTION ledger._batch_json(p_entries text)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
-    v_json  json;
-    v_item  json;
-    v_index integer;
-    v_msg   text;
+    v_jsonb  jsonb;
+    v_json   json;
+    v_item   json;
+    v_index  integer;
+    v_state  text;
+    v_msg    text;
+    v_detail text;
 BEGIN
     IF p_entries IS NULL THEN
         RETURN NULL;
     END IF;
     BEGIN
-        RETURN p_entries::jsonb;
+        v_jsonb := p_entries::jsonb;
+        PERFORM ledger._require_unique_keys('entries', p_entries, v_jsonb, true);
+        RETURN v_jsonb;
     EXCEPTION WHEN data_exception OR statement_too_complex THEN
-        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;  -- find out where, below
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
+                                v_detail = PG_EXCEPTION_DETAIL;  -- find out where, below
     END;
     BEGIN
-        v_json := p_entries::json;   -- syntax only: keeps \u0000 and huge numbers as text
+        v_json := p_entries::json;   -- syntax only: keeps \u0000, surrogates and huge numbers as text
     EXCEPTION WHEN data_exception OR statement_too_complex THEN
-        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
-        RAISE EXCEPTION 'invalid argument: entries is not valid JSON (%)', v_msg
-            USING ERRCODE = 'LG007',
-                  DETAIL = json_build_object('field', 'entries', 'reason', 'invalid json')::text,
-                  HINT = 'entries is a JSON array of objects keyed like post_entry''s parameters.';
+        PERFORM ledger._invalid_json('entries', p_entries, v_state, v_msg, v_detail);
     END;
     IF json_typeof(v_json) = 'array' THEN
         FOR v_item, v_index IN
@@ -205,24 +218,21 @@ BEGIN
             BEGIN
                 PERFORM v_item::jsonb;
             EXCEPTION WHEN data_exception OR statement_too_complex THEN
-                GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
-                PERFORM ledger._batch_error(
-                    v_index, 'LG007', format('invalid argument: the item holds a value the database cannot store (%s)', v_msg),
-                    json_build_object('field', 'entries', 'reason', 'not storable')::text,
-                    'Text containing \u0000 cannot be stored.');
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
+                                        v_detail = PG_EXCEPTION_DETAIL;
+                PERFORM ledger._invalid_json('entries', v_item::text, v_state, v_msg, v_detail, v_index);
             END;
         END LOOP;
     END IF;
-    RAISE EXCEPTION 'invalid argument: entries holds a value the database cannot store (%)', v_msg
-        USING ERRCODE = 'LG007',
-              DETAIL = json_build_object('field', 'entries', 'reason', 'not storable')::text,
-              HINT = 'Text containing \u0000 cannot be stored.';
+    PERFORM ledger._invalid_json('entries', p_entries, v_state, v_msg, v_detail);
 END
 $$;
 
 -- Guarantees: the whole of post_entries once the batch is jsonb. Runs inside
--- the SECURITY DEFINER entry points; see the head of this file.
-CREATE OR REPLACE FUNCTION ledger._post_entries(p_entries jsonb)
+-- the SECURITY DEFINER entry points; see the head of this file. p_key is the
+-- request's idempotency key (see ledger.post_entries).
+DROP FUNCTION IF EXISTS ledger._post_entries(jsonb);  -- it took no request key before
+CREATE OR REPLACE FUNCTION ledger._post_entries(p_entries jsonb, p_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql
 AS $$
@@ -242,6 +252,7 @@ DECLARE
     v_amount    bigint[];
     v_limit     text[];
     v_fp        uuid[];
+    v_request   uuid;         -- fingerprint of the whole request (items keyed by p_key)
     v_meta      jsonb[];
     v_status    text[];       -- write | replay | repeat | LG005 | LG004 | LG001 | LG006
     v_balance   numeric[];    -- balance after the item (items to write)
@@ -272,6 +283,11 @@ BEGIN
                                              'count', v_count, 'max', c_max_items)::text;
     END IF;
 
+    IF p_key IS NOT NULL THEN
+        PERFORM ledger._require_id('idempotency_key', p_key);
+        v_request := ledger._fingerprint(jsonb_build_array('post_entries', p_entries));
+    END IF;
+
     BEGIN
         -- 1. Every item through the rules of post_entry, in one statement:
         -- the shape rule, the helpers post_entry calls (operations resolved
@@ -279,18 +295,23 @@ BEGIN
         -- Any error, a bad shape or a lost item sends us to the error path,
         -- which checks the items one by one to name the first bad one.
         v_phase := 'validate';
+        -- An item without its own key, in a request with key K, is keyed
+        -- 'K:<index>' and fingerprinted with the whole request: K then names
+        -- this request as a whole (another batch under K conflicts, LG005).
         WITH raw AS (
             SELECT i.ord, i.item, i.item ->> 'app' AS app, i.item ->> 'operation' AS operation,
-                   (i.item ->> 'amount')::numeric AS amount_given
+                   (i.item ->> 'amount')::numeric AS amount_given,
+                   i.item ->> 'idempotency_key' IS NULL AND p_key IS NOT NULL AS request_keyed,
+                   coalesce(i.item ->> 'idempotency_key', p_key || ':' || (i.ord - 1)) AS key_given
             FROM jsonb_array_elements(p_entries) WITH ORDINALITY AS i(item, ord)
         ), ops AS MATERIALIZED (
             SELECT d.app, d.operation, ledger._operation_for(d.app, d.operation) AS op
             FROM (SELECT DISTINCT r.app, r.operation FROM raw r) d
         ), checked AS MATERIALIZED (
-            SELECT r.ord, r.amount_given,
+            SELECT r.ord, r.amount_given, r.request_keyed,
                    ledger._batch_shape_problem(r.item) IS NULL AS shape_ok,
                    ledger._require_id('owner_id', r.item ->> 'owner_id') AS owner_id,
-                   ledger._require_id('idempotency_key', r.item ->> 'idempotency_key') AS idempotency_key,
+                   ledger._require_id('idempotency_key', r.key_given) AS idempotency_key,
                    o.app, (o.op).operation, (o.op).direction, (o.op).limit_per,
                    ledger._amount_for(o.op, r.amount_given) AS magnitude,
                    ledger._metadata(r.item ->> 'metadata') AS metadata
@@ -302,8 +323,10 @@ BEGIN
                array_agg(c.operation ORDER BY c.ord), array_agg(c.idempotency_key ORDER BY c.ord),
                array_agg(CASE c.direction WHEN 'debit' THEN -c.magnitude ELSE c.magnitude END ORDER BY c.ord),
                array_agg(c.limit_per ORDER BY c.ord),
-               array_agg(ledger._fingerprint(jsonb_build_array('post_entry', c.owner_id, c.operation,
-                                                               c.amount_given, c.metadata)) ORDER BY c.ord),
+               array_agg(CASE WHEN c.request_keyed THEN v_request
+                              ELSE ledger._fingerprint(jsonb_build_array('post_entry', c.owner_id, c.operation,
+                                                                         c.amount_given, c.metadata)) END
+                         ORDER BY c.ord),
                array_agg(c.metadata ORDER BY c.ord)
         INTO v_valid, v_shape_ok, v_owner, v_app, v_operation, v_key, v_amount, v_limit, v_fp, v_meta
         FROM checked c;
@@ -367,7 +390,7 @@ BEGIN
         ), held AS (
             SELECT o.owner_id, h.held
             FROM (SELECT DISTINCT c.owner_id FROM classified c WHERE c.status = 'write' AND c.amount < 0) o
-            CROSS JOIN LATERAL ledger._active_holds(o.owner_id) h
+            CROSS JOIN LATERAL ledger._active_holds(o.owner_id, NULL, v_at) h
         ), writes AS (
             -- Each owner's running balance, item after item, from the locked row.
             SELECT c.idx, c.amount, coalesce(h.held, 0) AS held,
@@ -451,7 +474,7 @@ BEGIN
                                 v_cons = CONSTRAINT_NAME;
         IF v_phase = 'validate' THEN
             -- Which item? Check them one by one, in input order.
-            PERFORM ledger._batch_first_invalid(p_entries);
+            PERFORM ledger._batch_first_invalid(p_entries, p_key);
         ELSIF v_phase = 'write' AND v_state = '23505' AND v_cons = 'entries_app_idempotency_key' THEN
             -- A concurrent writer (of another owner) committed one of our keys
             -- after our check: the first such item is a key conflict.
@@ -488,27 +511,41 @@ $$;
 -- or in the same batch; nothing written for it). Locks the touched accounts
 -- in owner_id order, so two batches never deadlock. Errors: LG007 for a
 -- batch that is not a non-empty JSON array of at most 10,000 objects, an
--- unknown key or text the database cannot store; per item the SQLSTATE
--- post_entry raises (LG001, LG002, LG003, LG004, LG005, LG006, LG007, LG011),
--- with "batch item <index>:" in the message and "index" in the DETAIL.
--- entries is text so that malformed JSON and \u0000 reach the checks.
-CREATE OR REPLACE FUNCTION ledger.post_entries(entries text)
+-- unknown key, a key repeated in one JSON object or text the database cannot
+-- store; per item the SQLSTATE post_entry raises (LG001, LG002, LG003,
+-- LG004, LG005, LG006, LG007, LG011), with "batch item <index>:" in the
+-- message and "index" in the DETAIL.
+--
+-- idempotency_key (optional) is the key of the request as a whole: an item
+-- without its own key is keyed '<idempotency_key>:<index>' and carries the
+-- fingerprint of the whole batch, so the same key with the same batch
+-- replays every item, and with any other batch is LG005 (an item keyed by
+-- the request names another request), as for a single post_entry. Items
+-- with their own key keep post_entry's per-item rule.
+--
+-- entries is text so that malformed JSON, duplicate keys and \u0000 reach
+-- the checks; the jsonb overload cannot see duplicate keys (jsonb kept the
+-- last one before the call), so callers that want them refused send text.
+DROP FUNCTION IF EXISTS ledger.post_entries(text);   -- it took no request key before
+DROP FUNCTION IF EXISTS ledger.post_entries(jsonb);
+CREATE OR REPLACE FUNCTION ledger.post_entries(entries text, idempotency_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM ledger._post_entries(ledger._batch_json(post_entries.entries));
+    RETURN QUERY SELECT * FROM ledger._post_entries(ledger._batch_json(post_entries.entries),
+                                                    post_entries.idempotency_key);
 END
 $$;
 
 -- The same call for callers passing a jsonb value (psycopg's Jsonb, a ::jsonb cast).
-CREATE OR REPLACE FUNCTION ledger.post_entries(entries jsonb)
+CREATE OR REPLACE FUNCTION ledger.post_entries(entries jsonb, idempotency_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM ledger._post_entries(post_entries.entries);
+    RETURN QUERY SELECT * FROM ledger._post_entries(post_entries.entries, post_entries.idempotency_key);
 END
 $$;

@@ -58,7 +58,7 @@ TO ledger_owner;
 -- get_balance is inlined into the caller's query: these run as the caller.
 -- _require_id inlines a call of _invalid_id, checked when the query starts.
 GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(text, text),
-                          ledger._active_holds(text, bigint)
+                          ledger._active_holds(text, bigint, timestamptz)
     TO ledger_app, ledger_reader, ledger_owner;
 
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token
@@ -66,4 +66,4 @@ GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(tex
 GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea), ledger.api_key_lookup(bytea) TO ledger_app;
 
 -- Batches (sql/50_batches.sql): both overloads of post_entries.
-GRANT EXECUTE ON FUNCTION ledger.post_entries(text), ledger.post_entries(jsonb) TO ledger_app;
+GRANT EXECUTE ON FUNCTION ledger.post_entries(text, text), ledger.post_entries(jsonb, text) TO ledger_app;

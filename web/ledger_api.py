@@ -129,25 +129,23 @@ def post_entry(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     responses={200: replay_doc("EntriesOut"), **WRITE_ERRORS},
 )
 def post_entries(headers: dict[str, Any], body: dict[str, Any]) -> Any:
-    """Each item needs an idempotency_key, or the request an Idempotency-Key header:
-    an item without one then uses '<header>:<index>'. An error names the failing index."""
-    base = idempotency_key(headers, body)
+    """Each item needs an idempotency_key, or the request an Idempotency-Key header,
+    which keys the request as a whole: an item without a key then uses
+    '<header>:<index>', and the same header with another batch is 409. An error
+    names the failing index."""
     app = current_app_name()
     items = []
-    for index, item in enumerate(body["entries"]):
-        key = item["idempotency_key"]
-        if key is None and base is not None:
-            key = f"{base}:{index}"
+    for item in body["entries"]:
         sent = {
             "owner_id": item["owner_id"],
             "app": app,
             "operation": item["operation"],
-            "idempotency_key": key,
+            "idempotency_key": item["idempotency_key"],
         }
         # Absent optional values are left out so that the SQL defaults apply.
         sent.update({k: item[k] for k in ("amount", "metadata") if item[k] is not None})
         items.append(sent)
-    entries = ledger().post_entries(entries=items)
+    entries = ledger().post_entries(entries=items, idempotency_key=idempotency_key(headers, body))
     replayed = bool(entries) and all(e.replayed for e in entries)
     return answer({"entries": entries}, replayed)
 

@@ -190,7 +190,7 @@ def test_metadata_is_judged_by_the_database(ledger: Any) -> None:
             idempotency_key="k",
             metadata={"x": "\u0000"},
         )
-    assert nul.value.detail["reason"] == "invalid json"
+    assert nul.value.detail["reason"] == "not storable"
     assert nul.value.__cause__ is not None and nul.value.__cause__.sqlstate == "LG007"
     with pytest.raises(InvalidArgument) as array:
         post(owner_id="a", app="core", operation="CREDIT_ADD", idempotency_key="k", metadata=[1, 2])

@@ -283,7 +283,7 @@ BATCH = "SELECT * FROM ledger.post_entries(entries => %(entries)s::text)"
 def _torture(db_url: str, seconds: float) -> dict[str, Any]:
     with psycopg.connect(db_url, autocommit=True) as conn:
         batches = conn.execute(
-            "SELECT to_regprocedure('ledger.post_entries(text)') IS NOT NULL"
+            "SELECT to_regprocedure('ledger.post_entries(text, text)') IS NOT NULL"
         ).fetchone()
         for owner in HOT_OWNERS:  # a starting balance, so debits succeed from the start
             conn.execute(

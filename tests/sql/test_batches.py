@@ -379,13 +379,123 @@ def test_text_the_database_cannot_store_is_lg007_with_the_index(conn):
         '{"owner_id": "oli", "app": "core", "operation": "CREDIT_ADD", "idempotency_key": "%s"%s}'
     )
     good = raw_item % ("u1", "")
-    for bad in (
-        raw_item % ("u2", ', "metadata": {"note": "a\\u0000b"}'),
-        raw_item % ("u2\\u0000", ""),
-        raw_item % ("u2", ', "metadata": {"n": 1e1000000}'),
+    for bad, reason in (
+        (raw_item % ("u2", ', "metadata": {"note": "a\\u0000b"}'), "not storable"),
+        (raw_item % ("u2\\u0000", ""), "not storable"),
+        (raw_item % ("u2", ', "metadata": {"n": 1e1000000}'), "number out of range"),
+        (raw_item % ("u2", ', "metadata": {"n": "\\ud800"}'), "invalid unicode escape"),
     ):
         error = batch_error(conn, f"[{good}, {bad}]", "LG007", 1)
-        assert json.loads(error.diag.message_detail)["reason"] == "not storable"
+        assert json.loads(error.diag.message_detail)["reason"] == reason
+        # Each reason is worded for itself: only \u0000 talks about \u0000.
+        words = f"{error.diag.message_primary} {error.diag.message_hint}"
+        assert ("\\u0000" in words) == (reason == "not storable"), words
+
+
+@pytest.mark.parametrize(
+    ("raw", "index", "key", "path"),
+    [
+        # the last "amount" would win in jsonb: 999 credited instead of the 1 a reader sees first
+        (
+            '[{"owner_id": "dup", "app": "core", "operation": "CREDIT_ADD",'
+            ' "idempotency_key": "d1", "amount": 1, "amount": 999}]',
+            0,
+            "amount",
+            "$",
+        ),
+        (
+            '[{"owner_id": "dup", "app": "core", "operation": "CREDIT_ADD",'
+            ' "idempotency_key": "d1", "amount": 1},'
+            ' {"owner_id": "dup", "app": "core", "operation": "CREDIT_ADD",'
+            ' "idempotency_key": "d2", "amount": 1,'
+            ' "metadata": {"order": {"lines": [{"sku": "a", "sku": "b"}]}}}]',
+            1,
+            "sku",
+            '$."metadata"."order"."lines"[0]',
+        ),
+        ('{"entries": [], "entries": []}', None, "entries", "$"),
+    ],
+)
+def test_duplicate_json_keys_are_lg007_and_write_nothing(conn, raw, index, key, path):
+    error = batch_error(conn, raw, "LG007", index)
+    detail = json.loads(error.diag.message_detail)
+    assert (detail["reason"], detail["key"], detail["path"]) == ("duplicate key", key, path)
+    assert "duplicate key" in (error.diag.message_primary or "")
+
+
+def spend(owner: str, amount: int) -> dict[str, Any]:
+    return {"owner_id": owner, "app": "core", "operation": "CREDIT_SPEND", "amount": amount}
+
+
+def keyed_batch(conn: psycopg.Connection[Any], items: Any, key: str | None) -> list[dict[str, Any]]:
+    """post_entries with the request's idempotency key (text overload)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT * FROM ledger.post_entries(entries => %s, idempotency_key => %s)",
+            (json.dumps(items), key),
+        )
+        return cur.fetchall()
+
+
+def test_a_request_key_covers_the_whole_batch(conn):
+    post(conn, "kim", "CREDIT_ADD", "fund-kim", amount=100)
+    first = keyed_batch(conn, [spend("kim", 5)], "K")
+    assert [(r["amount"], r["replayed"]) for r in first] == [(-5, False)]
+    # An identical retry replays.
+    again = keyed_batch(conn, [spend("kim", 5)], "K")
+    assert [(r["entry_id"], r["replayed"]) for r in again] == [(first[0]["entry_id"], True)]
+    # The same key with another batch names another request: LG005, nothing written
+    # (the second item is not written on its own).
+    before = counts(conn)
+    for other in ([spend("kim", 5), spend("kim", 7)], [spend("kim", 6)], [spend("lou", 5)]):
+        with pytest.raises(psycopg.Error) as info:
+            keyed_batch(conn, other, "K")
+        assert info.value.sqlstate == "LG005", str(info.value)
+        assert json.loads(info.value.diag.message_detail)["index"] == 0
+    assert counts(conn) == before
+    assert balance(conn, "kim") == 95
+    # Without a request key, an item without a key is refused as before.
+    batch_error(conn, [spend("kim", 5)], "LG007", 0)
+
+
+def test_an_item_with_its_own_key_keeps_the_per_item_rule(conn):
+    post(conn, "kim", "CREDIT_ADD", "fund-kim", amount=100)
+    rows = keyed_batch(conn, [spend("kim", 5), {**spend("kim", 7), "idempotency_key": "own"}], "R")
+    keys = conn.execute(
+        "SELECT idempotency_key FROM ledger.entries WHERE owner_id = 'kim' ORDER BY entry_id"
+    ).fetchall()
+    assert [k[0] for k in keys] == ["fund-kim", "R:0", "own"]
+    # "own" is an ordinary key: the same item under it, alone, replays.
+    alone = one(
+        conn,
+        "post_entry",
+        owner_id="kim",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="own",
+        amount=7,
+    )
+    assert alone["replayed"] is True and alone["entry_id"] == rows[1]["entry_id"]
+    # The jsonb overload takes the request key too: the same request replays.
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT * FROM ledger.post_entries(entries => %s, idempotency_key => %s)",
+            (Jsonb([spend("kim", 5), {**spend("kim", 7), "idempotency_key": "own"}]), "R"),
+        )
+        assert [r["replayed"] for r in cur.fetchall()] == [True, True]
+
+
+def test_an_invalid_item_is_named_when_the_request_key_keys_the_others(conn):
+    items = [spend("kim", 5), {**spend("kim", 5), "operation": "NO_SUCH_OP"}]
+    before = counts(conn)
+    with pytest.raises(psycopg.Error) as info:
+        keyed_batch(conn, items, "E")
+    assert info.value.sqlstate == "LG002"
+    assert json.loads(info.value.diag.message_detail)["index"] == 1
+    assert counts(conn) == before
+    with pytest.raises(psycopg.Error) as empty:
+        keyed_batch(conn, [spend("kim", 5)], "")
+    assert empty.value.sqlstate == "LG007"
 
 
 def test_a_credit_beyond_the_largest_balance_is_lg006(conn):

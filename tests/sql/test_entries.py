@@ -384,3 +384,53 @@ def test_positional_and_literal_calls_work_from_sql(conn):
     assert row == (4, 4)
     row = conn.execute("SELECT balance FROM ledger.get_balance('tom')").fetchone()
     assert row == (4,)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key", "path"),
+    [
+        ('{"order": 1, "order": 2}', "order", "$"),
+        ('{"a": {"b": 1, "c": {"d": 1, "d": 1}}}', "d", '$."a"."c"'),
+        ('{"lines": [{"sku": "x"}, {"sku": "x", "sku": "y"}]}', "sku", '$."lines"[1]'),
+    ],
+)
+def test_metadata_with_a_duplicate_key_is_lg007_and_writes_nothing(conn, metadata, key, path):
+    """jsonb keeps the last of two keys: a reader keeping the first would see
+    other metadata than the ledger stored. Refused at any depth."""
+    before = counts(conn)
+    with pytest.raises(psycopg.Error) as err:
+        post(conn, "sam", "CREDIT_ADD", "dup", amount=5, metadata=metadata)
+    assert err.value.sqlstate == "LG007"
+    detail = json.loads(err.value.diag.message_detail)
+    assert detail == {"field": "metadata", "reason": "duplicate key", "key": key, "path": path}
+    assert counts(conn) == before
+    # The same keys once each are fine.
+    assert post(
+        conn, "sam", "CREDIT_ADD", "ok", amount=5, metadata='{"a": {"b": 1}, "b": [{"b": 2}]}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ('{"a": NaN}', "invalid json"),
+        ('{"a": Infinity}', "invalid json"),
+        ('{"a": -Infinity}', "invalid json"),
+        ('{"a": 1,}', "invalid json"),
+        ('{"a": "\\ud800"}', "invalid unicode escape"),
+        ('{"a": "\\udc00x"}', "invalid unicode escape"),
+        ('{"a": 1e1000000}', "number out of range"),
+        ('{"a": "\\u0000"}', "not storable"),
+    ],
+)
+def test_invalid_metadata_is_worded_by_its_reason(conn, metadata, reason):
+    """Only text holding \\u0000 is told about \\u0000."""
+    before = counts(conn)
+    with pytest.raises(psycopg.Error) as err:
+        post(conn, "sam", "CREDIT_ADD", "bad-meta", amount=5, metadata=metadata)
+    error = err.value
+    assert error.sqlstate == "LG007"
+    assert json.loads(error.diag.message_detail) == {"field": "metadata", "reason": reason}
+    words = f"{error.diag.message_primary} {error.diag.message_hint}"
+    assert ("\\u0000" in words) == (reason == "not storable"), words
+    assert counts(conn) == before

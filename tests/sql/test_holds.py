@@ -484,3 +484,85 @@ def test_a_debit_waiting_for_the_lock_sees_a_hold_created_meanwhile(db_url, fund
             assert outcome.result(timeout=20) == "LG001"
     assert available(conn, "ann") == (20, 15, 5)
     assert call(conn, "verify") == []
+
+
+# A statement-level trigger that sleeps on the second UPDATE of ledger.accounts in
+# a transaction of a session that asked for it: it stretches the time between a
+# debit's decision (its second UPDATE: the fast path's comes first and matches
+# nothing while a hold is open) and what runs after it in the same call.
+PAUSE_AFTER_THE_DECISION = [
+    "CREATE FUNCTION public.pause_after_decision() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " DECLARE n integer := coalesce(nullif(current_setting('test.fired', true), ''), '0')::integer + 1;"
+    " BEGIN PERFORM set_config('test.fired', n::text, true);"
+    " IF current_setting('test.pause', true) = 'on' AND n = 2 THEN PERFORM pg_sleep(1.3); END IF;"
+    " RETURN NULL; END $$",
+    "CREATE TRIGGER pause_after_decision AFTER UPDATE ON ledger.accounts"
+    " FOR EACH STATEMENT EXECUTE FUNCTION public.pause_after_decision()",
+]
+
+
+def test_a_refused_debit_explains_itself_with_the_instant_it_decided(db_url, funded):
+    """One clock decision per hold and call: a debit refused because a hold
+    still counted must not report `available` as if the hold had expired
+    (a second clock reading after the decision), even when the hold expires
+    between the two."""
+    conn = funded  # ann has 20
+    hold(conn, "ann", "short", 15, ttl=timedelta(seconds=1))
+    for statement in PAUSE_AFTER_THE_DECISION:
+        conn.execute(statement)
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("SET test.pause = 'on'")
+        with pytest.raises(psycopg.Error) as info:
+            post(c, "ann", "CREDIT_SPEND", "spend-10", amount=10)
+    assert info.value.sqlstate == "LG001"
+    detail = json.loads(info.value.diag.message_detail)
+    # It was refused because the hold counted (20 - 15 = 5 < 10); it says so.
+    assert (detail["needed"], detail["available"]) == (10, 5), detail
+    # The hold has expired by now: the same debit passes.
+    assert post(conn, "ann", "CREDIT_SPEND", "spend-10b", amount=10)["balance"] == 10
+
+
+def test_capture_and_debit_queued_behind_a_lock_across_the_expiry_agree(db_url, funded):
+    """A third session holds the owner's row while the hold expires; a capture and a
+    debit queue behind it (in both orders). Each decides with a clock read
+    after it has the lock, so both see the hold expired: the capture is LG009
+    and the debit, no longer reduced by the hold, passes. Never both refused."""
+    conn = funded
+    outcomes = []
+    for order in (("capture", "debit"), ("debit", "capture")):
+        owner = f"q-{order[0]}"
+        post(conn, owner, "CREDIT_ADD", f"fund-{owner}", amount=20)
+        h = hold(conn, owner, f"h-{owner}", 15, ttl=timedelta(seconds=1))
+
+        def attempt(kind: str, h: dict[str, Any] = h, owner: str = owner) -> str:
+            with psycopg.connect(db_url, autocommit=True) as c:
+                try:
+                    if kind == "capture":
+                        call(c, "capture_hold", hold_id=h["hold_id"], app="core")
+                        return "captured"
+                    post(c, owner, "CREDIT_SPEND", f"d-{owner}", amount=6)
+                    return "debited"
+                except psycopg.Error as exc:
+                    return exc.sqlstate or "?"
+
+        with psycopg.connect(db_url) as holder, ThreadPoolExecutor(2) as pool:
+            holder.execute("SELECT FROM ledger.accounts WHERE owner_id = %s FOR UPDATE", (owner,))
+            futures = {}
+            for kind in order:  # queue in this order
+                futures[kind] = pool.submit(attempt, kind)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    waiting = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    ).fetchone()[0]
+                    if waiting == len(futures):
+                        break
+                    time.sleep(0.01)
+            remaining = h["expires_at"] - conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            time.sleep(max(0.0, remaining.total_seconds()) + 0.05)
+            holder.commit()
+            outcomes.append(
+                (futures["capture"].result(timeout=20), futures["debit"].result(timeout=20))
+            )
+    assert outcomes == [("LG009", "debited"), ("LG009", "debited")]
+    assert call(conn, "verify") == []

@@ -615,6 +615,28 @@ def test_batch_posting(client: FlaskClient, auth: H) -> None:
     assert client.get("/balance/o0", headers=auth).json["balance"] == 1  # all or nothing
 
 
+def test_a_batch_key_covers_the_whole_request(client: FlaskClient, auth: H) -> None:
+    """Idempotency-Key K with [spend 5], then K with [spend 5, spend 7]: 409, as
+    for a single entry; the identical retry is a 200 replay."""
+    fund(client, auth, "bk", 100)
+    spend = {"owner_id": "bk", "operation": "CREDIT_SPEND"}
+    headers = {**auth, "Idempotency-Key": "K"}
+    first = client.post(
+        "/ledger/batch", json={"entries": [{**spend, "amount": 5}]}, headers=headers
+    )
+    assert first.status_code == 201, first.json
+    longer = [{**spend, "amount": 5}, {**spend, "amount": 7}]
+    refused = client.post("/ledger/batch", json={"entries": longer}, headers=headers)
+    body = error_of(refused, 409, "idempotency_conflict")
+    assert body.get("index") == 0, body
+    again = client.post(
+        "/ledger/batch", json={"entries": [{**spend, "amount": 5}]}, headers=headers
+    )
+    assert again.status_code == 200 and again.json == first.json
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert client.get("/balance/bk", headers=auth).json["balance"] == 95
+
+
 def test_a_large_batch_fits_the_body_limit(client: FlaskClient, auth: H) -> None:
     items = [
         {
