@@ -392,6 +392,12 @@ def test_positional_and_literal_calls_work_from_sql(conn):
         ('{"order": 1, "order": 2}', "order", "$"),
         ('{"a": {"b": 1, "c": {"d": 1, "d": 1}}}', "d", '$."a"."c"'),
         ('{"lines": [{"sku": "x"}, {"sku": "x", "sku": "y"}]}', "sku", '$."lines"[1]'),
+        # Colons inside strings, and a key spelled with an escape: the cheap
+        # colon count cannot decide these, the full check must.
+        ('{"at": "12:00", "at": "13:00:00"}', "at", "$"),
+        ('{"a": 1, "\\u0061": 2}', "a", "$"),
+        # jsonb prints \u003a as a colon, which would make up for the dropped key's.
+        ('{"a": 1, "a": 2, "b": "\\u003a"}', "a", "$"),
     ],
 )
 def test_metadata_with_a_duplicate_key_is_lg007_and_writes_nothing(conn, metadata, key, path):
@@ -404,10 +410,14 @@ def test_metadata_with_a_duplicate_key_is_lg007_and_writes_nothing(conn, metadat
     detail = json.loads(err.value.diag.message_detail)
     assert detail == {"field": "metadata", "reason": "duplicate key", "key": key, "path": path}
     assert counts(conn) == before
-    # The same keys once each are fine.
+    # The same keys once each are fine, colons and escapes in strings too.
     assert post(
         conn, "sam", "CREDIT_ADD", "ok", amount=5, metadata='{"a": {"b": 1}, "b": [{"b": 2}]}'
     )
+    for index, distinct in enumerate(
+        ['{"at": "12:00:00", "b": {"c": ":"}}', '{"a": "\\u003a", "\\u0062": ":"}']
+    ):
+        assert post(conn, "sam", "CREDIT_ADD", f"ok-{index}", amount=5, metadata=distinct)
 
 
 @pytest.mark.parametrize(
