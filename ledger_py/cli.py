@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,6 +203,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class AsciiInt(click.IntRange):
+    """An integer written with ASCII digits only (an optional sign, then 0-9).
+
+    Python's int() also reads full-width or other Unicode digits (U+FF10 is
+    0), underscores and surrounding spaces: a command line that means money
+    or ids takes none of them."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value):
+            self.fail(f"{value!r} is not a valid integer (ASCII digits only)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+@contextmanager
+def _options_named(fields: dict[str, str]) -> Iterator[None]:
+    """An InvalidArgument or InvalidAmount about a wrapper field an option gave
+    is reported as that option's usage error (e.g. --before, not after_id)."""
+    from ledger_py.errors import InvalidAmount, InvalidArgument
+
+    try:
+        yield
+    except (InvalidArgument, InvalidAmount) as exc:
+        option = fields.get(str(exc.detail.get("field")))
+        if option is None:
+            raise
+        reason = exc.detail.get("reason") or _first_line(exc.message)
+        raise click.BadParameter(f"{reason} ({exc.code})", param_hint=option) from None
+
+
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(_plain(value), indent=2, sort_keys=False, default=str))
 
@@ -240,7 +275,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option(
     "--db-port",
     envvar="LEDGER_DB_PORT",
-    type=click.IntRange(1, 65535),
+    type=AsciiInt(1, 65535),
     default=None,
     help=f"Port of the embedded cluster [env LEDGER_DB_PORT; default {localdb.DEFAULT_PORT}].",
 )
@@ -384,7 +419,7 @@ def _wsgi_target() -> str:
 @click.option(
     "--port",
     envvar="LEDGER_PORT",
-    type=click.IntRange(1, 65535),
+    type=AsciiInt(1, 65535),
     default=DEFAULT_HTTP_PORT,
     show_default=True,
     help="HTTP port [env LEDGER_PORT].",
@@ -392,7 +427,7 @@ def _wsgi_target() -> str:
 @click.option(
     "--workers",
     envvar="LEDGER_WORKERS",
-    type=click.IntRange(1, 64),
+    type=AsciiInt(1, 64),
     default=DEFAULT_WORKERS,
     show_default=True,
     help="gunicorn workers [env LEDGER_WORKERS].",
@@ -400,7 +435,7 @@ def _wsgi_target() -> str:
 @click.option(
     "--pool-size",
     envvar="LEDGER_POOL_SIZE",
-    type=click.IntRange(1, 1000),
+    type=AsciiInt(1, 1000),
     default=DEFAULT_POOL_SIZE,
     show_default=True,
     help="Database connections per worker [env LEDGER_POOL_SIZE].",
@@ -628,7 +663,7 @@ def balance(ctx: click.Context, owner: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("owner")
 @click.argument("operation")
-@click.option("--amount", type=int, default=None, help="Amount (default: the operation's).")
+@click.option("--amount", type=AsciiInt(), default=None, help="Amount (default: the operation's).")
 @click.option(
     "--key",
     "idempotency_key",
@@ -658,7 +693,10 @@ def post(
         parsed = None if metadata is None else json.loads(metadata)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--metadata") from None
-    with _open_ledger(_settings(ctx).url()) as ledger:
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"amount": "--amount", "idempotency_key": "--key", "app": "--app"}),
+    ):
         entry = ledger.post_entry(
             owner_id=owner,
             app=app,
@@ -681,11 +719,11 @@ def post(
 
 @cli.command()
 @click.argument("owner")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--limit", type=AsciiInt(1, 1000), default=20, show_default=True)
 @click.option(
     "--before",
     "after_id",
-    type=int,
+    type=AsciiInt(),
     default=None,
     metavar="ENTRY_ID",
     help="Only entries older than this one (to page back).",
@@ -696,7 +734,10 @@ def history(
     ctx: click.Context, owner: str, limit: int, after_id: int | None, as_json: bool
 ) -> None:
     """OWNER's entries, newest first."""
-    with _open_ledger(_settings(ctx).url()) as ledger:
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"after_id": "--before", "max_rows": "--limit"}),
+    ):
         entries = list(ledger.list_entries(owner_id=owner, after_id=after_id, max_rows=limit))
     if as_json:
         _echo_json(entries)
