@@ -33,9 +33,9 @@ from ledger_py.migrate import migrate
 from ledger_py.pgserver import throwaway_server
 from tests.web.helpers import bearer, call, free_port
 from web.api_keys import create_api_key
-from web.errors import UNAVAILABLE_DETAIL
 
 ROOT = Path(__file__).resolve().parents[2]
+UNAVAILABLE_DETAIL = "the ledger's database is unreachable; retry later"
 
 
 @pytest.fixture(scope="module")
