@@ -128,7 +128,7 @@ def test_a_debit_behind_an_open_transaction_answers_503_then_the_retry_is_writte
     assert write(base, token, "held-owner", "CREDIT_ADD", 10, "fund-held")[0] == 201
     with (
         psycopg.connect(private_server.url(database="test")) as held,
-        Ledger(private_server.url(database="test"), max_size=1, lock_timeout=None) as side,
+        Ledger(private_server.url(database="test"), max_size=1) as side,
     ):
         side.post_entry(
             owner_id="held-owner",
