@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import click
 
 from ledger_py import Ledger, localdb, pgserver
+from ledger_py.client import DEFAULT_STATEMENT_TIMEOUT
 from ledger_py.migrate import mask_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -176,7 +177,11 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @contextmanager
-def _open_ledger(url: str) -> Iterator[Ledger]:
+def _open_ledger(
+    url: str, statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
+) -> Iterator[Ledger]:
+    """A one-connection Ledger. statement_timeout=None for a command that
+    may rightly run long (verify reads the whole journal; Ctrl-C stops it)."""
     import psycopg
 
     from ledger_py.migrate import libpq_url
@@ -184,7 +189,9 @@ def _open_ledger(url: str) -> Iterator[Ledger]:
     # One plain connection first: an unreachable server fails at once with
     # libpq's reason, where a pool would retry until its timeout.
     psycopg.connect(libpq_url(url), connect_timeout=10).close()
-    with Ledger(url, min_size=1, max_size=1, timeout=10.0) as ledger:
+    with Ledger(
+        url, min_size=1, max_size=1, timeout=10.0, statement_timeout=statement_timeout
+    ) as ledger:
         yield ledger
 
 
@@ -764,7 +771,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     """Check the ledger's invariants; exit status 1 if any discrepancy is found."""
     url = _settings(ctx).url()
     estimate = _estimated_entries(url)
-    with _open_ledger(url) as ledger:
+    with _open_ledger(url, statement_timeout=None) as ledger:
         if estimate >= VERIFY_PROGRESS_THRESHOLD and not as_json:
             found = _with_progress(
                 lambda: list(ledger.verify()), f"verifying ~{estimate:,} entries"

@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from ledger_py import Ledger, LedgerUnavailable
+from ledger_py.client import _has_input
 from ledger_py.migrate import migrate
 from ledger_py.pgserver import throwaway_server
 
@@ -151,3 +153,21 @@ def test_a_healthy_idle_connection_is_not_replaced(private_server: Any) -> None:
         ledger.get_balance(owner_id="anyone")
         with ledger.connection() as again:
             assert again.info.backend_pid == pid
+
+
+def test_a_live_connection_with_input_waiting_passes_the_real_check(private_server: Any) -> None:
+    """Input on an idle connection is not proof of death (a NOTIFY for a
+    LISTEN of the app's): the connection gets a real check and is kept."""
+    url = private_server.url(database="test")
+    with Ledger(url, min_size=1, max_size=1) as ledger:
+        with ledger.connection() as first:
+            pid = first.info.backend_pid
+            first.execute("LISTEN ledger_test_channel")
+        with psycopg.connect(url, autocommit=True) as notifier:
+            notifier.execute("NOTIFY ledger_test_channel")
+        time.sleep(0.2)
+        with ledger.pool.connection() as raw:  # the pool's own checkout: no check
+            assert _has_input(raw)
+        with ledger.connection() as again:
+            assert again.info.backend_pid == pid
+        assert ledger.get_balance(owner_id="anyone").balance == 0
