@@ -246,14 +246,19 @@ class Ledger:
                     cur.execute(query, params)
                     return cur.fetchall()
         try:
-            with (
-                translate_errors(self._where, params),
-                self.connection() as pooled,
-                pooled.cursor(row_factory=call.row_factory) as cur,
-            ):
-                cur.execute(query, params)
-                rows: list[Any] = cur.fetchall()
-                return rows
+            with translate_errors(self._where, params):
+                # Ledger.connection() inlined (a generator-based context
+                # manager would cost the hot path more than the check itself).
+                last = self._pool.max_size
+                for attempt in range(last + 1):
+                    with self._pool.connection() as pooled:
+                        if attempt < last and _has_input(pooled) and self._discard_if_dead(pooled):
+                            continue
+                        with pooled.cursor(row_factory=call.row_factory) as cur:
+                            cur.execute(query, params)
+                            rows: list[Any] = cur.fetchall()
+                            return rows
+                raise AssertionError("unreachable: the last attempt is not checked")
         except LedgerUnavailable as exc:
             # The server went away: every idle connection is probably dead.
             # drain() replaces them without a round trip, so the first call
@@ -273,24 +278,26 @@ class Ledger:
         since the server likely ended every idle one, the pool is drained.
         Nothing the caller sends has been sent yet, so trying the next
         connection is safe for any call."""
-        for _ in range(self._pool.max_size + 1):
+        last = self._pool.max_size
+        for attempt in range(last + 1):
             with self._pool.connection(timeout=timeout) as conn:
-                if not _has_input(conn) or self._passes_check(conn):
-                    yield conn
-                    return
-                conn.close()
-            if self._owns_pool and not self._pool.closed:
-                self._pool.drain()
-        with self._pool.connection(timeout=timeout) as conn:
-            yield conn
+                if attempt < last and _has_input(conn) and self._discard_if_dead(conn):
+                    continue
+                yield conn
+                return
 
-    @staticmethod
-    def _passes_check(conn: psycopg.Connection[Any]) -> bool:
+    def _discard_if_dead(self, conn: psycopg.Connection[Any]) -> bool:
+        """Check a connection that had input waiting with an empty statement;
+        if it fails, close it (the pool replaces it when it comes back) and
+        drain the pool (its other idle connections likely died too)."""
         try:
             ConnectionPool.check_connection(conn)
         except psycopg.Error:
-            return False
-        return True
+            conn.close()
+            if self._owns_pool and not self._pool.closed:
+                self._pool.drain()
+            return True
+        return False
 
     def _one(
         self, call: q.Call, conn: psycopg.Connection[Any] | None, given: Mapping[str, Any]
@@ -627,15 +634,25 @@ class AsyncLedger:
                 async with conn.cursor(row_factory=call.row_factory) as cur:
                     await cur.execute(query, params)
                     return await cur.fetchall()
+        if not self._opened:
+            await self.open()
         try:
             with translate_errors(self._where, params):
-                async with (
-                    self.connection() as pooled,
-                    pooled.cursor(row_factory=call.row_factory) as cur,
-                ):
-                    await cur.execute(query, params)
-                    rows: list[Any] = await cur.fetchall()
-                    return rows
+                # AsyncLedger.connection() inlined, as in Ledger._rows.
+                last = self._pool.max_size
+                for attempt in range(last + 1):
+                    async with self._pool.connection() as pooled:
+                        if (
+                            attempt < last
+                            and _has_input(pooled)
+                            and await self._discard_if_dead(pooled)
+                        ):
+                            continue
+                        async with pooled.cursor(row_factory=call.row_factory) as cur:
+                            await cur.execute(query, params)
+                            rows: list[Any] = await cur.fetchall()
+                            return rows
+                raise AssertionError("unreachable: the last attempt is not checked")
         except LedgerUnavailable as exc:
             # See Ledger._connection: replace the likely dead idle connections.
             if self._owns_pool and _broken_connection(exc) and not self._pool.closed:
@@ -650,24 +667,24 @@ class AsyncLedger:
         trip: see Ledger.connection."""
         if not self._opened:
             await self.open()
-        for _ in range(self._pool.max_size + 1):
+        last = self._pool.max_size
+        for attempt in range(last + 1):
             async with self._pool.connection(timeout=timeout) as conn:
-                if not _has_input(conn) or await self._passes_check(conn):
-                    yield conn
-                    return
-                await conn.close()
-            if self._owns_pool and not self._pool.closed:
-                await self._pool.drain()
-        async with self._pool.connection(timeout=timeout) as conn:
-            yield conn
+                if attempt < last and _has_input(conn) and await self._discard_if_dead(conn):
+                    continue
+                yield conn
+                return
 
-    @staticmethod
-    async def _passes_check(conn: psycopg.AsyncConnection[Any]) -> bool:
+    async def _discard_if_dead(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """As Ledger._discard_if_dead."""
         try:
             await AsyncConnectionPool.check_connection(conn)
         except psycopg.Error:
-            return False
-        return True
+            await conn.close()
+            if self._owns_pool and not self._pool.closed:
+                await self._pool.drain()
+            return True
+        return False
 
     async def _one(
         self, call: q.Call, conn: psycopg.AsyncConnection[Any] | None, given: Mapping[str, Any]

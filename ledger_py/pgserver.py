@@ -109,8 +109,19 @@ def throwaway_server(*, fsync: bool = False, settings: dict[str, str] | None = N
             if not os.path.exists(os.path.join(data, "PG_VERSION")):
                 import subprocess
 
-                args = [*prefix, self.initdb, "-D", data, "-E", "UTF8", "--locale=C",
-                        "-U", "postgres", "-A", "trust"]
+                args = [
+                    *prefix,
+                    self.initdb,
+                    "-D",
+                    data,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                ]
                 result = subprocess.run(args, capture_output=True, text=True)
                 if result.returncode != 0:
                     raise RuntimeError(f"initdb failed: {result.stderr.strip()}")
