@@ -99,11 +99,13 @@ def _with_timeouts(
     (after any options the URL has, so these win; None leaves the server's,
     the role's or the URL's setting alone)."""
     timeouts = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
-    settings = [
-        f"-c {name}={max(0, round(seconds * 1000))}"
-        for name, seconds in timeouts.items()
-        if seconds is not None
-    ]
+    settings = []
+    for name, seconds in timeouts.items():
+        if seconds is None:
+            continue
+        if not seconds > 0:
+            raise ValueError(f"{name} must be a positive number of seconds or None")
+        settings.append(f"-c {name}={max(1, round(seconds * 1000))}")  # 0 would mean none
     if not settings:
         return conninfo
     current = conninfo_to_dict(conninfo).get("options")
