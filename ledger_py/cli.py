@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 import click
 
 from ledger_py import Ledger, localdb, pgserver
+from ledger_py.client import DEFAULT_STATEMENT_TIMEOUT
 from ledger_py.migrate import mask_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -175,7 +177,11 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @contextmanager
-def _open_ledger(url: str) -> Iterator[Ledger]:
+def _open_ledger(
+    url: str, statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
+) -> Iterator[Ledger]:
+    """A one-connection Ledger. statement_timeout=None for a command that
+    may rightly run long (verify reads the whole journal; Ctrl-C stops it)."""
     import psycopg
 
     from ledger_py.migrate import libpq_url
@@ -183,7 +189,9 @@ def _open_ledger(url: str) -> Iterator[Ledger]:
     # One plain connection first: an unreachable server fails at once with
     # libpq's reason, where a pool would retry until its timeout.
     psycopg.connect(libpq_url(url), connect_timeout=10).close()
-    with Ledger(url, min_size=1, max_size=1, timeout=10.0) as ledger:
+    with Ledger(
+        url, min_size=1, max_size=1, timeout=10.0, statement_timeout=statement_timeout
+    ) as ledger:
         yield ledger
 
 
@@ -200,6 +208,40 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
     return value
+
+
+class AsciiInt(click.IntRange):
+    """An integer written with ASCII digits only (an optional sign, then 0-9).
+
+    Python's int() also reads full-width or other Unicode digits (U+FF10 is
+    0), underscores and surrounding spaces: a command line that means money
+    or ids takes none of them."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value):
+            self.fail(f"{value!r} is not a valid integer (ASCII digits only)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+@contextmanager
+def _options_named(fields: dict[str, str]) -> Iterator[None]:
+    """An InvalidArgument or InvalidAmount about a wrapper field an option gave
+    is reported as that option's usage error (e.g. --before, not after_id)."""
+    from ledger_py.errors import InvalidAmount, InvalidArgument
+
+    try:
+        yield
+    except (InvalidArgument, InvalidAmount) as exc:
+        option = fields.get(str(exc.detail.get("field")))
+        if option is None:
+            raise
+        reason = exc.detail.get("reason") or _first_line(exc.message)
+        raise click.BadParameter(f"{reason} ({exc.code})", param_hint=option) from None
 
 
 def _echo_json(value: Any) -> None:
@@ -240,7 +282,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option(
     "--db-port",
     envvar="LEDGER_DB_PORT",
-    type=click.IntRange(1, 65535),
+    type=AsciiInt(1, 65535),
     default=None,
     help=f"Port of the embedded cluster [env LEDGER_DB_PORT; default {localdb.DEFAULT_PORT}].",
 )
@@ -384,7 +426,7 @@ def _wsgi_target() -> str:
 @click.option(
     "--port",
     envvar="LEDGER_PORT",
-    type=click.IntRange(1, 65535),
+    type=AsciiInt(1, 65535),
     default=DEFAULT_HTTP_PORT,
     show_default=True,
     help="HTTP port [env LEDGER_PORT].",
@@ -392,7 +434,7 @@ def _wsgi_target() -> str:
 @click.option(
     "--workers",
     envvar="LEDGER_WORKERS",
-    type=click.IntRange(1, 64),
+    type=AsciiInt(1, 64),
     default=DEFAULT_WORKERS,
     show_default=True,
     help="gunicorn workers [env LEDGER_WORKERS].",
@@ -400,7 +442,7 @@ def _wsgi_target() -> str:
 @click.option(
     "--pool-size",
     envvar="LEDGER_POOL_SIZE",
-    type=click.IntRange(1, 1000),
+    type=AsciiInt(1, 1000),
     default=DEFAULT_POOL_SIZE,
     show_default=True,
     help="Database connections per worker [env LEDGER_POOL_SIZE].",
@@ -638,7 +680,7 @@ def balance(ctx: click.Context, owner: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("owner")
 @click.argument("operation")
-@click.option("--amount", type=int, default=None, help="Amount (default: the operation's).")
+@click.option("--amount", type=AsciiInt(), default=None, help="Amount (default: the operation's).")
 @click.option(
     "--key",
     "idempotency_key",
@@ -668,7 +710,10 @@ def post(
         parsed = None if metadata is None else json.loads(metadata)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--metadata") from None
-    with _open_ledger(_settings(ctx).url()) as ledger:
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"amount": "--amount", "idempotency_key": "--key", "app": "--app"}),
+    ):
         entry = ledger.post_entry(
             owner_id=owner,
             app=app,
@@ -691,11 +736,11 @@ def post(
 
 @cli.command()
 @click.argument("owner")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--limit", type=AsciiInt(1, 1000), default=20, show_default=True)
 @click.option(
     "--before",
     "after_id",
-    type=int,
+    type=AsciiInt(),
     default=None,
     metavar="ENTRY_ID",
     help="Only entries older than this one (to page back).",
@@ -706,7 +751,10 @@ def history(
     ctx: click.Context, owner: str, limit: int, after_id: int | None, as_json: bool
 ) -> None:
     """OWNER's entries, newest first."""
-    with _open_ledger(_settings(ctx).url()) as ledger:
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"after_id": "--before", "max_rows": "--limit"}),
+    ):
         entries = list(ledger.list_entries(owner_id=owner, after_id=after_id, max_rows=limit))
     if as_json:
         _echo_json(entries)
@@ -733,7 +781,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     """Check the ledger's invariants; exit status 1 if any discrepancy is found."""
     url = _settings(ctx).url()
     estimate = _estimated_entries(url)
-    with _open_ledger(url) as ledger:
+    with _open_ledger(url, statement_timeout=None) as ledger:
         if estimate >= VERIFY_PROGRESS_THRESHOLD and not as_json:
             found = _with_progress(
                 lambda: list(ledger.verify()), f"verifying ~{estimate:,} entries"

@@ -11,21 +11,33 @@ wrapper never commits or rolls back a caller's connection.
 Every error crosses `errors.translate_errors`, the one boundary. No business
 rule lives here: amounts, owners, metadata and limits are the database's to
 judge.
+
+Every wait is bounded. The pool's connections start with PostgreSQL's
+lock_timeout and statement_timeout set as connection options (sent once in
+the startup packet, no statement per call): a call that waits longer for a
+lock another transaction holds raises LockTimeout, one that runs too long
+StatementTimeout (both LedgerBusy). A pooled connection the server ended
+while it sat idle (a restart) is noticed at checkout by a zero-timeout poll
+of its socket (an idle healthy connection has nothing to read) and replaced
+before any statement is sent on it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import select
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import queries as q
-from .errors import LedgerUnavailable, Where, translate_errors
+from .errors import InvalidArgument, LedgerUnavailable, Where, translate_errors
 from .migrate import libpq_url
 from .results import (
     App,
@@ -40,7 +52,13 @@ from .results import (
     Transfer,
 )
 
-__all__ = ["DEFAULT_PREPARE_THRESHOLD", "AsyncLedger", "Ledger"]
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_PREPARE_THRESHOLD",
+    "DEFAULT_STATEMENT_TIMEOUT",
+    "AsyncLedger",
+    "Ledger",
+]
 
 T = TypeVar("T")
 
@@ -50,13 +68,64 @@ T = TypeVar("T")
 # max_prepared_statements), where a prepared statement may vanish between calls.
 DEFAULT_PREPARE_THRESHOLD = 5
 
+# Seconds a statement of a pool connection waits for a lock before LockTimeout
+# (a debit of an owner whose row another transaction holds), and runs at most
+# before StatementTimeout. Generous for the second: verify() reads the whole journal.
+DEFAULT_LOCK_TIMEOUT = 5.0
+DEFAULT_STATEMENT_TIMEOUT = 60.0
+
 Json = Any  # a JSON-serializable value; the database decides what it accepts
 
 
-def _json(value: Json) -> str | None:
+def _json(value: Json, field: str = "metadata") -> str | None:
     """Metadata travels as JSON text, so the database judges every value
-    (\\u0000, non-objects) and answers LG007 itself."""
-    return None if value is None else json.dumps(value)
+    (\\u0000, non-objects) and answers LG007 itself. A value json cannot
+    write at all (a set, an object) is InvalidArgument before any round trip."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(
+            f"invalid argument: {field} is not JSON-serializable ({exc})",
+            detail={"field": field, "reason": "wrong type", "expected": "JSON values"},
+        ) from exc
+
+
+def _with_timeouts(
+    conninfo: str, lock_timeout: float | None, statement_timeout: float | None
+) -> str:
+    """conninfo whose `options` also set lock_timeout and statement_timeout
+    (after any options the URL has, so these win; None leaves the server's,
+    the role's or the URL's setting alone)."""
+    timeouts = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
+    settings = []
+    for name, seconds in timeouts.items():
+        if seconds is None:
+            continue
+        if not seconds > 0:
+            raise ValueError(f"{name} must be a positive number of seconds or None")
+        settings.append(f"-c {name}={max(1, round(seconds * 1000))}")  # 0 would mean none
+    if not settings:
+        return conninfo
+    current = conninfo_to_dict(conninfo).get("options")
+    if current:
+        settings.insert(0, str(current))
+    return make_conninfo(conninfo, options=" ".join(settings))
+
+
+def _has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection has something to read (or is closed).
+
+    A healthy idle connection never has: the server speaks only when asked.
+    One the server ended (a restart, an administrator's kill) has its
+    goodbye error or end-of-file waiting. A zero-timeout poll costs a system
+    call and no round trip."""
+    if conn.closed:
+        return True
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _broken_connection(exc: BaseException | None) -> bool:
@@ -96,7 +165,11 @@ class Ledger:
         uses an application's pool as it is configured; close() leaves it open.
 
     `timeout` is how long a call waits for a pool connection before raising
-    LedgerUnavailable. `open=False` defers opening (e.g. until after a fork);
+    LedgerUnavailable. `lock_timeout` (default 5 s) and `statement_timeout`
+    (default 60 s) bound every statement of the pool's connections (seconds;
+    None leaves the server's setting): LockTimeout / StatementTimeout, both
+    LedgerBusy, when one runs out. With pool= or conn=, the connection's own
+    settings apply. `open=False` defers opening (e.g. until after a fork);
     call open() then.
     """
 
@@ -109,13 +182,15 @@ class Ledger:
         max_size: int = 10,
         prepare_threshold: int | None = DEFAULT_PREPARE_THRESHOLD,
         timeout: float = 10.0,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
         open: bool = True,
         name: str = "ledger",
     ) -> None:
         _check_construction(url, pool)
         if pool is None:
             assert url is not None
-            conninfo = libpq_url(url)
+            conninfo = _with_timeouts(libpq_url(url), lock_timeout, statement_timeout)
             pool = ConnectionPool(
                 conninfo,
                 min_size=min_size,
@@ -174,13 +249,18 @@ class Ledger:
                     return cur.fetchall()
         try:
             with translate_errors(self._where, params):
-                with (
-                    self._pool.connection() as pooled,
-                    pooled.cursor(row_factory=call.row_factory) as cur,
-                ):
-                    cur.execute(query, params)
-                    rows: list[Any] = cur.fetchall()
-                    return rows
+                # Ledger.connection() inlined (a generator-based context
+                # manager would cost the hot path more than the check itself).
+                last = self._pool.max_size
+                for attempt in range(last + 1):
+                    with self._pool.connection() as pooled:
+                        if attempt < last and _has_input(pooled) and self._discard_if_dead(pooled):
+                            continue
+                        with pooled.cursor(row_factory=call.row_factory) as cur:
+                            cur.execute(query, params)
+                            rows: list[Any] = cur.fetchall()
+                            return rows
+                raise AssertionError("unreachable: the last attempt is not checked")
         except LedgerUnavailable as exc:
             # The server went away: every idle connection is probably dead.
             # drain() replaces them without a round trip, so the first call
@@ -188,6 +268,38 @@ class Ledger:
             if self._owns_pool and _broken_connection(exc) and not self._pool.closed:
                 self._pool.drain()
             raise
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pool connection that is alive as far as can be known without a
+        round trip (psycopg errors pass untranslated: wrap the block in
+        errors.translate_errors). `timeout`: the pool's by default.
+
+        A connection with input waiting while idle is checked with an empty
+        statement; one that fails it is closed (the pool replaces it) and,
+        since the server likely ended every idle one, the pool is drained.
+        Nothing the caller sends has been sent yet, so trying the next
+        connection is safe for any call."""
+        last = self._pool.max_size
+        for attempt in range(last + 1):
+            with self._pool.connection(timeout=timeout) as conn:
+                if attempt < last and _has_input(conn) and self._discard_if_dead(conn):
+                    continue
+                yield conn
+                return
+
+    def _discard_if_dead(self, conn: psycopg.Connection[Any]) -> bool:
+        """Check a connection that had input waiting with an empty statement;
+        if it fails, close it (the pool replaces it when it comes back) and
+        drain the pool (its other idle connections likely died too)."""
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            conn.close()
+            if self._owns_pool and not self._pool.closed:
+                self._pool.drain()
+            return True
+        return False
 
     def _one(
         self, call: q.Call, conn: psycopg.Connection[Any] | None, given: Mapping[str, Any]
@@ -289,7 +401,7 @@ class Ledger:
         return self._rows(
             q.POST_ENTRIES,
             conn,
-            {"entries": json.dumps(list(entries)), "idempotency_key": idempotency_key},
+            {"entries": _json(list(entries), "entries"), "idempotency_key": idempotency_key},
         )
 
     def get_balance(self, *, owner_id: str, conn: psycopg.Connection[Any] | None = None) -> Balance:
@@ -466,6 +578,7 @@ class AsyncLedger:
     on `async with`, on `await open()`, or at the first call. close() (or
     leaving the `async with` block) closes a pool this object built.
     AsyncLedger(pool=existing_pool) uses the application's pool as it is.
+    lock_timeout and statement_timeout: as for Ledger.
     """
 
     def __init__(
@@ -477,13 +590,15 @@ class AsyncLedger:
         max_size: int = 10,
         prepare_threshold: int | None = DEFAULT_PREPARE_THRESHOLD,
         timeout: float = 10.0,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
         name: str = "ledger",
     ) -> None:
         _check_construction(url, pool)
         if pool is None:
             assert url is not None
             pool = AsyncConnectionPool(
-                libpq_url(url),
+                _with_timeouts(libpq_url(url), lock_timeout, statement_timeout),
                 min_size=min_size,
                 max_size=max_size,
                 kwargs=_pool_kwargs(prepare_threshold),
@@ -542,18 +657,53 @@ class AsyncLedger:
             await self.open()
         try:
             with translate_errors(self._where, params):
-                async with (
-                    self._pool.connection() as pooled,
-                    pooled.cursor(row_factory=call.row_factory) as cur,
-                ):
-                    await cur.execute(query, params)
-                    rows: list[Any] = await cur.fetchall()
-                    return rows
+                # AsyncLedger.connection() inlined, as in Ledger._rows.
+                last = self._pool.max_size
+                for attempt in range(last + 1):
+                    async with self._pool.connection() as pooled:
+                        if (
+                            attempt < last
+                            and _has_input(pooled)
+                            and await self._discard_if_dead(pooled)
+                        ):
+                            continue
+                        async with pooled.cursor(row_factory=call.row_factory) as cur:
+                            await cur.execute(query, params)
+                            rows: list[Any] = await cur.fetchall()
+                            return rows
+                raise AssertionError("unreachable: the last attempt is not checked")
         except LedgerUnavailable as exc:
             # See Ledger._connection: replace the likely dead idle connections.
             if self._owns_pool and _broken_connection(exc) and not self._pool.closed:
                 await self._pool.drain()
             raise
+
+    @asynccontextmanager
+    async def connection(
+        self, timeout: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pool connection alive as far as can be known without a round
+        trip: see Ledger.connection."""
+        if not self._opened:
+            await self.open()
+        last = self._pool.max_size
+        for attempt in range(last + 1):
+            async with self._pool.connection(timeout=timeout) as conn:
+                if attempt < last and _has_input(conn) and await self._discard_if_dead(conn):
+                    continue
+                yield conn
+                return
+
+    async def _discard_if_dead(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """As Ledger._discard_if_dead."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            await conn.close()
+            if self._owns_pool and not self._pool.closed:
+                await self._pool.drain()
+            return True
+        return False
 
     async def _one(
         self, call: q.Call, conn: psycopg.AsyncConnection[Any] | None, given: Mapping[str, Any]
@@ -655,7 +805,7 @@ class AsyncLedger:
         return await self._rows(
             q.POST_ENTRIES,
             conn,
-            {"entries": json.dumps(list(entries)), "idempotency_key": idempotency_key},
+            {"entries": _json(list(entries), "entries"), "idempotency_key": idempotency_key},
         )
 
     async def get_balance(

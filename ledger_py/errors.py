@@ -8,14 +8,16 @@ errors become ledger errors: the wrapper's methods run every statement
 inside it. Besides the LG SQLSTATEs it translates what fails before a
 ledger function could judge the input (a NUL character or lone surrogate
 psycopg cannot send, an integer beyond its parameter's SQL type) into
-InvalidArgument, and connection trouble into LedgerUnavailable. Nothing
-here decides a business rule: the database does.
+InvalidArgument, PostgreSQL's own bounded waits (lock_timeout,
+statement_timeout) into LedgerBusy, and connection trouble into
+LedgerUnavailable. Nothing here decides a business rule: the database does.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -25,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 __all__ = [
     "EXCEPTIONS_BY_SQLSTATE",
+    "SERVER_EXCEPTIONS_BY_SQLSTATE",
     "AlreadyReversed",
     "AppendOnly",
     "HoldNotActive",
@@ -32,12 +35,15 @@ __all__ = [
     "InsufficientCredits",
     "InvalidAmount",
     "InvalidArgument",
+    "LedgerBusy",
     "LedgerError",
     "LedgerUnavailable",
+    "LockTimeout",
     "NotFound",
     "OperationInUse",
     "OperationLimitReached",
     "OperationNotAllowed",
+    "StatementTimeout",
     "UnknownApp",
     "UnknownOperation",
     "Where",
@@ -214,6 +220,33 @@ class LedgerUnavailable(LedgerError):
         self.port = port
 
 
+class LedgerBusy(LedgerError):
+    """A wait the ledger bounds ran out (a lock held by another transaction,
+    or a statement running too long): the statement was canceled, so this
+    call wrote nothing. Retry later with the same idempotency key. Inside a
+    caller's own transaction (`conn=`), the error aborts that transaction.
+    """
+
+    code = "ledger_busy"
+    http_status = 503
+
+
+class LockTimeout(LedgerBusy):
+    """A row or lock the call needs stayed held by another transaction longer
+    than lock_timeout (PostgreSQL's 55P03, lock_not_available)."""
+
+    code = "lock_timeout"
+    sqlstate = "55P03"
+
+
+class StatementTimeout(LedgerBusy):
+    """The statement ran longer than statement_timeout, or was canceled
+    (PostgreSQL's 57014, query_canceled)."""
+
+    code = "statement_timeout"
+    sqlstate = "57014"
+
+
 EXCEPTIONS_BY_SQLSTATE: dict[str, type[LedgerError]] = {
     cls.sqlstate: cls
     for cls in (
@@ -232,6 +265,19 @@ EXCEPTIONS_BY_SQLSTATE: dict[str, type[LedgerError]] = {
         AppendOnly,
     )
     if cls.sqlstate is not None
+}
+"""The ledger's own SQLSTATEs (class LG), raised by its SQL functions."""
+
+SERVER_EXCEPTIONS_BY_SQLSTATE: dict[str, type[LedgerError]] = {
+    cls.sqlstate: cls for cls in (LockTimeout, StatementTimeout) if cls.sqlstate is not None
+}
+"""PostgreSQL's own SQLSTATEs of a bounded wait that ran out."""
+
+_BUSY_MESSAGES = {
+    "55P03": "the ledger gave up waiting for a lock another transaction holds (lock_timeout): "
+    "nothing was written by this call; retry later",
+    "57014": "the ledger's statement was canceled (statement_timeout or a cancel request): "
+    "nothing was written by this call; retry later",
 }
 
 
@@ -307,6 +353,36 @@ def _out_of_range_field(exc: psycopg.Error, params: Mapping[str, Any] | None) ->
     return None
 
 
+# What PostgreSQL raises when a value cannot become its parameter's SQL type:
+# bad text for the type, a date or interval out of range, an unknown time
+# zone, a character the encoding lacks, a type with no cast at all.
+_CONVERSION_SQLSTATES = frozenset(
+    {"22007", "22008", "22009", "22015", "22021", "22023", "22P02", "42846"}
+)
+
+
+def _refused_by_a_parameter_cast(exc: psycopg.Error, params: Mapping[str, Any] | None) -> bool:
+    """A conversion error of a statement with parameters, raised while they
+    were converted, not inside a ledger function (whose own errors, and
+    defects, keep their SQLSTATE)."""
+    if not params or exc.sqlstate not in _CONVERSION_SQLSTATES:
+        return False
+    context = exc.diag.context or ""
+    return "function" not in context
+
+
+def _field_of_parameter(exc: psycopg.Error, params: Mapping[str, Any] | None) -> str | None:
+    """The parameter named by PostgreSQL's context line ("... parameter $2 = ...").
+
+    Both wrapper classes render the parameters in the order of `params`, so
+    $n is the n-th name."""
+    match = re.search(r"parameter \$(\d+)", exc.diag.context or "")
+    names = list(params or {})
+    if match and 0 < int(match.group(1)) <= len(names):
+        return names[int(match.group(1)) - 1]
+    return None
+
+
 WhereLike = Where | Callable[[], Where] | None
 
 
@@ -331,6 +407,10 @@ def translate_error(
             detail = parsed if isinstance(parsed, dict) else {"value": parsed}
         message = diag.message_primary or str(exc)
         return EXCEPTIONS_BY_SQLSTATE[sqlstate](message, detail=detail, hint=diag.message_hint)
+    if sqlstate is not None and sqlstate in SERVER_EXCEPTIONS_BY_SQLSTATE:
+        # Checked before OperationalError (both SQLSTATEs are of that class):
+        # the server answered, it only refused to wait longer.
+        return SERVER_EXCEPTIONS_BY_SQLSTATE[sqlstate](_BUSY_MESSAGES[sqlstate])
     if isinstance(exc, psycopg.OperationalError):
         if callable(where):
             where = where()
@@ -352,6 +432,17 @@ def translate_error(
                 f"invalid argument: {wide} is out of range",
                 detail={"field": wide, "reason": "out of range"},
             )
+    if _refused_by_a_parameter_cast(exc, params):
+        # A value the parameter's SQL type does not take (a date that does not
+        # exist, a time zone PostgreSQL does not know): the cast refused it
+        # before any ledger function ran. The wrapper's own type check stops
+        # wrong Python types first; this is the backstop for the values.
+        field = _field_of_parameter(exc, params)
+        return InvalidArgument(
+            f"invalid argument: {field or 'an argument'} is not a valid value of its type",
+            detail={"field": field, "reason": "invalid", "sqlstate": sqlstate},
+            hint=exc.diag.message_primary,
+        )
     field = _nul_field(params)
     if sqlstate is None and isinstance(exc, psycopg.DataError) and (field or "NUL" in str(exc)):
         # Raised by psycopg before sending: PostgreSQL text cannot hold NUL.

@@ -10,16 +10,64 @@ it returns. `Call.sql()` renders
     SELECT <fields of the result class> FROM ledger.<name>(p => %(p)s::type, ...)
 
 with named parameters, rendered once per set of given optional parameters.
+
+`Call.params()` also checks each value's Python type against its SQL type
+before anything is sent (InvalidArgument, field and reason "wrong type"): a
+bool is no id or amount, a float id would be rounded by the cast to another
+row, and a str where a timestamp or interval belongs would be parsed by
+PostgreSQL's permissive input rules. Only types are checked here; whether a
+value is acceptable (ranges, lengths, names) stays the database's to judge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from psycopg.rows import RowFactory, class_row, tuple_row
 
 from . import results
+from .errors import InvalidArgument
+
+# The Python types each SQL parameter type takes (bool is an int subclass,
+# refused apart). numeric (amounts) also takes Decimal: an exact number whose
+# fraction or NaN the database judges (LG006); a float is not exact.
+_ACCEPTED: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "bigint": (int,),
+    "integer": (int,),
+    "numeric": (int, Decimal),
+    "boolean": (bool,),
+    "timestamptz": (datetime,),
+    "interval": (timedelta,),
+}
+_EXPECTED: dict[str, str] = {
+    "text": "a str",
+    "bigint": "an int",
+    "integer": "an int",
+    "numeric": "an int",
+    "boolean": "a bool",
+    "timestamptz": "a datetime",
+    "interval": "a timedelta",
+}
+
+
+def _checked(name: str, sql_type: str, value: Any) -> Any:
+    """value when its Python type suits sql_type (None always does: the SQL
+    function judges a missing value); InvalidArgument otherwise."""
+    if value is None:
+        return value
+    accepted = _ACCEPTED[sql_type]
+    if type(value) in accepted or (
+        isinstance(value, accepted) and (type(value) is not bool or bool in accepted)
+    ):
+        return value
+    raise InvalidArgument(
+        f"invalid argument: {name} must be {_EXPECTED[sql_type]}, not {type(value).__name__}",
+        detail={"field": name, "reason": "wrong type", "expected": _EXPECTED[sql_type]},
+    )
 
 
 class Call:
@@ -49,11 +97,13 @@ class Call:
         return dict(self.required + self.optional)
 
     def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """The parameters to send: every required one, the optional ones not None."""
-        sent = {name: given[name] for name, _ in self.required}
-        for name, _ in self.optional:
-            if given.get(name) is not None:
-                sent[name] = given[name]
+        """The parameters to send: every required one, the optional ones not
+        None, each of a Python type its SQL type takes (InvalidArgument if not)."""
+        sent = {name: _checked(name, sql_type, given[name]) for name, sql_type in self.required}
+        for name, sql_type in self.optional:
+            value = given.get(name)
+            if value is not None:
+                sent[name] = _checked(name, sql_type, value)
         return sent
 
     def sql(self, params: Mapping[str, Any]) -> str:

@@ -225,6 +225,7 @@ BEGIN
         END LOOP;
     END IF;
     PERFORM ledger._invalid_json('entries', p_entries, v_state, v_msg, v_detail);
+    RETURN NULL;  -- not reached: ledger._invalid_json always raises
 END
 $$;
 

@@ -20,12 +20,12 @@ from apiflask import APIFlask
 from flask import Flask, jsonify, make_response, render_template, send_from_directory, url_for
 from werkzeug.routing import IntegerConverter, Map
 
-from ledger_py.client import Ledger
-from ledger_py.errors import LedgerError
+from ledger_py.client import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, Ledger
+from ledger_py.errors import LedgerError, LedgerUnavailable
 from web import example_app, ledger_api
 from web.api_keys import KeyResolver
 from web.database import connection
-from web.errors import register_error_handlers
+from web.errors import RETRY_AFTER_SECONDS, register_error_handlers, unavailable_body
 from web.request_input import install as install_request_input
 from web.schemas import ERROR_SCHEMA, HealthOut
 
@@ -83,7 +83,9 @@ def _version() -> str:
 def create_app(config: dict[str, Any] | None = None) -> APIFlask:
     """Build the app. Config keys (environment variables of the same name
     are the fallback): LEDGER_DATABASE_URL (required unless LEDGER, a Ledger
-    instance, is given), LEDGER_POOL_SIZE (default 5), API_KEY_CACHE_SECONDS
+    instance, is given), LEDGER_POOL_SIZE (default 5), LEDGER_LOCK_TIMEOUT and
+    LEDGER_STATEMENT_TIMEOUT (seconds, default 5 and 60; "none": the
+    server's setting), API_KEY_CACHE_SECONDS
     (default 0: every request asks the database), CONTENT_WORK (the example
     app's work function), MAX_CONTENT_LENGTH (default 4 MiB)."""
     app = APIFlask(
@@ -139,10 +141,28 @@ def _make_state(app: Flask) -> WebState:
             raise RuntimeError("LEDGER_DATABASE_URL is not set (config or environment)")
         size = int(app.config.get("LEDGER_POOL_SIZE") or os.environ.get("LEDGER_POOL_SIZE") or 5)
         # The pool opens now, in this process (a gunicorn worker: after the fork).
-        ledger, owns = Ledger(url, min_size=1, max_size=size, open=True), True
+        ledger = Ledger(
+            url,
+            min_size=1,
+            max_size=size,
+            lock_timeout=_seconds(app, "LEDGER_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT),
+            statement_timeout=_seconds(app, "LEDGER_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT),
+            open=True,
+        )
+        owns = True
         atexit.register(ledger.close)
     keys = KeyResolver(ledger, cache_seconds=float(app.config["API_KEY_CACHE_SECONDS"]))
     return WebState(ledger=ledger, keys=keys, owns_ledger=owns)
+
+
+def _seconds(app: Flask, name: str, default: float) -> float | None:
+    """A timeout in seconds from the config or the environment ("none": no limit)."""
+    value = app.config.get(name, os.environ.get(name))
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    return float(value)
 
 
 def close_app(app: Flask) -> None:
@@ -171,13 +191,12 @@ def _register_service_routes(app: APIFlask) -> None:
                 conn.execute("SELECT 1")
         except LedgerError as exc:
             # A Response, so that the 200 schema does not filter the error fields.
-            body = {
-                "status": "unhealthy",
-                "database": "unreachable",
-                "code": "ledger_unavailable",
-                "detail": getattr(exc, "message", str(exc)),
-            }
-            return make_response(jsonify(body), 503)
+            # The details (host, port, PostgreSQL's text) go to the log only.
+            app.logger.warning("health: %s (caused by %r)", exc.message, exc.__cause__)
+            body = {"status": "unhealthy", "database": "unreachable", **unavailable_body()}
+            response = make_response(jsonify(body), 503)
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS[LedgerUnavailable])
+            return response
         return {"status": "healthy", "database": "ok"}
 
     @app.get("/redoc")

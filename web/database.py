@@ -31,11 +31,12 @@ def connection(
 
     ``params`` name the values sent, so that a NUL character in one of them
     is reported as that field's InvalidArgument. ``timeout``: seconds to
-    wait for a pool connection (default: the pool's own).
+    wait for a pool connection (default: the pool's own). A pooled
+    connection the server ended while idle is replaced first (Ledger.connection).
     """
     pool = ledger.pool
     where = Where.from_conninfo(pool.conninfo) if isinstance(pool.conninfo, str) else None
-    with translate_errors(where, params), pool.connection(timeout=timeout) as conn:
+    with translate_errors(where, params), ledger.connection(timeout=timeout) as conn:
         if not transaction:
             yield conn
             return

@@ -38,7 +38,21 @@ STATUS_BY_EXCEPTION: dict[type[ledger_errors.LedgerError], int] = {
     ledger_errors.OperationInUse: 409,
     ledger_errors.AppendOnly: 409,
     ledger_errors.LedgerUnavailable: 503,
+    ledger_errors.LedgerBusy: 503,
+    ledger_errors.LockTimeout: 503,
+    ledger_errors.StatementTimeout: 503,
 }
+
+# Seconds a client should wait before retrying a 503 (the Retry-After header):
+# a lock is usually free again soon; a database restart takes longer.
+RETRY_AFTER_SECONDS: dict[type[ledger_errors.LedgerError], int] = {
+    ledger_errors.LedgerBusy: 1,
+    ledger_errors.LedgerUnavailable: 5,
+}
+
+# What a client reads when the database cannot be reached: never its host,
+# port or PostgreSQL's own words (those go to the log).
+UNAVAILABLE_DETAIL = "the ledger's database is unreachable; retry later"
 
 # Codes of the errors the HTTP layer itself detects (no ledger call made).
 CODE_BY_STATUS: dict[int, str] = {
@@ -74,7 +88,21 @@ def status_for(exc: ledger_errors.LedgerError) -> int:
     return 500
 
 
+def retry_after(exc: ledger_errors.LedgerError) -> int | None:
+    """Retry-After seconds for a 503 error (its class, or the nearest mapped base)."""
+    for cls in type(exc).__mro__:
+        if cls in RETRY_AFTER_SECONDS:
+            return RETRY_AFTER_SECONDS[cls]
+    return None
+
+
+def unavailable_body() -> dict[str, Any]:
+    return {"code": ledger_errors.LedgerUnavailable.code, "detail": UNAVAILABLE_DETAIL}
+
+
 def ledger_error_body(exc: ledger_errors.LedgerError) -> dict[str, Any]:
+    if isinstance(exc, ledger_errors.LedgerUnavailable):
+        return unavailable_body()
     body: dict[str, Any] = {}
     detail = getattr(exc, "detail", None)
     if isinstance(detail, dict):
@@ -124,7 +152,15 @@ def _reason(status: int) -> str:
 
 def register_error_handlers(app: Flask) -> None:
     def handle_ledger_error(exc: ledger_errors.LedgerError) -> Any:
-        return ledger_error_body(exc), status_for(exc)
+        status = status_for(exc)
+        headers = {}
+        seconds = retry_after(exc)
+        if seconds is not None:
+            headers["Retry-After"] = str(seconds)
+        if status == 503:
+            # The details (host, port, PostgreSQL's text) are for the operator.
+            app.logger.warning("%s: %s (caused by %r)", exc.code, exc.message, exc.__cause__)
+        return ledger_error_body(exc), status, headers
 
     def handle_http_error(error: HTTPError) -> Any:
         return _http_error_body(error), error.status_code, error.headers

@@ -116,6 +116,24 @@ def test_ledger_errors_are_one_line(ledger) -> None:  # type: ignore[no-untyped-
     assert usage.exit_code == 2 and "'lots' is not a valid integer" in usage.output
 
 
+def test_integers_take_ascii_digits_and_errors_name_the_option(ledger) -> None:  # type: ignore[no-untyped-def]
+    """int() reads full-width digits ("\uff10\uff15" is 5): the command refuses
+    them, and an error about a value an option gave names that option."""
+    wide = ledger("post", "carol", "CREDIT_ADD", "--amount", "\uff10\uff15")
+    assert wide.exit_code == 2 and "Invalid value for '--amount'" in wide.output
+    assert "ASCII digits" in wide.output
+    assert ledger("balance", "carol").output == "carol: balance 0, held 0, available 0\n"
+    for spelled in ("1_0", " 10", "\u0661"):
+        refused = ledger("post", "carol", "CREDIT_ADD", "--amount", spelled)
+        assert refused.exit_code == 2, (spelled, refused.output)
+    assert ledger("history", "carol", "--before", "\uff11").exit_code == 2
+
+    beyond = ledger("history", "carol", "--before", str(2**63))
+    assert beyond.exit_code == 2, beyond.output
+    assert "Invalid value for --before: out of range" in beyond.output
+    assert "after_id" not in beyond.output
+
+
 def test_keys_create_list_revoke(ledger) -> None:  # type: ignore[no-untyped-def]
     created = ledger("keys", "create", "example_app", "--label", "content service")
     assert created.exit_code == 0, created.output

@@ -21,6 +21,7 @@ from ledger_py import (
     AppendOnly,
     InvalidAmount,
     InvalidArgument,
+    LedgerBusy,
     LedgerError,
     LedgerUnavailable,
     NotFound,
@@ -31,6 +32,7 @@ from ledger_py import (
     UnknownOperation,
     translate_errors,
 )
+from ledger_py.errors import SERVER_EXCEPTIONS_BY_SQLSTATE
 
 from .conftest import make_ledger
 
@@ -57,7 +59,9 @@ def markdown_error_rows(text: str) -> dict[str, tuple[str, str, str]]:
     rows = {}
     for line in text.splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and (re.fullmatch(r"LG\d{3}", cells[0]) or cells[0] == "(connection)"):
+        if len(cells) >= 4 and (
+            re.fullmatch(r"LG\d{3}|55P03|57014", cells[0]) or cells[0] == "(connection)"
+        ):
             rows[cells[0]] = (cells[1], cells[2], cells[3])
     return rows
 
@@ -67,6 +71,10 @@ def python_rows() -> dict[str, tuple[str, str, str]]:
         state: (cls.code, cls.__name__, str(cls.http_status))
         for state, cls in EXCEPTIONS_BY_SQLSTATE.items()
     }
+    rows.update(
+        (state, (cls.code, cls.__name__, str(cls.http_status)))
+        for state, cls in SERVER_EXCEPTIONS_BY_SQLSTATE.items()
+    )
     rows["(connection)"] = (
         LedgerUnavailable.code,
         "LedgerUnavailable",
@@ -98,9 +106,24 @@ def test_interfaces_doc_matches_python() -> None:
 def test_every_exception_is_exported_and_distinct() -> None:
     classes = list(EXCEPTIONS_BY_SQLSTATE.values())
     assert len({c.code for c in classes}) == len(classes)
-    for cls in [*classes, LedgerUnavailable]:
+    for cls in [*classes, LedgerUnavailable, LedgerBusy, *SERVER_EXCEPTIONS_BY_SQLSTATE.values()]:
         assert issubclass(cls, LedgerError)
         assert getattr(ledger_py, cls.__name__) is cls
+    busy = list(SERVER_EXCEPTIONS_BY_SQLSTATE.values())
+    assert all(issubclass(cls, LedgerBusy) and cls.http_status == 503 for cls in busy)
+    assert not set(SERVER_EXCEPTIONS_BY_SQLSTATE) & set(EXCEPTIONS_BY_SQLSTATE)
+
+
+@pytest.mark.parametrize("sqlstate", sorted(SERVER_EXCEPTIONS_BY_SQLSTATE))
+def test_boundary_maps_each_bounded_wait(
+    server_conn: psycopg.Connection[Any], sqlstate: str
+) -> None:
+    with pytest.raises(LedgerBusy) as caught, translate_errors():
+        server_conn.execute(
+            f"DO $$ BEGIN RAISE EXCEPTION 'waited' USING ERRCODE = '{sqlstate}'; END $$"
+        )
+    assert type(caught.value) is SERVER_EXCEPTIONS_BY_SQLSTATE[sqlstate]
+    assert "retry later" in caught.value.message
 
 
 @pytest.mark.parametrize("sqlstate", sorted(EXCEPTIONS_BY_SQLSTATE))

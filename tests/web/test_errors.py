@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from ledger_py import errors as ledger_errors
-from web.errors import STATUS_BY_EXCEPTION, status_for
+from web.errors import STATUS_BY_EXCEPTION, retry_after, status_for
 
 
 def ledger_exception_classes() -> set[type[ledger_errors.LedgerError]]:
@@ -33,6 +33,9 @@ def test_status_table_agrees_with_the_exceptions_and_the_design() -> None:
         "invalid_amount": 422,
         "invalid_argument": 422,
         "ledger_unavailable": 503,
+        "ledger_busy": 503,
+        "lock_timeout": 503,
+        "statement_timeout": 503,
     }
     for cls, status in STATUS_BY_EXCEPTION.items():
         assert status == cls.http_status, cls
@@ -45,3 +48,9 @@ def test_a_subclass_takes_its_nearest_mapped_status() -> None:
         pass
 
     assert status_for(Narrower("x")) == 402
+
+
+def test_every_503_carries_retry_after() -> None:
+    for cls, status in STATUS_BY_EXCEPTION.items():
+        if status == 503:
+            assert retry_after(cls("x")) is not None, cls
