@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -151,10 +152,11 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     ledger = _ledger()
     owner_id = body["owner_id"]
     key: str = idempotency_key(headers, body) or f"content-{uuid.uuid4()}"
+    digest = _request_digest(owner_id, body["title"], body["body"])
 
     hold = ledger.create_hold(owner_id=owner_id, app=APP, operation=CREATION, idempotency_key=key)
     if hold.replayed:
-        done = _content_of_hold(ledger, hold.hold_id)
+        done = _content_of_hold(ledger, hold.hold_id, digest, key)
         if done is not None:
             return answer(done, replayed=True)
 
@@ -179,17 +181,18 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
             # hold: the first capture writes, the others replay it. The first
             # insert wins; the others wait for it and then take its row.
             row = conn.execute(
-                "INSERT INTO example_app.content (owner_id, title, body, hold_id, entry_id)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (hold_id) DO NOTHING"
+                "INSERT INTO example_app.content"
+                " (owner_id, title, body, hold_id, entry_id, request_digest)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (hold_id) DO NOTHING"
                 f" RETURNING {_CONTENT_COLUMNS}",
-                (owner_id, body["title"], stored_body, hold.hold_id, entry.entry_id),
+                (owner_id, body["title"], stored_body, hold.hold_id, entry.entry_id, digest),
             ).fetchone()
     except LedgerError as exc:
         if not isinstance(exc, HoldNotActive):
             _release_quietly(ledger, hold.hold_id)
         raise
     if row is None:
-        done = _content_of_hold(ledger, hold.hold_id)
+        done = _content_of_hold(ledger, hold.hold_id, digest, key)
         if done is None:  # the conflicting row was committed before DO NOTHING
             raise RuntimeError(f"content of hold {hold.hold_id} conflicted but is not there")
         return answer(done, replayed=True)
@@ -202,15 +205,31 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     return answer(result, replayed=False)
 
 
-def _content_of_hold(ledger: Ledger, hold_id: int) -> dict[str, Any] | None:
-    """The answer a completed creation gave, rebuilt from what it stored."""
+def _request_digest(owner_id: str, title: str, body: str) -> bytes:
+    """What identifies a creation request beyond its key: owner, title and body as sent."""
+    return hashlib.sha256(json.dumps([owner_id, title, body]).encode()).digest()
+
+
+def _content_of_hold(
+    ledger: Ledger, hold_id: int, digest: bytes, key: str
+) -> dict[str, Any] | None:
+    """The answer a completed creation gave, rebuilt from what it stored; 409
+    when that creation was another request under the same key."""
     with connection(ledger) as conn:
         row = conn.execute(
-            f"SELECT {_CONTENT_COLUMNS}, entry_id FROM example_app.content WHERE hold_id = %s",
+            f"SELECT {_CONTENT_COLUMNS}, entry_id, request_digest"
+            " FROM example_app.content WHERE hold_id = %s",
             (hold_id,),
         ).fetchone()
     if row is None:
         return None
+    if row[6] is not None and bytes(row[6]) != digest:
+        raise api_error(
+            409,
+            "idempotency_conflict",
+            f"idempotency key {key} was already used for other content",
+            idempotency_key=key,
+        )
     entry = ledger.get_entry(entry_id=row[5], app=APP)
     return {
         "content": _content_row(row[:5]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from apiflask import APIFlask
 from flask.testing import FlaskClient
 
@@ -45,6 +46,25 @@ def test_create_content_charges_the_creation_once(
     # Without a key each request is new content.
     assert create(client, auth, key=None).status_code == 201
     assert create(client, auth, key="c-other", title="Other").status_code == 402
+
+
+@pytest.mark.parametrize("changed", [{"title": "Another"}, {"body": "another body"}])
+def test_the_same_key_with_other_content_is_409_and_charges_nothing(
+    client: FlaskClient, auth: H, db_url: str, changed: dict[str, str]
+) -> None:
+    """The key covers the whole request: a retry must be the same content."""
+    fund(client, auth, "alice", 12)
+    first = create(client, auth)
+    assert first.status_code == 201
+    other = create(client, auth, **changed)
+    assert other.status_code == 409, other.json
+    assert other.json["code"] == "idempotency_conflict"
+    assert client.get("/balance/alice", headers=auth).json["balance"] == 7
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM example_app.content").fetchone() == (1,)
+    # The original request still replays.
+    again = create(client, auth)
+    assert again.status_code == 200 and again.json == first.json
 
 
 def test_failed_work_releases_the_hold_and_charges_nothing(
