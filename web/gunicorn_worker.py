@@ -1,0 +1,230 @@
+"""The gunicorn worker class of the HTTP API: gevent, with bounded reads and JSON errors.
+
+Why gevent: each connection is a greenlet, not a thread. A client that sends
+its headers or its body slowly (or never) costs a socket and a little memory,
+not one of a few threads, so a handful of slow or hostile clients cannot
+freeze the API. psycopg 3 waits cooperatively once gevent has patched the
+standard library (it checks for the patch when it is first imported), and
+gunicorn patches it in each worker before the app, and so psycopg, is imported.
+
+On top of gunicorn's gevent worker, this class:
+
+* bounds the time to receive a request's headers (and an idle keep-alive
+  connection) to LEDGER_HEADER_TIMEOUT seconds: the connection is closed;
+* reads the whole body before the app runs, within LEDGER_BODY_TIMEOUT
+  seconds (else 408 ``request_timeout``) and up to the app's
+  MAX_CONTENT_LENGTH bytes, whether the body has a Content-Length or is
+  chunked (else 413 ``body_too_large``); the app then reads it from memory;
+* answers gunicorn's own errors (malformed request line or headers, bad
+  Content-Length, Content-Length with Transfer-Encoding, a request line or
+  headers over the limits, ...) with the API's JSON error shape instead of
+  gunicorn's HTML page.
+
+This module must not import psycopg (nor ``web.app``): gunicorn imports the
+worker class in the master process, before any fork and before gevent patches
+anything, and psycopg chooses how it waits when it is first imported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import gevent
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.ggevent import GeventWorker
+
+DEFAULT_HEADER_TIMEOUT = 5.0
+DEFAULT_BODY_TIMEOUT = 5.0
+READ_SIZE = 64 * 1024
+
+# gunicorn's parse errors -> (status, code) of the JSON error; any other
+# ParseException is a malformed request (400).
+_STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (http_errors.LimitRequestLine, 414, "uri_too_long", "the request line is too long"),
+    (
+        http_errors.LimitRequestHeaders,
+        431,
+        "headers_too_large",
+        "the request headers are too large or too many",
+    ),
+    (
+        http_errors.UnsupportedTransferCoding,
+        501,
+        "unsupported_transfer_coding",
+        "this Transfer-Encoding is not supported",
+    ),
+    (http_errors.ExpectationFailed, 417, "expectation_failed", "only Expect: 100-continue"),
+    (http_errors.ForbiddenProxyRequest, 403, "forbidden", "proxy request not allowed"),
+)
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
+
+
+def _seconds(name: str, default: float) -> float:
+    value = float(os.environ.get(name) or default)
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+    return value
+
+
+def error_response(status: int, body: dict[str, Any]) -> bytes:
+    """A whole HTTP/1.1 response carrying a JSON error; the connection closes after it."""
+    payload = json.dumps(body).encode()
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + payload
+
+
+def classify(exc: BaseException) -> tuple[int, str, str]:
+    """(status, code, detail) of an error gunicorn raised while reading a request."""
+    for cls, status, code, detail in _STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status, code, detail
+    if isinstance(exc, http_errors.ParseException):
+        # gunicorn's text names what is wrong (e.g. "Invalid HTTP Header:
+        # 'CONTENT-LENGTH'"); it only quotes the client's own request.
+        return 400, "malformed_request", f"malformed HTTP request: {str(exc)[:200]}"
+    return 500, "internal_error", "internal error"
+
+
+class BodyRefused(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+
+
+class LedgerWorker(GeventWorker):  # type: ignore[misc]
+    """gunicorn's gevent worker with bounded header and body reads and JSON errors."""
+
+    header_timeout = DEFAULT_HEADER_TIMEOUT
+    body_timeout = DEFAULT_BODY_TIMEOUT
+    max_body_bytes: int | None = None
+
+    def init_process(self) -> None:
+        self.header_timeout = _seconds("LEDGER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT)
+        self.body_timeout = _seconds("LEDGER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT)
+        super().init_process()  # patches (gevent), loads the app, serves until exit
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # One limit, the app's own (MAX_CONTENT_LENGTH), enforced here while reading.
+        config = getattr(self.wsgi, "config", None)
+        limit = config.get("MAX_CONTENT_LENGTH") if config is not None else None
+        self.max_body_bytes = int(limit) if limit is not None else None
+        _check_psycopg_cooperates()
+
+    def timeout_ctx(self) -> gevent.Timeout:
+        # Wraps the reading of each request's line and headers (and the wait
+        # for the next request on a kept-alive connection): on expiry the
+        # connection is closed without an answer.
+        return gevent.Timeout(self.header_timeout, False)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        try:
+            self._read_body(req, sock)
+        except BodyRefused as refused:
+            self.log.warning(
+                "%s %s from %s: %s %s",
+                req.method,
+                req.path,
+                addr[0] if addr else "-",
+                refused.status,
+                refused.body["code"],
+            )
+            try:
+                sock.sendall(error_response(refused.status, refused.body))
+            except OSError:
+                pass
+            raise StopIteration() from None  # closes the connection
+        return super().handle_request(listener_name, req, sock, addr)
+
+    def _read_body(self, req: Any, sock: Any) -> None:
+        """Read the whole body now, bounded in time and size; the app gets it from memory."""
+        limit = self.max_body_bytes
+        declared = next((v for n, v in req.headers if n == "CONTENT-LENGTH"), None)
+        if limit is not None and declared is not None and int(declared) > limit:
+            raise BodyRefused(413, _too_large(limit))
+        if declared is not None and int(declared) == 0:
+            return
+        chunked = any(n == "TRANSFER-ENCODING" for n, _ in req.headers)
+        if declared is None and not chunked:
+            return  # no body (gunicorn reads none either)
+        if getattr(req, "_expected_100_continue", False):
+            # The client waits for this before it sends the body. Told here,
+            # gunicorn must not send it a second time when the app starts.
+            sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            req._expected_100_continue = False
+        data = bytearray()
+        timer = gevent.Timeout(self.body_timeout)
+        timer.start()
+        try:
+            while True:
+                chunk = req.body.read(READ_SIZE)
+                if not chunk:
+                    break
+                data += chunk
+                if limit is not None and len(data) > limit:
+                    raise BodyRefused(413, _too_large(limit))
+        except gevent.Timeout as expired:
+            if expired is not timer:
+                raise
+            raise BodyRefused(
+                408,
+                {
+                    "code": "request_timeout",
+                    "detail": f"the request body did not arrive within {self.body_timeout:g} s",
+                    "timeout_seconds": self.body_timeout,
+                },
+            ) from None
+        finally:
+            timer.close()
+        req.body = io.BytesIO(bytes(data))
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        status, code, detail = classify(exc)
+        where = addr[0] if addr else "-"
+        if status == 500:
+            self.log.exception("error handling a request from %s", where)
+        else:
+            self.log.warning("invalid request from %s: %s (%s)", where, code, exc)
+        try:
+            client.sendall(error_response(status, {"code": code, "detail": detail}))
+        except OSError:
+            self.log.debug("could not send the error response")
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return {
+        "code": "body_too_large",
+        "detail": "the request body is larger than the limit",
+        "max_bytes": limit,
+    }
+
+
+def _check_psycopg_cooperates() -> None:
+    """Fail the worker if psycopg waits in C (it was imported before gevent patched select)."""
+    import sys
+
+    waiting = sys.modules.get("psycopg.waiting")
+    if waiting is not None and waiting.wait is getattr(waiting, "wait_c", None):
+        raise RuntimeError(
+            "psycopg was imported before gevent patched the standard library: "
+            "its waits would block every request of this worker"
+        )
