@@ -24,6 +24,9 @@ preload_app = False
 loglevel = os.environ.get("LEDGER_LOG_LEVEL", "info")
 accesslog = "-"
 graceful_timeout = 10
+# Not 0: gunicorn reads each request's headers under the worker's header
+# timeout (LEDGER_HEADER_TIMEOUT) only on connections it may keep alive.
+keepalive = 2
 timeout = 30
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 from typing import Any
 
 import gevent
@@ -39,6 +40,8 @@ from gunicorn.workers.ggevent import GeventWorker
 DEFAULT_HEADER_TIMEOUT = 5.0
 DEFAULT_BODY_TIMEOUT = 5.0
 READ_SIZE = 64 * 1024
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 16 * 1024 * 1024
 
 # gunicorn's parse errors -> (status, code) of the JSON error; any other
 # ParseException is a malformed request (400).
@@ -150,6 +153,8 @@ class LedgerWorker(GeventWorker):  # type: ignore[misc]
             )
             try:
                 sock.sendall(error_response(refused.status, refused.body))
+                if refused.status == 413:
+                    _linger(sock)
             except OSError:
                 pass
             raise StopIteration() from None  # closes the connection
@@ -208,6 +213,20 @@ class LedgerWorker(GeventWorker):  # type: ignore[misc]
             client.sendall(error_response(status, {"code": code, "detail": detail}))
         except OSError:
             self.log.debug("could not send the error response")
+
+
+def _linger(sock: Any) -> None:
+    """Let a client that is still sending its body read the answer: closing a socket
+    with unread input resets the connection, and the client may lose the response.
+    Reads (and drops) what comes for at most LINGER_SECONDS and LINGER_BYTES."""
+    sock.shutdown(socket.SHUT_WR)
+    drained = 0
+    with gevent.Timeout(LINGER_SECONDS, False):
+        while drained < LINGER_BYTES:
+            chunk = sock.recv(READ_SIZE)
+            if not chunk:
+                break
+            drained += len(chunk)
 
 
 def _too_large(limit: int) -> dict[str, Any]:

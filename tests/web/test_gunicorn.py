@@ -1,5 +1,7 @@
-"""Served for real: gunicorn (web.gunicorn_conf, web.wsgi:app) on a free
-loopback port, talked to over HTTP; concurrent debits never overdraw."""
+"""Served for real: gunicorn (web.gunicorn_conf: its gevent worker class
+web.gunicorn_worker.LedgerWorker, web.wsgi:app) on a free loopback port,
+talked to over HTTP; concurrent debits never overdraw. Slow and malformed
+clients: test_slow_clients.py."""
 
 from __future__ import annotations
 

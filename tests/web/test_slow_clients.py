@@ -309,3 +309,37 @@ def test_the_servers_own_errors_are_json(
 ) -> None:
     base, _ = served_once
     _assert_error(exchange(base, request_bytes), status, code)
+
+
+# ---- one worker, many requests: a database wait blocks only its own request -------------------
+
+
+def test_a_request_waiting_in_the_database_does_not_block_its_worker(db_url: str) -> None:
+    """psycopg waits cooperatively under gevent (it was imported after the patch)."""
+    import psycopg
+
+    with serving(db_url, LEDGER_WORKERS="1") as (base, token):
+        auth = {"Authorization": f"Bearer {token}"}
+        entry = {"owner_id": "locked", "operation": "CREDIT_ADD", "amount": 1}
+        assert call(base, "POST", "/ledger", entry, {**auth, "Idempotency-Key": "l0"})[0] == 201
+        results: list[int] = []
+        with psycopg.connect(db_url) as holder:
+            holder.execute(
+                "SELECT 1 FROM ledger.accounts WHERE owner_id = 'locked' FOR UPDATE"
+            )
+            waiting = threading.Thread(
+                target=lambda: results.append(
+                    call(base, "POST", "/ledger", entry, {**auth, "Idempotency-Key": "l1"})[0]
+                )
+            )
+            waiting.start()
+            time.sleep(0.3)  # the POST now waits for the row lock, inside the worker
+            for _ in range(3):
+                status, _, body = exchange(
+                    base, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n", timeout=ANSWER_WITHIN
+                )
+                assert (status, body["status"]) == (200, "healthy")
+            assert waiting.is_alive() and not results
+            holder.rollback()
+        waiting.join(10)
+        assert results == [201]
