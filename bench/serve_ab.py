@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 from pathlib import Path
 
 from bench import dataset, httpload
@@ -23,20 +24,21 @@ STACKS = {
 }
 
 
-def _cpu_seconds(master_pid: int) -> float:
-    """User + system CPU time of the master's children (the workers) so far."""
+def _cpu_seconds(master_pid: int) -> dict[str, float]:
+    """User + system CPU time of each of the master's children (the workers) so far."""
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    total = 0
+    times = {}
     for pid in children:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+        times[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=8, help="wrk -c (8 as `make bench`)")
     args = parser.parse_args()
     server = start_server()
     try:
@@ -50,11 +52,20 @@ def main() -> None:
                 gunicorn = httpload.Gunicorn(url, extra_args=extra)
                 try:
                     httpload.probe(gunicorn.base, token)
+                    time.sleep(1)  # every worker has booted
                     cpu_before = _cpu_seconds(gunicorn.proc.pid)
                     sample = httpload.run_wrk(
-                        gunicorn.base, token, connections=8, threads=2, seconds=args.seconds
+                        gunicorn.base,
+                        token,
+                        connections=args.connections,
+                        threads=min(2, args.connections),
+                        seconds=args.seconds,
                     )
-                    cpu = _cpu_seconds(gunicorn.proc.pid) - cpu_before
+                    per_worker = [
+                        after - cpu_before.get(pid, 0.0)
+                        for pid, after in _cpu_seconds(gunicorn.proc.pid).items()
+                    ]
+                    cpu = sum(per_worker)
                 finally:
                     gunicorn.stop()
                 rate = sample.rate
@@ -63,18 +74,19 @@ def main() -> None:
                 print(
                     f"round {round_ + 1} {name}: {rate:.0f} requests/s, "
                     f"{cpu_ms[name][-1]:.2f} ms of worker CPU per request "
+                    f"(per worker: {', '.join(f'{t:.1f}' for t in per_worker)} s) "
                     f"(p99 {sample.p99_ms} ms, errors {sample.errors})",
                     flush=True,
                 )
         medians = {name: statistics.median(values) for name, values in rates.items()}
         for name, value in medians.items():
             print(f"median {name}: {value:.0f} requests/s")
-        a, b = medians.values()
+        a, b = list(medians.values())[:2]
         print(f"ratio B/A requests/s: {b / a:.3f}")
         cpu = {name: statistics.median(values) for name, values in cpu_ms.items()}
         for name, value in cpu.items():
             print(f"median {name}: {value:.2f} ms of worker CPU per request")
-        ca, cb = cpu.values()
+        ca, cb = list(cpu.values())[:2]
         print(f"ratio B/A worker CPU per request: {cb / ca:.3f}")
     finally:
         server.stop()

@@ -1,14 +1,18 @@
-"""The gunicorn worker class of the HTTP API: gevent, with bounded reads and JSON errors.
+"""The gunicorn worker class of the HTTP API: gevent in front, the app in threads.
 
-Why gevent: each connection is a greenlet, not a thread. A client that sends
-its headers or its body slowly (or never) costs a socket and a little memory,
-not one of a few threads, so a handful of slow or hostile clients cannot
-freeze the API. psycopg 3 waits cooperatively once gevent has patched the
-standard library (it checks for the patch when it is first imported), and
-gunicorn patches it in each worker before the app, and so psycopg, is imported.
+Why: with threaded workers a client that sends its headers or its body slowly
+(or never) holds one of a few threads until it gives up, so a handful of slow
+or hostile clients froze the API. Here each connection is a greenlet: reading
+a request costs a socket and a little memory, never a thread. Only a request
+that has fully arrived reaches the app, which then runs in one of the
+worker's LEDGER_THREADS native threads, exactly as under gunicorn's threaded
+workers: psycopg waits in C with the GIL released, and the hot path costs
+what it cost before.
 
 On top of gunicorn's gevent worker, this class:
 
+* patches sockets for gevent but not threads, select, time or queue: the
+  app's threads, the psycopg pool's threads and psycopg's waits stay native;
 * bounds the time to receive a request's headers (and an idle keep-alive
   connection) to LEDGER_HEADER_TIMEOUT seconds: the connection is closed;
 * reads the whole body before the app runs, within LEDGER_BODY_TIMEOUT
@@ -19,10 +23,6 @@ On top of gunicorn's gevent worker, this class:
   Content-Length, Content-Length with Transfer-Encoding, a request line or
   headers over the limits, ...) with the API's JSON error shape instead of
   gunicorn's HTML page.
-
-This module must not import psycopg (nor ``web.app``): gunicorn imports the
-worker class in the master process, before any fork and before gevent patches
-anything, and psycopg chooses how it waits when it is first imported.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ import socket
 from typing import Any
 
 import gevent
+from gevent import monkey
+from gevent import socket as gevent_socket
+from gevent.threadpool import ThreadPool
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -114,16 +117,29 @@ class BodyRefused(Exception):
 
 
 class LedgerWorker(GeventWorker):  # type: ignore[misc]
-    """gunicorn's gevent worker with bounded header and body reads and JSON errors."""
+    """gunicorn's gevent worker with bounded reads, JSON errors and the app in threads."""
 
     header_timeout = DEFAULT_HEADER_TIMEOUT
     body_timeout = DEFAULT_BODY_TIMEOUT
     max_body_bytes: int | None = None
+    sockets: list[Any]
+    wsgi: Any
 
     def init_process(self) -> None:
         self.header_timeout = _seconds("LEDGER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT)
         self.body_timeout = _seconds("LEDGER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT)
-        super().init_process()  # patches (gevent), loads the app, serves until exit
+        super().init_process()  # patch(), loads the app, serves until exit
+
+    def patch(self) -> None:
+        # Sockets (the server's and the clients') become gevent's. Threads,
+        # select, time and queue stay native: the app and the psycopg pool run
+        # in real threads, and psycopg (which picks its wait function by
+        # whether select is patched) waits in C with the GIL released.
+        monkey.patch_all(thread=False, select=False, time=False, queue=False)
+        self.sockets = [
+            gevent_socket.socket(s.FAMILY, gevent_socket.SOCK_STREAM, fileno=s.sock.detach())
+            for s in self.sockets
+        ]
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -131,7 +147,8 @@ class LedgerWorker(GeventWorker):  # type: ignore[misc]
         config = getattr(self.wsgi, "config", None)
         limit = config.get("MAX_CONTENT_LENGTH") if config is not None else None
         self.max_body_bytes = int(limit) if limit is not None else None
-        _check_psycopg_cooperates()
+        self.app_threads = ThreadPool(max(1, int(self.cfg.threads)))
+        self.wsgi = _InThreads(self.wsgi, self.app_threads)
 
     def timeout_ctx(self) -> gevent.Timeout:
         # Wraps the reading of each request's line and headers (and the wait
@@ -237,13 +254,42 @@ def _too_large(limit: int) -> dict[str, Any]:
     }
 
 
-def _check_psycopg_cooperates() -> None:
-    """Fail the worker if psycopg waits in C (it was imported before gevent patched select)."""
-    import sys
+class _InThreads:
+    """Calls a WSGI app in a native thread of ``pool`` and hands its whole response
+    back to the calling greenlet, which writes it to the client.
 
-    waiting = sys.modules.get("psycopg.waiting")
-    if waiting is not None and waiting.wait is getattr(waiting, "wait_c", None):
-        raise RuntimeError(
-            "psycopg was imported before gevent patched the standard library: "
-            "its waits would block every request of this worker"
-        )
+    The app's responses are small JSON documents (the largest: a 10,000-entry
+    batch, or a documentation asset), so collecting the body in the thread
+    keeps every call of the app, iteration and ``close()`` included, there.
+    """
+
+    def __init__(self, app: Any, pool: ThreadPool) -> None:
+        self.app = app
+        self.pool = pool
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        (status, headers), body = self.pool.apply(self._run, (environ,))
+        start_response(status, headers)
+        return [body]
+
+    def _run(self, environ: dict[str, Any]) -> tuple[tuple[str, list[Any]], bytes]:
+        started: list[Any] = []
+
+        def start(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+            if exc_info is not None and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [status, headers]
+            return _no_write
+
+        result = self.app(environ, start)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return (started[0], started[1]), body
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("the app must return its body, not write() it")

@@ -311,11 +311,12 @@ def test_the_servers_own_errors_are_json(
     _assert_error(exchange(base, request_bytes), status, code)
 
 
-# ---- one worker, many requests: a database wait blocks only its own request -------------------
+# ---- one worker, many requests: a database wait holds only its own thread -------------------
 
 
 def test_a_request_waiting_in_the_database_does_not_block_its_worker(db_url: str) -> None:
-    """psycopg waits cooperatively under gevent (it was imported after the patch)."""
+    """The app runs in the worker's threads: a request waiting for a row lock holds one
+    thread, and /health is served by another."""
     import psycopg
 
     with serving(db_url, LEDGER_WORKERS="1") as (base, token):
