@@ -306,8 +306,7 @@ def http_scenario(url: str) -> Scenario:
         CLIENTS,
         measure,
         unit="requests/s",
-        note=f"web/gunicorn_conf.py: {httpload.WORKERS} workers x "
-        f"{httpload.THREADS_PER_WORKER} threads (gthread), pool of "
+        note=f"web/gunicorn_conf.py: {httpload.WORKERS} gevent workers, pool of "
         f"{httpload.THREADS_PER_WORKER} per worker, access log on; "
         "wrk -t2 -c8 on the same cores",
     )

@@ -72,7 +72,12 @@ class Gunicorn:
     """gunicorn serving web.create_app on a free loopback port."""
 
     def __init__(
-        self, database_url: str, *, workers: int = WORKERS, threads: int = THREADS_PER_WORKER
+        self,
+        database_url: str,
+        *,
+        workers: int = WORKERS,
+        threads: int = THREADS_PER_WORKER,
+        extra_args: tuple[str, ...] = (),
     ):
         self.port = _free_port()
         self.workers = workers
@@ -98,6 +103,7 @@ class Gunicorn:
                 "python:web.gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{self.port}",
+                *extra_args,
                 "web.wsgi:app",
             ],
             cwd=REPO,

@@ -456,7 +456,11 @@ def _wsgi_target() -> str:
 def serve(
     ctx: click.Context, host: str, port: int, workers: int, pool_size: int, demo: bool
 ) -> None:
-    """Serve the HTTP API with gunicorn.
+    """Serve the HTTP API with gunicorn (gevent workers, web/gunicorn_conf.py).
+
+    A request's headers must arrive within LEDGER_HEADER_TIMEOUT seconds and
+    its body within LEDGER_BODY_TIMEOUT seconds (default 5 each; then the
+    connection is closed, or 408), so slow clients cannot hold the workers.
 
     With no LEDGER_DATABASE_URL: starts (or reuses) the embedded cluster,
     migrates it, serves, and stops the cluster on exit if it started it.

@@ -51,7 +51,11 @@ key, 402 insufficient credits, 403 operation of another app, 404 unknown
 entry/hold/content, 409 idempotency conflict, limit reached, hold not active
 or already reversed, 413 body over 4 MiB, 415 a body that is not
 `application/json`, 422 validation, 502 the example app's content work
-failed (hold released), 503 database unreachable.
+failed (hold released), 503 database unreachable or a lock wait over its
+bound (`Retry-After`). The server itself answers, in the same shape, 400
+`malformed_request` (bad request line, headers or framing), 408
+`request_timeout` (body not received in time), 414 `uri_too_long` and 431
+`headers_too_large`.
 """
 
 

@@ -11,17 +11,25 @@ from typing import Any
 
 bind = f"{os.environ.get('LEDGER_HOST', '127.0.0.1')}:{os.environ.get('LEDGER_PORT', '8000')}"
 workers = int(os.environ.get("LEDGER_WORKERS", "2"))
-# Threads serve concurrent requests inside a worker; they share its pool
-# (LEDGER_POOL_SIZE connections), so a few threads per connection-limited
-# worker keep the database busy without queueing in gunicorn.
-worker_class = "gthread"
+# gevent in front, the app in threads (web/gunicorn_worker.py): every
+# connection is a greenlet, so a slow client costs a socket, not a thread; a
+# request reaches one of the worker's `threads` only once it has fully arrived
+# (its header and body reads are bounded: LEDGER_HEADER_TIMEOUT,
+# LEDGER_BODY_TIMEOUT), and gunicorn's own errors are answered as JSON.
+# The threads share the worker's pool (LEDGER_POOL_SIZE connections), so a few
+# threads per connection-limited worker keep the database busy.
+worker_class = "web.gunicorn_worker.LedgerWorker"
 threads = int(os.environ.get("LEDGER_THREADS", "4"))
+worker_connections = int(os.environ.get("LEDGER_WORKER_CONNECTIONS", "1000"))
 # Never import the app in the master: each worker creates it (and its
 # psycopg pool) after the fork.
 preload_app = False
 loglevel = os.environ.get("LEDGER_LOG_LEVEL", "info")
 accesslog = "-"
 graceful_timeout = 10
+# Not 0: gunicorn reads each request's headers under the worker's header
+# timeout (LEDGER_HEADER_TIMEOUT) only on connections it may keep alive.
+keepalive = 2
 timeout = 30
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,15 @@ def auth(tokens: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def served(db_url: str) -> Iterator[tuple[str, str]]:
-    """(base URL, example_app token) of a gunicorn serving db_url with 2 workers."""
+    """(base URL, example_app token) of `gunicorn -c python:web.gunicorn_conf` serving db_url."""
+    with serving(db_url) as served:
+        yield served
+
+
+@contextmanager
+def serving(db_url: str, **settings: str) -> Iterator[tuple[str, str]]:
+    """Run the served stack (2 workers unless LEDGER_WORKERS is given) on a free
+    loopback port with the given LEDGER_* settings; SIGINT it afterwards."""
     with Ledger(db_url, max_size=2) as ledger:
         _, token = create_api_key(ledger, "example_app")
     port = free_port()
@@ -111,9 +120,9 @@ def served(db_url: str) -> Iterator[tuple[str, str]]:
         "LEDGER_DATABASE_URL": db_url,
         "LEDGER_POOL_SIZE": "4",
         "LEDGER_WORKERS": "2",
-        "LEDGER_THREADS": "4",
         "LEDGER_LOG_LEVEL": "warning",
         "PYTHONPATH": str(ROOT),
+        **settings,
     }
     process = subprocess.Popen(
         [

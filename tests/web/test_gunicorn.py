@@ -1,8 +1,11 @@
-"""Served for real: gunicorn (web.gunicorn_conf, web.wsgi:app) on a free
-loopback port, talked to over HTTP; concurrent debits never overdraw."""
+"""Served for real: gunicorn (web.gunicorn_conf: its gevent worker class
+web.gunicorn_worker.LedgerWorker, web.wsgi:app) on a free loopback port,
+talked to over HTTP; concurrent debits never overdraw. Slow and malformed
+clients: test_slow_clients.py."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,6 +42,10 @@ def test_gunicorn_serves_the_api(served: tuple[str, str]) -> None:
     assert call(base, "GET", "/balance/alice")[0] == 401
     status, _, spec = call(base, "GET", "/openapi.json")
     assert status == 200 and "/ledger" in spec["paths"]
+    # A file the app sends with wsgi.file_wrapper comes through whole.
+    with urllib.request.urlopen(f"{base}/docs/assets/swagger-ui-bundle.js", timeout=10) as asset:
+        content = asset.read()
+        assert asset.status == 200 and len(content) == int(asset.headers["Content-Length"]) > 100_000
 
 
 def test_concurrent_http_debits_never_overdraw(served: tuple[str, str], db_url: str) -> None:
