@@ -33,9 +33,9 @@ END
 $$;
 COMMENT ON FUNCTION ledger.define_app(text, text) IS $$
 Registers an app or updates it: afterwards the app exists (idempotent). A
-description given replaces the stored one; NULL keeps it. The name is
-lowercase letters, digits and _, starting with a letter, at most 63
-characters (LG007 otherwise). Callable by ledger_owner only.$$;
+description given replaces the stored one; NULL keeps it. A name the
+apps table's constraint apps_app_format refuses (lowercase letters, digits
+and _, starting with a letter) is LG007, naming the constraint.$$;
 
 CREATE OR REPLACE FUNCTION ledger.define_operation(
     app                text,
@@ -153,7 +153,7 @@ ever or day (LG007); amounts are positive, default_amount lies within
 min_amount..max_amount, and an operation whose amount the caller may not
 set has a default_amount (LG006). Refuses a name another app owns or a
 system operation (LG003), and a change of direction once the operation has
-entries (LG012). LG011 for an unknown app. Callable by ledger_owner only.$$;
+entries (LG012). LG011 for an unknown app.$$;
 
 CREATE OR REPLACE FUNCTION ledger.list_operations(app text)
 RETURNS SETOF ledger.operations
