@@ -37,6 +37,27 @@ description given replaces the stored one; NULL keeps it. A name the
 apps table's constraint apps_app_format refuses (lowercase letters, digits
 and _, starting with a letter) is LG007, naming the constraint.$$;
 
+-- Guarantees: raises LG012 when an operation that has entries would change
+-- direction (p_existing is its row before the change, p_direction the new
+-- direction); returns otherwise. Decided before the amount rules, so that
+-- a definition that changes direction is refused for that first.
+CREATE OR REPLACE FUNCTION ledger._require_direction_unused(p_existing ledger.operations, p_direction text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF p_existing.direction IS DISTINCT FROM p_direction
+       AND EXISTS (SELECT FROM ledger.entries e WHERE e.operation = p_existing.operation) THEN
+        RAISE EXCEPTION 'operation % has entries: its direction cannot change from % to %',
+                p_existing.operation, p_existing.direction, p_direction
+            USING ERRCODE = 'LG012',
+                  DETAIL = json_build_object('operation', p_existing.operation,
+                                             'direction', p_existing.direction)::text,
+                  HINT = 'Define a new operation instead.';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.define_operation(
     app                text,
     operation          text,
@@ -120,6 +141,9 @@ BEGIN
                                                                         ELSE 'invalid' END,
                                                  'constraint', v_name)::text;
         END IF;
+        IF v_exists THEN
+            PERFORM ledger._require_direction_unused(v_existing, define_operation.direction);
+        END IF;
         RAISE EXCEPTION 'invalid amount rules for operation %: % is violated', define_operation.operation, v_name
             USING ERRCODE = 'LG006',
                   DETAIL = json_build_object('operation', define_operation.operation,
@@ -128,18 +152,10 @@ BEGIN
                          'an operation whose caller may not set the amount needs a default_amount.';
     END;
 
-    -- Decided after the write so that a definition the constraints refuse
-    -- says why first; raising here undoes the update with the statement.
-    IF v_exists AND v_existing.direction <> v_op.direction THEN
-        PERFORM FROM ledger.entries e WHERE e.operation = define_operation.operation LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'operation % has entries: its direction cannot change from % to %',
-                    define_operation.operation, v_existing.direction, v_op.direction
-                USING ERRCODE = 'LG012',
-                      DETAIL = json_build_object('operation', define_operation.operation,
-                                                 'direction', v_existing.direction)::text,
-                      HINT = 'Define a new operation instead.';
-        END IF;
+    -- Decided after the write when the write succeeded (raising undoes the
+    -- update with the statement), and before LG006 when it did not.
+    IF v_exists THEN
+        PERFORM ledger._require_direction_unused(v_existing, v_op.direction);
     END IF;
     RETURN v_op;
 END

@@ -180,6 +180,10 @@ def test_a_refused_direction_change_leaves_the_operation_as_it_was(conn):
     with pytest.raises(psycopg.Error) as err:
         one(conn, "define_operation", app="shop", operation="SHOP_B", direction="debit", default_amount=9)
     assert err.value.sqlstate == "LG012"
+    # A flip that also breaks the amount rules is refused for the flip first.
+    with pytest.raises(psycopg.Error) as err:
+        one(conn, "define_operation", app="shop", operation="SHOP_B", direction="debit")
+    assert err.value.sqlstate == "LG012"
     assert conn.execute(
         "SELECT direction, default_amount FROM ledger.operations WHERE operation = 'SHOP_B'"
     ).fetchone() == ("credit", 1)
