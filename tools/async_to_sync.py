@@ -219,7 +219,7 @@ def _leftovers(tree: ast.Module) -> list[str]:
         elif isinstance(node, ast.Attribute):
             names = [node.attr]
         elif isinstance(node, ast.alias):
-            names = [node.name, *node.name.split(".")]
+            names = list(dict.fromkeys([node.name, *node.name.split(".")]))
         elif isinstance(node, ast.FunctionDef | ast.ClassDef):
             names = [node.name]
         found += [f"line {line}: name {n!r}" for n in names if _ASYNC_LOOKING.match(n)]
