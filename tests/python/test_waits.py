@@ -172,6 +172,6 @@ def test_inside_a_callers_transaction_its_own_setting_applies_and_the_error_abor
 def test_a_timeout_that_would_mean_no_limit_is_refused(db_url: str, bad: float) -> None:
     """PostgreSQL reads 0 as "no limit": None says that, a number must be positive."""
     with pytest.raises(ValueError, match="lock_timeout"):
-        Ledger(db_url, lock_timeout=bad, open=False)
-    with Ledger(db_url, lock_timeout=0.0001, open=False) as tiny:
+        Ledger(db_url, lock_timeout=bad)
+    with Ledger(db_url, lock_timeout=0.0001) as tiny:
         assert "lock_timeout=1 " in str(tiny.pool.conninfo) + " "

@@ -133,9 +133,13 @@ def test_right_types_still_reach_the_database_which_judges_the_values(funded: An
 def test_no_round_trip_is_made_for_a_wrong_type() -> None:
     """The check happens before a connection is taken: this Ledger's database
     does not exist, and the error is still InvalidArgument."""
-    with Ledger("postgresql://nobody@127.0.0.1:1/none", open=False, timeout=0.5) as ledger:
+    ledger = Ledger("postgresql://nobody@127.0.0.1:1/none", timeout=0.5)
+    try:
         with pytest.raises(InvalidArgument):
             ledger.get_entry(entry_id=1.5)
+        assert ledger.pool.closed  # not even opened: no connection was tried
+    finally:
+        ledger.close()
 
 
 @pytest.mark.parametrize(
