@@ -1,10 +1,13 @@
 """The generator of the synchronous client (tools/async_to_sync.py): what it
-rewrites, its marker, and what it refuses. That ledger_py/_client_sync.py is
-current is checked by `make lint` (it needs ruff, a lint dependency)."""
+rewrites, its marker, and what it refuses, and that ledger_py/_client_sync.py
+is what it writes now (also checked by `make lint`)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +95,15 @@ def test_the_module_docstring_names_the_source() -> None:
 def test_what_would_stay_asynchronous_stops_the_generator(source: str) -> None:
     with pytest.raises(SystemExit, match="would still be asynchronous"):
         transform(source)
+
+
+def test_the_generated_client_is_current() -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "tools/async_to_sync.py", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
