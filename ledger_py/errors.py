@@ -49,6 +49,7 @@ __all__ = [
     "Where",
     "translate_error",
     "translate_errors",
+    "unstorable_text",
 ]
 
 
@@ -317,22 +318,40 @@ class Where:
         return text
 
 
-def _nul_field(params: Mapping[str, Any] | None) -> str | None:
+NUL_CHARACTER = "nul character"
+NOT_ENCODABLE = "not encodable"
+
+
+def _not_encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+# What PostgreSQL text cannot store: no \u0000 (psycopg refuses to send one),
+# and no lone surrogate (e.g. from a JSON "\ud800" escape), which UTF-8, the
+# database's encoding, cannot encode.
+_UNSTORABLE: dict[str, Callable[[str], bool]] = {
+    NUL_CHARACTER: lambda value: "\x00" in value,
+    NOT_ENCODABLE: _not_encodable,
+}
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why PostgreSQL text cannot store `value` (NUL_CHARACTER or
+    NOT_ENCODABLE), or None when it can. The one statement of this rule:
+    the error boundary below and the web layer's own tables both ask here."""
+    return next((reason for reason, found in _UNSTORABLE.items() if found(value)), None)
+
+
+def _unstorable_field(params: Mapping[str, Any] | None, reason: str) -> str | None:
+    """The first parameter holding a string PostgreSQL cannot store for `reason`."""
+    found = _UNSTORABLE[reason]
     for name, value in (params or {}).items():
-        if isinstance(value, str) and "\x00" in value:
+        if isinstance(value, str) and found(value):
             return name
-    return None
-
-
-def _unencodable_field(params: Mapping[str, Any] | None) -> str | None:
-    """The parameter holding a string UTF-8 cannot encode (a lone surrogate,
-    e.g. from a JSON "\\ud800" escape): psycopg fails before sending it."""
-    for name, value in (params or {}).items():
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return name
     return None
 
 
@@ -443,13 +462,13 @@ def translate_error(
             detail={"field": field, "reason": "invalid", "sqlstate": sqlstate},
             hint=exc.diag.message_primary,
         )
-    field = _nul_field(params)
+    field = _unstorable_field(params, NUL_CHARACTER)
     if sqlstate is None and isinstance(exc, psycopg.DataError) and (field or "NUL" in str(exc)):
         # Raised by psycopg before sending: PostgreSQL text cannot hold NUL.
         # The database's rule (LG007) would say the same; this translates it.
         return InvalidArgument(
             f"invalid argument: {field or 'a text argument'} contains a NUL character",
-            detail={"field": field, "reason": "nul character"},
+            detail={"field": field, "reason": NUL_CHARACTER},
             hint="PostgreSQL text cannot store \\u0000.",
         )
     return None
@@ -474,12 +493,12 @@ def translate_errors(
     except UnicodeEncodeError as exc:
         # Raised by psycopg while encoding a parameter, before sending: a
         # string with a lone surrogate is no text PostgreSQL could store.
-        field = _unencodable_field(params)
+        field = _unstorable_field(params, NOT_ENCODABLE)
         if field is None:
             raise
         raise InvalidArgument(
             f"invalid argument: {field} is not valid Unicode text (a lone surrogate)",
-            detail={"field": field, "reason": "not encodable"},
+            detail={"field": field, "reason": NOT_ENCODABLE},
             hint="Text must be encodable as UTF-8; a JSON \\ud800 escape alone is not.",
         ) from exc
 
