@@ -2,10 +2,10 @@
 
 Every business error of the SQL API has its own SQLSTATE (class LG); each
 maps to exactly one exception class here, and each class knows the `code`
-(a stable name shared with HTTP), its SQLSTATE and the HTTP status the web
-layer answers with. `translate_errors()` is the only place where psycopg
-errors become ledger errors: the wrapper's methods run every statement
-inside it. Besides the LG SQLSTATEs it translates what fails before a
+(a stable name shared with HTTP) and its SQLSTATE; which HTTP status it
+becomes is the web layer's business (web/errors.py). `translate_errors()`
+is the only place where psycopg errors become ledger errors: the wrapper's
+methods run every statement inside it. Besides the LG SQLSTATEs it translates what fails before a
 ledger function could judge the input (a NUL character or lone surrogate
 psycopg cannot send, an integer beyond its parameter's SQL type) into
 InvalidArgument, PostgreSQL's own bounded waits (lock_timeout,
@@ -59,12 +59,11 @@ class LedgerError(Exception):
     Attributes: `code` (stable name, also the HTTP error body's `code`),
     `sqlstate` (None for errors that do not come from the SQL API),
     `message` (for a person), `detail` (the error's DETAIL JSON object as a
-    dict), `hint` (or None) and the class attribute `http_status`.
+    dict) and `hint` (or None).
     """
 
     code: ClassVar[str] = "ledger_error"
     sqlstate: ClassVar[str | None] = None
-    http_status: ClassVar[int] = 500
 
     def __init__(
         self,
@@ -87,7 +86,6 @@ class InsufficientCredits(LedgerError):
 
     code = "insufficient_credits"
     sqlstate = "LG001"
-    http_status = 402
 
     def __init__(
         self,
@@ -107,7 +105,6 @@ class UnknownOperation(LedgerError):
 
     code = "unknown_operation"
     sqlstate = "LG002"
-    http_status = 422
 
 
 class OperationNotAllowed(LedgerError):
@@ -115,7 +112,6 @@ class OperationNotAllowed(LedgerError):
 
     code = "operation_not_allowed"
     sqlstate = "LG003"
-    http_status = 403
 
 
 class OperationLimitReached(LedgerError):
@@ -123,7 +119,6 @@ class OperationLimitReached(LedgerError):
 
     code = "operation_limit_reached"
     sqlstate = "LG004"
-    http_status = 409
 
 
 class IdempotencyConflict(LedgerError):
@@ -131,7 +126,6 @@ class IdempotencyConflict(LedgerError):
 
     code = "idempotency_conflict"
     sqlstate = "LG005"
-    http_status = 409
 
 
 class InvalidAmount(LedgerError):
@@ -139,7 +133,6 @@ class InvalidAmount(LedgerError):
 
     code = "invalid_amount"
     sqlstate = "LG006"
-    http_status = 422
 
 
 class InvalidArgument(LedgerError):
@@ -147,7 +140,6 @@ class InvalidArgument(LedgerError):
 
     code = "invalid_argument"
     sqlstate = "LG007"
-    http_status = 422
 
 
 class NotFound(LedgerError):
@@ -155,7 +147,6 @@ class NotFound(LedgerError):
 
     code = "not_found"
     sqlstate = "LG008"
-    http_status = 404
 
 
 class HoldNotActive(LedgerError):
@@ -163,7 +154,6 @@ class HoldNotActive(LedgerError):
 
     code = "hold_not_active"
     sqlstate = "LG009"
-    http_status = 409
 
 
 class AlreadyReversed(LedgerError):
@@ -171,7 +161,6 @@ class AlreadyReversed(LedgerError):
 
     code = "already_reversed"
     sqlstate = "LG010"
-    http_status = 409
 
 
 class UnknownApp(LedgerError):
@@ -179,7 +168,6 @@ class UnknownApp(LedgerError):
 
     code = "unknown_app"
     sqlstate = "LG011"
-    http_status = 422
 
 
 class OperationInUse(LedgerError):
@@ -187,7 +175,6 @@ class OperationInUse(LedgerError):
 
     code = "operation_in_use"
     sqlstate = "LG012"
-    http_status = 409
 
 
 class AppendOnly(LedgerError):
@@ -195,7 +182,6 @@ class AppendOnly(LedgerError):
 
     code = "append_only"
     sqlstate = "LG013"
-    http_status = 409
 
 
 class LedgerUnavailable(LedgerError):
@@ -205,7 +191,6 @@ class LedgerUnavailable(LedgerError):
     """
 
     code = "ledger_unavailable"
-    http_status = 503
 
     def __init__(
         self,
@@ -229,7 +214,6 @@ class LedgerBusy(LedgerError):
     """
 
     code = "ledger_busy"
-    http_status = 503
 
 
 class LockTimeout(LedgerBusy):
