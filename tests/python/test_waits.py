@@ -76,7 +76,6 @@ def test_a_debit_behind_an_open_transaction_gets_lock_timeout_then_a_retry_works
             assert LOCK_TIMEOUT <= waited < LOCK_TIMEOUT + 1.5
             assert isinstance(caught.value, LedgerBusy)
             assert caught.value.code == "lock_timeout" and caught.value.sqlstate == "55P03"
-            assert caught.value.http_status == 503
             assert isinstance(caught.value.__cause__, psycopg.errors.LockNotAvailable)
             assert entries_with_key(db_url, "spend-1") == 0  # nothing written
             # Other owners are not held up meanwhile.

@@ -93,25 +93,32 @@ def test_a_float_id_is_refused_instead_of_rounded_to_another_row(funded: Any) ->
     assert {h.status for h in funded.list_holds(owner_id="o1")} == {"active"}
 
 
-def test_text_and_metadata_of_the_wrong_type_are_refused(funded: Any) -> None:
+def _entry(**changes: Any) -> dict[str, Any]:
+    return {
+        "owner_id": "o1",
+        "app": "core",
+        "operation": "CREDIT_ADD",
+        "idempotency_key": "m",
+        "amount": 1,
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "field"),
+    [
+        ("get_balance", {"owner_id": 5}, "owner_id"),
+        ("post_entry", _entry(idempotency_key=7), "idempotency_key"),
+        ("post_entry", _entry(metadata={"tags": {1, 2}}), "metadata"),
+    ],
+    ids=["int owner_id", "int idempotency_key", "metadata with a set"],
+)
+def test_text_and_metadata_of_the_wrong_type_are_refused(
+    funded: Any, method: str, params: dict[str, Any], field: str
+) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        funded.get_balance(owner_id=5)
-    assert_refused(caught.value, "owner_id")
-    with pytest.raises(InvalidArgument) as caught:
-        funded.post_entry(
-            owner_id="o1", app="core", operation="CREDIT_ADD", idempotency_key=7, amount=1
-        )
-    assert_refused(caught.value, "idempotency_key")
-    with pytest.raises(InvalidArgument) as caught:
-        funded.post_entry(
-            owner_id="o1",
-            app="core",
-            operation="CREDIT_ADD",
-            idempotency_key="m",
-            amount=1,
-            metadata={"tags": {1, 2}},
-        )
-    assert_refused(caught.value, "metadata")
+        getattr(funded, method)(**params)
+    assert_refused(caught.value, field)
     assert funded.get_balance(owner_id="o1").balance == 9
 
 
