@@ -6,10 +6,6 @@
 -- create_api_key gained a trailing scope; the old signature goes.
 DROP FUNCTION IF EXISTS ledger.create_api_key(text, text, bytea, text);
 
--- Guarantees: stores a new active key of an existing app (LG011 otherwise),
--- or LG007 for a malformed key id, hash, label or scope. Scope 'app' (the
--- default) acts for the app; 'audit' reads every app's private fields and
--- writes nothing.
 CREATE OR REPLACE FUNCTION ledger.create_api_key(
     app          text,
     key_id       text,
@@ -47,8 +43,13 @@ BEGIN
     RETURN v_key;
 END
 $$;
+COMMENT ON FUNCTION ledger.create_api_key(text, text, bytea, text, text) IS $$
+Stores a new active key of an existing app (LG011 otherwise) under the id
+key_id, with the SHA-256 digest of its token (the token itself never
+reaches the database). LG007 for a malformed key id, digest, label or
+scope. Scope 'app' (the default) acts for the app; 'audit' reads every
+app's private fields and writes nothing.$$;
 
--- Every key, active and revoked, oldest first; never a hash.
 CREATE OR REPLACE FUNCTION ledger.list_api_keys()
 RETURNS SETOF ledger.api_key_info
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -58,9 +59,9 @@ AS $$
     FROM ledger.api_keys k
     ORDER BY k.created_at, k.key_id
 $$;
+COMMENT ON FUNCTION ledger.list_api_keys() IS $$
+Every key, active and revoked, oldest first; never a digest. Read-only.$$;
 
--- Guarantees: true when the key was active and is revoked now; false for an
--- unknown or already revoked key. Revocation is immediate for new lookups.
 CREATE OR REPLACE FUNCTION ledger.revoke_api_key(key_id text)
 RETURNS boolean
 LANGUAGE sql SECURITY DEFINER
@@ -73,8 +74,10 @@ AS $$
     )
     SELECT EXISTS (SELECT FROM revoked)
 $$;
+COMMENT ON FUNCTION ledger.revoke_api_key(text) IS $$
+true when the key was active and is revoked now; false for an unknown or
+already revoked key. Revocation is immediate for every later lookup.$$;
 
--- The app an active key's token hash belongs to, or NULL (unknown or revoked).
 -- PL/pgSQL rather than SQL: it runs on every HTTP request, and PL/pgSQL
 -- keeps its plan for the session where a non-inlined SQL function re-plans.
 CREATE OR REPLACE FUNCTION ledger.api_key_app(token_sha256 bytea)
@@ -87,9 +90,10 @@ BEGIN
             WHERE k.token_sha256 = api_key_app.token_sha256 AND k.revoked_at IS NULL);
 END
 $$;
+COMMENT ON FUNCTION ledger.api_key_app(bytea) IS $$
+The app whose active key has this token digest, or NULL for an unknown or
+revoked key. Read-only.$$;
 
--- The app and scope of an active key's token hash; no row when the key is
--- unknown or revoked. What the web service asks on every request.
 CREATE OR REPLACE FUNCTION ledger.api_key_lookup(token_sha256 bytea)
 RETURNS TABLE (app text, scope text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -100,3 +104,7 @@ BEGIN
                  WHERE k.token_sha256 = api_key_lookup.token_sha256 AND k.revoked_at IS NULL;
 END
 $$;
+COMMENT ON FUNCTION ledger.api_key_lookup(bytea) IS $$
+The app and scope of the active key with this token digest; no row for an
+unknown or revoked key. What the HTTP service asks on every request.
+Read-only.$$;

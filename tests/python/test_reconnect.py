@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from ledger_py import Ledger, LedgerUnavailable
-from ledger_py.client import _has_input
+from ledger_py._client_common import _has_input
 from ledger_py.migrate import migrate
 from ledger_py.pgserver import throwaway_server
 

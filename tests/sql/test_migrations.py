@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from ledger_py.migrate import mask_url, migrate, sql_files, yoyo_url
+from ledger_py.queries import ALL_CALLS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,24 +31,7 @@ def _works(url: str) -> None:
                 " WHERE n.nspname = 'ledger'"
             )
         }
-    expected = {
-        "define_app",
-        "define_operation",
-        "post_entry",
-        "get_balance",
-        "get_entry",
-        "list_entries",
-        "balance_at",
-        "create_hold",
-        "capture_hold",
-        "release_hold",
-        "get_hold",
-        "list_holds",
-        "transfer",
-        "reverse_entry",
-        "app_report",
-        "verify",
-    }
+    expected = {call.name for call in ALL_CALLS}
     assert expected <= functions
 
 
