@@ -3,12 +3,23 @@ database, a fresh database cloned from it for every test.
 
 Set LEDGER_TEST_DATABASE_URL (a superuser URL of an outside server, e.g. the
 docker-compose test database on port 5433) to use that server instead.
+
+Citus: `citus_cluster` starts a local Citus cluster (a coordinator and two
+workers, tests/citus/cluster.py) once per session, on first use;
+`citus_template_url` migrates a database on it (migrate distributes it).
+Tests that take the `backend` fixture through `db_url` are run on both when
+tests/sql/conftest.py parametrizes them: `db_url` is then a fresh copy of
+that distributed database. Where Citus is not installed the Citus variants
+are skipped with the reason; in CI (`CI` set) that is a failure instead.
+LEDGER_TEST_CITUS_URL (a superuser URL of an outside coordinator whose
+workers are registered) uses that cluster instead.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,7 +32,10 @@ from psycopg import sql
 from ledger_py.migrate import migrate
 from ledger_py.pgserver import throwaway_server
 
+from .citus import cluster as citus
+
 TEMPLATE = "ledger_template"
+CITUS_TEMPLATE = "ledger_citus_template"
 
 # CI runs every property test with a fixed seed, so a red run is reproducible.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
@@ -92,9 +106,58 @@ def drop_database(server_url: str, url: str) -> None:
         )
 
 
+@pytest.fixture(scope="session")
+def citus_cluster() -> Iterator[str]:
+    """The coordinator's superuser URL (database postgres) of a running Citus cluster."""
+    outside = os.environ.get("LEDGER_TEST_CITUS_URL")
+    if outside:
+        yield _with_database(outside, "postgres")
+        return
+    try:
+        citus.require_citus()
+    except citus.CitusUnavailable as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} (CI must install it before the suite)")
+        pytest.skip(str(missing))
+    running = citus.start_cluster()
+    print(f"\nCitus cluster started in {running.started_in:.1f} s", file=sys.stderr)
+    try:
+        yield running.url()
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def citus_template_url(citus_cluster: str) -> str:
+    """A database on the cluster, migrated (hence distributed), frozen as a template."""
+    citus.drop_database(citus_cluster, CITUS_TEMPLATE)
+    url = citus.create_database(citus_cluster, CITUS_TEMPLATE)
+    migrate(url)
+    citus.freeze_template(citus_cluster, CITUS_TEMPLATE)
+    return url
+
+
 @pytest.fixture
-def db_url(server_url: str, template_url: str) -> Iterator[str]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where db_url lives: "plain" (the throwaway server) unless parametrized "citus"."""
+    return str(getattr(request, "param", "plain"))
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str]:
     """A fresh, migrated database for one test (superuser connection URL)."""
+    if backend == "citus":
+        request.getfixturevalue("citus_template_url")
+        coordinator = request.getfixturevalue("citus_cluster")
+        name = f"ledger_test_{os.getpid()}_{next(_counter)}"
+        url = citus.clone_database(coordinator, CITUS_TEMPLATE, name)
+        try:
+            yield url
+        finally:
+            citus.drop_database(coordinator, name)
+        return
+    server_url = request.getfixturevalue("server_url")
+    request.getfixturevalue("template_url")
     url = new_database(server_url)
     try:
         yield url

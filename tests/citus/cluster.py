@@ -306,3 +306,52 @@ def drop_database(coordinator_url: str, name: str) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def freeze_template(coordinator_url: str, name: str) -> None:
+    """Make a database of create_database() a template that clone_database() copies.
+
+    CREATE DATABASE ... TEMPLATE needs a source nobody is connected to, and
+    Citus keeps a maintenance daemon (and cached connections) in every
+    database that has the extension: connections are refused from now on and
+    the present ones ended, on every node.
+    """
+    _, workers = nodes_of(coordinator_url)
+    worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
+    for node_url in [_with_database(coordinator_url, "postgres"), *worker_urls]:
+        with psycopg.connect(node_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+            )
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
+def clone_database(coordinator_url: str, template: str, name: str) -> str:
+    """A copy of a frozen template (freeze_template) on every node; its coordinator URL.
+
+    The copy of each node's database carries that node's shards and Citus
+    metadata, so the copies together form the same distributed database,
+    in about a tenth of a second per node instead of seconds for a migration.
+    """
+    _, workers = nodes_of(coordinator_url)
+    worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template)
+    )
+    for node_url in [_with_database(coordinator_url, "postgres"), *worker_urls]:
+        with psycopg.connect(node_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn.execute(statement)
+                    break
+                except psycopg.errors.ObjectInUse:
+                    # A backend of the template still exiting.
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+    return _with_database(coordinator_url, name)
