@@ -2,6 +2,19 @@
 -- (no EXECUTE for ledger_app or ledger_reader): an app's operations arrive
 -- through a migration, not at run time.
 
+-- Guarantees: the name of a table's constraint as migrations/ declare it,
+-- from the name an error reports. On Citus a row is checked on a shard (or on
+-- the coordinator's placement of a reference table), whose constraints carry
+-- the shard's id: apps_app_format_102104 is apps_app_format. The ledger's
+-- constraint names never end in digits, so on plain PostgreSQL it is the
+-- identity.
+CREATE OR REPLACE FUNCTION ledger._declared_constraint(p_name text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT regexp_replace(p_name, '_[0-9]+$', '')
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.define_app(app text, description text DEFAULT NULL)
 RETURNS ledger.apps
 LANGUAGE plpgsql SECURITY DEFINER
@@ -21,6 +34,7 @@ BEGIN
         RETURNING a.* INTO v_app;
     EXCEPTION WHEN check_violation THEN
         GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME;
+        v_name := ledger._declared_constraint(v_name);
         IF v_name IS DISTINCT FROM 'apps_app_format' THEN
             RAISE;
         END IF;
@@ -49,7 +63,8 @@ LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
     IF p_existing_direction IS DISTINCT FROM p_direction
-       AND EXISTS (SELECT FROM ledger.entries e WHERE e.operation = p_operation) THEN
+       -- SELECT 1: Citus cannot run a zero-column query over every shard.
+       AND EXISTS (SELECT 1 FROM ledger.entries e WHERE e.operation = p_operation) THEN
         RAISE EXCEPTION 'operation % has entries: its direction cannot change from % to %',
                 p_operation, p_existing_direction, p_direction
             USING ERRCODE = 'LG012',
@@ -123,6 +138,7 @@ BEGIN
         RETURNING o.* INTO v_op;
     EXCEPTION WHEN check_violation THEN
         GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME;
+        v_name := ledger._declared_constraint(v_name);
         v_field := CASE v_name
                        WHEN 'operations_operation_format' THEN 'operation'
                        WHEN 'operations_direction_valid' THEN 'direction'

@@ -206,6 +206,7 @@ DECLARE
     v_account record;
     v_held    bigint := 0;
     v_at      timestamptz;
+    v_writer  text;
     v_result  ledger.entry_result;
 BEGIN
     v_account := ledger._lock_account(p_owner_id, p_amount > 0);
@@ -242,6 +243,9 @@ BEGIN
         PERFORM ledger._insufficient(p_owner_id, -p_amount, v_account.balance - v_held);
     END IF;
 
+    -- The writer read here, not in the statement: on Citus the statement runs
+    -- on the owner's worker, whose session is the schema owner's.
+    v_writer := ledger._writer();
     WITH a AS (
         UPDATE ledger.accounts a
         SET balance = a.balance + p_amount, last_seq = a.last_seq + 1, updated_at = v_at
@@ -257,7 +261,7 @@ BEGIN
         (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
          created_at, created_by, hold_id, transfer_id, reverses_entry_id)
     SELECT p_owner_id, a.last_seq, p_app, p_operation, p_amount, a.balance, p_key, p_fingerprint, p_metadata,
-           v_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses
+           v_at, v_writer, p_hold_id, p_transfer_id, p_reverses
     FROM a
     RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
     INTO v_result;

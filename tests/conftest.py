@@ -7,10 +7,14 @@ docker-compose test database on port 5433) to use that server instead.
 Citus: `citus_cluster` starts a local Citus cluster (a coordinator and two
 workers, tests/citus/cluster.py) once per session, on first use;
 `citus_template_url` migrates a database on it (migrate distributes it).
-Tests that take the `backend` fixture through `db_url` are run on both when
-tests/sql/conftest.py parametrizes them: `db_url` is then a fresh copy of
-that distributed database. Where Citus is not installed the Citus variants
-are skipped with the reason; in CI (`CI` set) that is a failure instead.
+The tests of the modules in CITUS_CONTRACT (the SQL contract: every
+function, replays and conflicts, holds, transfers, batches, reversals, the
+concurrency tests; and the example app's flow) run twice: `[plain]` on the
+throwaway server, `[citus]` with `db_url` a fresh copy of that distributed
+database. Same code, same assertions. A test there that cannot mean the same
+on Citus is marked `@pytest.mark.plain_only("reason")` and runs on plain
+PostgreSQL only. Where Citus is not installed the `[citus]` variants are
+skipped with the reason; in CI (`CI` set) that is a failure instead.
 LEDGER_TEST_CITUS_URL (a superuser URL of an outside coordinator whose
 workers are registered) uses that cluster instead.
 """
@@ -21,6 +25,7 @@ import itertools
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,9 +48,34 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 _counter = itertools.count()
 
+# Paths relative to tests/.
+CITUS_CONTRACT = {
+    "sql/test_entries.py",
+    "sql/test_holds.py",
+    "sql/test_transfers.py",
+    "sql/test_batches.py",
+    "sql/test_reversals.py",
+    "sql/test_concurrency.py",
+    "sql/test_definitions.py",
+    "sql/test_reports.py",
+    "web/test_example_app.py",
+}
+_TESTS = Path(__file__).resolve().parent
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run long variants (marked slow)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    module = Path(str(metafunc.definition.path)).resolve()
+    if module.relative_to(_TESTS).as_posix() not in CITUS_CONTRACT:
+        return
+    if metafunc.definition.get_closest_marker("plain_only") is not None:
+        return
+    metafunc.parametrize("backend", ["plain", "citus"], indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

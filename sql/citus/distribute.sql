@@ -44,29 +44,25 @@ CREATE OR REPLACE FUNCTION pg_temp.ledger_schema_owner_login() RETURNS boolean
 LANGUAGE plpgsql AS $distribute$
 DECLARE
     secret text;
+    changed boolean := false;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ledger_schema_owner') THEN
         CREATE ROLE ledger_schema_owner NOLOGIN;   -- as migrations/0009 makes it
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles
-                   WHERE rolname = 'ledger_schema_owner' AND rolcanlogin)
-       OR NOT EXISTS (SELECT 1 FROM pg_dist_authinfo
-                      WHERE rolename = 'ledger_schema_owner' AND nodeid = 0) THEN
+    SELECT substr(a.authinfo, length('password=') + 1) INTO secret
+    FROM pg_dist_authinfo a
+    WHERE a.rolename = 'ledger_schema_owner' AND a.nodeid = 0 AND a.authinfo LIKE 'password=%';
+    IF secret IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+                                     WHERE rolname = 'ledger_schema_owner' AND rolcanlogin) THEN
         secret := pg_catalog.replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
         EXECUTE pg_catalog.format('ALTER ROLE ledger_schema_owner LOGIN PASSWORD %L', secret);
         DELETE FROM pg_dist_authinfo WHERE rolename = 'ledger_schema_owner';
         INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo)
         VALUES (0, 'ledger_schema_owner', 'password=' || secret);
-        -- The workers connect to each other too (a call delegated to one
-        -- worker that reaches another owner's shard): they need it as well.
-        PERFORM run_command_on_workers(pg_catalog.format(
-            'DELETE FROM pg_dist_authinfo WHERE rolename = %L;'
-            ' INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, %L, %L)',
-            'ledger_schema_owner', 'ledger_schema_owner', 'password=' || secret));
-        RETURN true;
+        changed := true;
     END IF;
-    RETURN false;
+    RETURN changed;
 END
 $distribute$;
 
@@ -83,8 +79,25 @@ DECLARE
     todo_local regclass[];
     targets regclass[];
     r record;
+    failed text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+
+    -- 0. The workers connect to each other too (a call delegated to one
+    -- worker that reaches another owner's shard): every worker gets the
+    -- schema owner's pg_dist_authinfo row, a worker added since the last
+    -- migrate included. (Here, not in ledger_schema_owner_login(): the
+    -- role must be committed on the workers first.)
+    SELECT string_agg(w.nodename || ':' || w.nodeport || ': ' || w.result, '; ') INTO failed
+    FROM run_command_on_workers((
+        SELECT format('DELETE FROM pg_dist_authinfo WHERE rolename = %L;'
+                      ' INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, %L, %L)',
+                      'ledger_schema_owner', 'ledger_schema_owner', a.authinfo)
+        FROM pg_dist_authinfo a WHERE a.rolename = 'ledger_schema_owner' AND a.nodeid = 0)) AS w
+    WHERE NOT w.success;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot give the workers the schema owner''s password: %', failed;
+    END IF;
 
     -- 1. What is still to do.
     SELECT coalesce(array_agg(c.oid ORDER BY c.oid <> 'ledger.accounts'::regclass, c.relname), '{}')
@@ -194,8 +207,8 @@ $distribute$;
 CREATE OR REPLACE FUNCTION pg_temp.ledger_distribute_functions() RETURNS integer
 LANGUAGE plpgsql AS $distribute$
 DECLARE
-    -- They take an owner_id but may write to another owner too (the other
-    -- leg of a transfer they reverse): they stay on the coordinator.
+    -- It takes an owner_id but may write to another owner too (the other
+    -- leg of a transfer it reverses): it stays on the coordinator.
     spanning constant text[] := ARRAY['reverse_entry'];
     r record;
     done integer := 0;
@@ -208,10 +221,22 @@ BEGIN
         WHERE n.nspname = 'ledger' AND p.prokind = 'f'
           AND p.proname NOT LIKE '\_%' AND NOT (p.proname = ANY (spanning))
           -- an input argument named owner_id, of type text
-          AND EXISTS (SELECT 1 FROM generate_subscripts(p.proargnames, 1) AS i
-                      WHERE p.proargnames[i] = 'owner_id'
-                        AND coalesce(p.proargmodes[i], 'i') IN ('i', 'b')
-                        AND coalesce(p.proallargtypes[i], p.proargtypes[i - 1]) = 'text'::regtype)
+          -- an input argument named owner_id, of type text, without a default:
+          -- a trailing `owner_id => NULL` (get_entry, capture_hold, ...) is
+          -- optional, and Citus 12.1 crashes the backend (signal 11) when a
+          -- call of a distributed function leaves its distribution argument
+          -- to the default. Input arguments come first in proargnames only
+          -- when there are no OUT ones before them: count input positions.
+          AND EXISTS (SELECT 1
+                      FROM (SELECT a.name, a.typ,
+                                   count(*) FILTER (WHERE a.mode IN ('i', 'b', 'v'))
+                                       OVER (ORDER BY a.o) AS input_position
+                            FROM unnest(p.proargnames,
+                                        coalesce(p.proargmodes::text[], array_fill('i'::text, ARRAY[p.pronargs])),
+                                        coalesce(p.proallargtypes, p.proargtypes::oid[]))
+                                 WITH ORDINALITY AS a(name, mode, typ, o)) x
+                      WHERE x.name = 'owner_id' AND x.typ = 'text'::regtype
+                        AND x.input_position <= p.pronargs - p.pronargdefaults)
           AND NOT EXISTS (SELECT 1 FROM pg_dist_object d
                           WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                             AND d.distribution_argument_index IS NOT NULL)

@@ -44,6 +44,8 @@ _SETTINGS = {
     "shared_preload_libraries": "citus",
     "max_connections": "200",
     "max_prepared_transactions": "200",
+    # Citus runs a maintenance daemon per database: the tests make many.
+    "max_worker_processes": "64",
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
@@ -301,11 +303,25 @@ def drop_database(coordinator_url: str, name: str) -> None:
     """Drop a database of create_database() on every node."""
     _, workers = nodes_of(coordinator_url)
     worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     for node_url in [coordinator_url, *worker_urls]:
         with psycopg.connect(node_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn.execute(statement)
+                    break
+                except psycopg.errors.ObjectInUse:
+                    # FORCE ends client sessions only: Citus's maintenance daemon
+                    # of that database may still be there for a moment.
+                    if time.monotonic() > deadline:
+                        raise
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,),
+                    )
+                    time.sleep(0.05)
 
 
 def freeze_template(coordinator_url: str, name: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .helpers import balance, call, counts, one, post
+from .helpers import balance, call, counts, lock_waits, one, post
 
 
 def batch(
@@ -609,10 +609,7 @@ def _while_uncommitted(db_url: str, first: list[dict[str, Any]], second: Any) ->
                 # the second session waits on the first one's lock (the account row or the
                 # key's index entry)
                 for _ in range(100):
-                    waiting = holder.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()"
-                    ).fetchone()[0]
+                    waiting = lock_waits(holder)
                     if waiting:
                         break
                     threading.Event().wait(0.05)
