@@ -19,15 +19,15 @@ RETURNS bigint
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    v_held bigint;
+    v_held pg_catalog.int8;
 BEGIN
-    SELECT pg_catalog.sum(h.amount)::bigint INTO v_held
+    SELECT pg_catalog.sum(h.amount)::pg_catalog.int8 INTO v_held
     FROM ledger.holds h
     WHERE h.owner_id OPERATOR(pg_catalog.=) p_owner_id
       AND h.status OPERATOR(pg_catalog.=) 'active'
       AND h.expires_at OPERATOR(pg_catalog.>) COALESCE(p_at, pg_catalog.clock_timestamp())
       AND (p_except_hold IS NULL OR h.hold_id OPERATOR(pg_catalog.<>) p_except_hold);
-    RETURN COALESCE(v_held, 0::bigint);
+    RETURN COALESCE(v_held, 0::pg_catalog.int8);
 END
 $$;
 
@@ -364,18 +364,19 @@ RETURNS ledger.balance_result
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    v_owner   text := ledger._require_id('owner_id', get_balance.owner_id);
-    v_balance bigint;
-    v_open    integer;
-    v_updated timestamptz;
-    v_held    bigint := 0;
+    -- Types qualified too: they are resolved under the caller's search_path.
+    v_owner   pg_catalog.text := ledger._require_id('owner_id', get_balance.owner_id);
+    v_balance pg_catalog.int8;
+    v_open    pg_catalog.int4;
+    v_updated pg_catalog.timestamptz;
+    v_held    pg_catalog.int8 := 0;
 BEGIN
     SELECT a.balance, a.open_holds, a.updated_at INTO v_balance, v_open, v_updated
     FROM ledger.accounts a WHERE a.owner_id OPERATOR(pg_catalog.=) v_owner;
     IF v_open OPERATOR(pg_catalog.>) 0 THEN
         v_held := ledger._active_holds(v_owner);
     END IF;
-    v_balance := COALESCE(v_balance, 0::bigint);
+    v_balance := COALESCE(v_balance, 0::pg_catalog.int8);
     RETURN ROW(v_owner, v_balance, v_held, v_balance OPERATOR(pg_catalog.-) v_held, v_updated)::ledger.balance_result;
 END
 $$;
