@@ -39,8 +39,9 @@ $(VENV)/.lint-extra: pyproject.toml $(BIN)/ledger
 	@touch $@
 
 lint: $(VENV)/.lint-extra
-	$(BIN)/ruff check ledger_py web tests bench
+	$(BIN)/ruff check ledger_py web ledger_cli tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -33,13 +33,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import queries as q
+from . import tokens
+from .conninfo import libpq_url, with_timeouts
 from .errors import InvalidArgument, LedgerUnavailable, Where, translate_errors
-from .migrate import libpq_url
 from .results import (
+    ApiKey,
     App,
     Balance,
     Discrepancy,
@@ -47,6 +48,8 @@ from .results import (
     Hold,
     HoldRecord,
     JournalEntry,
+    KeyHolder,
+    NewApiKey,
     Operation,
     ReportRow,
     Transfer,
@@ -90,28 +93,6 @@ def _json(value: Json, field: str = "metadata") -> str | None:
             f"invalid argument: {field} is not JSON-serializable ({exc})",
             detail={"field": field, "reason": "wrong type", "expected": "JSON values"},
         ) from exc
-
-
-def _with_timeouts(
-    conninfo: str, lock_timeout: float | None, statement_timeout: float | None
-) -> str:
-    """conninfo whose `options` also set lock_timeout and statement_timeout
-    (after any options the URL has, so these win; None leaves the server's,
-    the role's or the URL's setting alone)."""
-    timeouts = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
-    settings = []
-    for name, seconds in timeouts.items():
-        if seconds is None:
-            continue
-        if not seconds > 0:
-            raise ValueError(f"{name} must be a positive number of seconds or None")
-        settings.append(f"-c {name}={max(1, round(seconds * 1000))}")  # 0 would mean none
-    if not settings:
-        return conninfo
-    current = conninfo_to_dict(conninfo).get("options")
-    if current:
-        settings.insert(0, str(current))
-    return make_conninfo(conninfo, options=" ".join(settings))
 
 
 def _has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
@@ -190,7 +171,7 @@ class Ledger:
         _check_construction(url, pool)
         if pool is None:
             assert url is not None
-            conninfo = _with_timeouts(libpq_url(url), lock_timeout, statement_timeout)
+            conninfo = with_timeouts(libpq_url(url), lock_timeout, statement_timeout)
             pool = ConnectionPool(
                 conninfo,
                 min_size=min_size,
@@ -570,6 +551,42 @@ class Ledger:
         """Consistency findings; an empty list means healthy."""
         return self._rows(q.VERIFY, conn, {})
 
+    # -- HTTP API keys (ledger_owner; api_key_lookup: ledger_app) --------------
+
+    def create_api_key(
+        self,
+        *,
+        app: str,
+        label: str | None = None,
+        scope: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> NewApiKey:
+        """A new key of a registered app (scope None: the SQL default, "app")
+        and its token, which exists only in the result: the database keeps its hash."""
+        token = tokens.new_token()
+        key: ApiKey = self._one(
+            q.CREATE_API_KEY,
+            conn,
+            {"app": app, "token_sha256": tokens.token_hash(token), "label": label, "scope": scope},
+        )
+        return NewApiKey(key, token)
+
+    def list_api_keys(self, *, conn: psycopg.Connection[Any] | None = None) -> list[ApiKey]:
+        """Every key, active and revoked, oldest first."""
+        return self._rows(q.LIST_API_KEYS, conn, {})
+
+    def revoke_api_key(self, *, key_id: str, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """True when the key was active and is revoked now; False if unknown or revoked before."""
+        return bool(self._one(q.REVOKE_API_KEY, conn, {"key_id": key_id})[0])
+
+    def api_key_lookup(
+        self, *, token_sha256: bytes, conn: psycopg.Connection[Any] | None = None
+    ) -> KeyHolder | None:
+        """The app and scope of the active key with this token hash
+        (tokens.token_hash), or None (unknown or revoked)."""
+        rows: list[KeyHolder] = self._rows(q.API_KEY_LOOKUP, conn, {"token_sha256": token_sha256})
+        return rows[0] if rows else None
+
 
 class AsyncLedger:
     """The ledger for asyncio code: the same methods as Ledger, awaited.
@@ -598,7 +615,7 @@ class AsyncLedger:
         if pool is None:
             assert url is not None
             pool = AsyncConnectionPool(
-                _with_timeouts(libpq_url(url), lock_timeout, statement_timeout),
+                with_timeouts(libpq_url(url), lock_timeout, statement_timeout),
                 min_size=min_size,
                 max_size=max_size,
                 kwargs=_pool_kwargs(prepare_threshold),
@@ -991,3 +1008,45 @@ class AsyncLedger:
     ) -> list[Discrepancy]:
         """Consistency findings; an empty list means healthy."""
         return await self._rows(q.VERIFY, conn, {})
+
+    # -- HTTP API keys (ledger_owner; api_key_lookup: ledger_app) --------------
+
+    async def create_api_key(
+        self,
+        *,
+        app: str,
+        label: str | None = None,
+        scope: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> NewApiKey:
+        """A new key of a registered app (scope None: the SQL default, "app")
+        and its token, which exists only in the result: the database keeps its hash."""
+        token = tokens.new_token()
+        key: ApiKey = await self._one(
+            q.CREATE_API_KEY,
+            conn,
+            {"app": app, "token_sha256": tokens.token_hash(token), "label": label, "scope": scope},
+        )
+        return NewApiKey(key, token)
+
+    async def list_api_keys(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[ApiKey]:
+        """Every key, active and revoked, oldest first."""
+        return await self._rows(q.LIST_API_KEYS, conn, {})
+
+    async def revoke_api_key(
+        self, *, key_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> bool:
+        """True when the key was active and is revoked now; False if unknown or revoked before."""
+        return bool((await self._one(q.REVOKE_API_KEY, conn, {"key_id": key_id}))[0])
+
+    async def api_key_lookup(
+        self, *, token_sha256: bytes, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> KeyHolder | None:
+        """The app and scope of the active key with this token hash
+        (tokens.token_hash), or None (unknown or revoked)."""
+        rows: list[KeyHolder] = await self._rows(
+            q.API_KEY_LOOKUP, conn, {"token_sha256": token_sha256}
+        )
+        return rows[0] if rows else None

@@ -42,6 +42,7 @@ _ACCEPTED: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "timestamptz": (datetime,),
     "interval": (timedelta,),
+    "bytea": (bytes,),
 }
 _EXPECTED: dict[str, str] = {
     "text": "a str",
@@ -51,6 +52,7 @@ _EXPECTED: dict[str, str] = {
     "boolean": "a bool",
     "timestamptz": "a datetime",
     "interval": "a timedelta",
+    "bytea": "bytes",
 }
 
 
@@ -195,6 +197,15 @@ APP_REPORT = Call(
     results.ReportRow,
 )
 VERIFY = Call("verify", (), (), results.Discrepancy)
+CREATE_API_KEY = Call(
+    "create_api_key",
+    (("app", "text"), ("token_sha256", "bytea")),
+    (("label", "text"), ("scope", "text")),
+    results.ApiKey,
+)
+LIST_API_KEYS = Call("list_api_keys", (), (), results.ApiKey)
+REVOKE_API_KEY = Call("revoke_api_key", (("key_id", "text"),))
+API_KEY_LOOKUP = Call("api_key_lookup", (("token_sha256", "bytea"),), (), results.KeyHolder)
 
 ALL_CALLS: tuple[Call, ...] = (
     DEFINE_APP,
@@ -215,4 +226,8 @@ ALL_CALLS: tuple[Call, ...] = (
     LIST_OPERATIONS,
     APP_REPORT,
     VERIFY,
+    CREATE_API_KEY,
+    LIST_API_KEYS,
+    REVOKE_API_KEY,
+    API_KEY_LOOKUP,
 )

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger_py import cli as cli_module
-from ledger_py.cli import cli
+from ledger_cli import cli as cli_module
+from ledger_cli.cli import cli
 
 from .helpers import free_port, run_ledger
 

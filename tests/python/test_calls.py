@@ -343,6 +343,10 @@ def test_both_classes_offer_the_same_methods() -> None:
         "list_operations",
         "app_report",
         "verify",
+        "create_api_key",
+        "list_api_keys",
+        "revoke_api_key",
+        "api_key_lookup",
     }
     import inspect
 
