@@ -222,6 +222,9 @@ def _options_named(fields: dict[str, str]) -> Iterator[None]:
         if option is None:
             raise
         reason = exc.detail.get("reason") or _first_line(exc.message)
+        bounds = [f"{end} {exc.detail[end]}" for end in ("min", "max") if end in exc.detail]
+        if bounds:
+            reason += f" ({', '.join(bounds)})"
         raise click.BadParameter(f"{reason} ({exc.code})", param_hint=option) from None
 
 

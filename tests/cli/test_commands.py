@@ -133,6 +133,14 @@ def test_integers_take_ascii_digits_and_errors_name_the_option(ledger) -> None: 
     assert "Invalid value for --before: out of range" in beyond.output
     assert "after_id" not in beyond.output
 
+    # The database judges --limit (list_entries' max_rows): its error names the option.
+    for limit in ("0", "1001", str(2**40)):
+        refused = ledger("history", "carol", "--limit", limit)
+        assert refused.exit_code == 2, refused.output
+        assert "Invalid value for --limit: out of range" in refused.output, refused.output
+        assert "max_rows" not in refused.output
+    assert "(min 1, max 1000)" in ledger("history", "carol", "--limit", "1001").output
+
 
 def test_keys_create_list_revoke(ledger) -> None:  # type: ignore[no-untyped-def]
     created = ledger("keys", "create", "example_app", "--label", "content service")
