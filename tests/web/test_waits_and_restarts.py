@@ -68,7 +68,7 @@ def served(private_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     base = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger_py", "serve"],
+            [sys.executable, "-m", "ledger_cli", "serve"],
             env=env,
             cwd=ROOT,
             stdout=out,
