@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv test run bench bench-quick lint clean
+.PHONY: venv test run bench bench-quick lint generate docs clean
 
 $(BIN)/ledger: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,10 +38,23 @@ $(VENV)/.lint-extra: pyproject.toml $(BIN)/ledger
 	$(BIN)/pip install --quiet -e ".[test,lint]"
 	@touch $@
 
+# Ledger (ledger_py/_client_sync.py) is generated from AsyncLedger
+# (ledger_py/_client_async.py): `make generate` writes it, `make lint` fails
+# when it is out of date.
+generate: $(VENV)/.lint-extra
+	$(BIN)/python tools/async_to_sync.py
+
 lint: $(VENV)/.lint-extra
-	$(BIN)/ruff check ledger_py web ledger_cli tests bench
+	$(BIN)/python tools/async_to_sync.py --check
+	$(BIN)/ruff check ledger_py web ledger_cli tests bench tools
 	$(BIN)/mypy
+	$(BIN)/mypy tools
 	$(BIN)/lint-imports
+
+# docs/SQL.md, the SQL API's reference, from the catalog of a throwaway migrated
+# database (tests/sql/test_sql_reference.py fails when it is out of date).
+docs: venv
+	$(BIN)/python -m tools.sql_reference
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -47,11 +47,11 @@ def check_available() -> None:
 
 
 def create_token(url: str) -> str:
-    from ledger_py import Ledger
+    from ledger_py import Ledger, tokens
 
     ledger = Ledger(url)
     try:
-        token = ledger.create_api_key(app="bench").token
+        token = tokens.create_api_key(ledger, app="bench").token
     finally:
         close = getattr(ledger, "close", None)
         if callable(close):

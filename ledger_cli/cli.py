@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 import click
 
 from ledger_cli import localdb, pgserver
-from ledger_py import Ledger, conninfo
+from ledger_py import Ledger, conninfo, tokens
 from ledger_py.client import DEFAULT_STATEMENT_TIMEOUT
 from ledger_py.conninfo import libpq_url, mask_url
 
@@ -554,7 +554,7 @@ def _demo_key(settings: Settings, url: str, base: str) -> None:
             )
             return
         if token is None:
-            created = ledger.create_api_key(app=DEMO_APP)
+            created = tokens.create_api_key(ledger, app=DEMO_APP)
             token = created.token
             click.echo(f"created API key {created.key_id} for {DEMO_APP}")
             if saved is not None:
@@ -595,7 +595,7 @@ def keys() -> None:
 def keys_create(ctx: click.Context, app: str, label: str | None, scope: str) -> None:
     """Create an API key for APP and print its token (shown only this once)."""
     with _open_ledger(_settings(ctx).url()) as ledger:
-        created = ledger.create_api_key(app=app, label=label, scope=scope)
+        created = tokens.create_api_key(ledger, app=app, label=label, scope=scope)
     click.echo(f"key_id: {created.key_id}\ntoken:  {created.token}")
     click.echo(
         "Keep the token now: only its hash is stored. Use it as `Authorization: Bearer <token>`.",

@@ -2,10 +2,10 @@
 
 Every business error of the SQL API has its own SQLSTATE (class LG); each
 maps to exactly one exception class here, and each class knows the `code`
-(a stable name shared with HTTP), its SQLSTATE and the HTTP status the web
-layer answers with. `translate_errors()` is the only place where psycopg
-errors become ledger errors: the wrapper's methods run every statement
-inside it. Besides the LG SQLSTATEs it translates what fails before a
+(a stable name shared with HTTP) and its SQLSTATE; which HTTP status it
+becomes is the web layer's business (web/errors.py). `translate_errors()`
+is the only place where psycopg errors become ledger errors: the wrapper's
+methods run every statement inside it. Besides the LG SQLSTATEs it translates what fails before a
 ledger function could judge the input (a NUL character or lone surrogate
 psycopg cannot send, an integer beyond its parameter's SQL type) into
 InvalidArgument, PostgreSQL's own bounded waits (lock_timeout,
@@ -49,6 +49,7 @@ __all__ = [
     "Where",
     "translate_error",
     "translate_errors",
+    "unstorable_text",
 ]
 
 
@@ -58,12 +59,11 @@ class LedgerError(Exception):
     Attributes: `code` (stable name, also the HTTP error body's `code`),
     `sqlstate` (None for errors that do not come from the SQL API),
     `message` (for a person), `detail` (the error's DETAIL JSON object as a
-    dict), `hint` (or None) and the class attribute `http_status`.
+    dict) and `hint` (or None).
     """
 
     code: ClassVar[str] = "ledger_error"
     sqlstate: ClassVar[str | None] = None
-    http_status: ClassVar[int] = 500
 
     def __init__(
         self,
@@ -86,7 +86,6 @@ class InsufficientCredits(LedgerError):
 
     code = "insufficient_credits"
     sqlstate = "LG001"
-    http_status = 402
 
     def __init__(
         self,
@@ -106,7 +105,6 @@ class UnknownOperation(LedgerError):
 
     code = "unknown_operation"
     sqlstate = "LG002"
-    http_status = 422
 
 
 class OperationNotAllowed(LedgerError):
@@ -114,7 +112,6 @@ class OperationNotAllowed(LedgerError):
 
     code = "operation_not_allowed"
     sqlstate = "LG003"
-    http_status = 403
 
 
 class OperationLimitReached(LedgerError):
@@ -122,7 +119,6 @@ class OperationLimitReached(LedgerError):
 
     code = "operation_limit_reached"
     sqlstate = "LG004"
-    http_status = 409
 
 
 class IdempotencyConflict(LedgerError):
@@ -130,7 +126,6 @@ class IdempotencyConflict(LedgerError):
 
     code = "idempotency_conflict"
     sqlstate = "LG005"
-    http_status = 409
 
 
 class InvalidAmount(LedgerError):
@@ -138,7 +133,6 @@ class InvalidAmount(LedgerError):
 
     code = "invalid_amount"
     sqlstate = "LG006"
-    http_status = 422
 
 
 class InvalidArgument(LedgerError):
@@ -146,7 +140,6 @@ class InvalidArgument(LedgerError):
 
     code = "invalid_argument"
     sqlstate = "LG007"
-    http_status = 422
 
 
 class NotFound(LedgerError):
@@ -154,7 +147,6 @@ class NotFound(LedgerError):
 
     code = "not_found"
     sqlstate = "LG008"
-    http_status = 404
 
 
 class HoldNotActive(LedgerError):
@@ -162,7 +154,6 @@ class HoldNotActive(LedgerError):
 
     code = "hold_not_active"
     sqlstate = "LG009"
-    http_status = 409
 
 
 class AlreadyReversed(LedgerError):
@@ -170,7 +161,6 @@ class AlreadyReversed(LedgerError):
 
     code = "already_reversed"
     sqlstate = "LG010"
-    http_status = 409
 
 
 class UnknownApp(LedgerError):
@@ -178,7 +168,6 @@ class UnknownApp(LedgerError):
 
     code = "unknown_app"
     sqlstate = "LG011"
-    http_status = 422
 
 
 class OperationInUse(LedgerError):
@@ -186,7 +175,6 @@ class OperationInUse(LedgerError):
 
     code = "operation_in_use"
     sqlstate = "LG012"
-    http_status = 409
 
 
 class AppendOnly(LedgerError):
@@ -194,7 +182,6 @@ class AppendOnly(LedgerError):
 
     code = "append_only"
     sqlstate = "LG013"
-    http_status = 409
 
 
 class LedgerUnavailable(LedgerError):
@@ -204,7 +191,6 @@ class LedgerUnavailable(LedgerError):
     """
 
     code = "ledger_unavailable"
-    http_status = 503
 
     def __init__(
         self,
@@ -228,7 +214,6 @@ class LedgerBusy(LedgerError):
     """
 
     code = "ledger_busy"
-    http_status = 503
 
 
 class LockTimeout(LedgerBusy):
@@ -320,22 +305,40 @@ class Where:
         return conninfo.hide_password(text, self.password)
 
 
-def _nul_field(params: Mapping[str, Any] | None) -> str | None:
+NUL_CHARACTER = "nul character"
+NOT_ENCODABLE = "not encodable"
+
+
+def _not_encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+# What PostgreSQL text cannot store: no \u0000 (psycopg refuses to send one),
+# and no lone surrogate (e.g. from a JSON "\ud800" escape), which UTF-8, the
+# database's encoding, cannot encode.
+_UNSTORABLE: dict[str, Callable[[str], bool]] = {
+    NUL_CHARACTER: lambda value: "\x00" in value,
+    NOT_ENCODABLE: _not_encodable,
+}
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why PostgreSQL text cannot store `value` (NUL_CHARACTER or
+    NOT_ENCODABLE), or None when it can. The one statement of this rule:
+    the error boundary below and the web layer's own tables both ask here."""
+    return next((reason for reason, found in _UNSTORABLE.items() if found(value)), None)
+
+
+def _unstorable_field(params: Mapping[str, Any] | None, reason: str) -> str | None:
+    """The first parameter holding a string PostgreSQL cannot store for `reason`."""
+    found = _UNSTORABLE[reason]
     for name, value in (params or {}).items():
-        if isinstance(value, str) and "\x00" in value:
+        if isinstance(value, str) and found(value):
             return name
-    return None
-
-
-def _unencodable_field(params: Mapping[str, Any] | None) -> str | None:
-    """The parameter holding a string UTF-8 cannot encode (a lone surrogate,
-    e.g. from a JSON "\\ud800" escape): psycopg fails before sending it."""
-    for name, value in (params or {}).items():
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return name
     return None
 
 
@@ -446,13 +449,13 @@ def translate_error(
             detail={"field": field, "reason": "invalid", "sqlstate": sqlstate},
             hint=exc.diag.message_primary,
         )
-    field = _nul_field(params)
+    field = _unstorable_field(params, NUL_CHARACTER)
     if sqlstate is None and isinstance(exc, psycopg.DataError) and (field or "NUL" in str(exc)):
         # Raised by psycopg before sending: PostgreSQL text cannot hold NUL.
         # The database's rule (LG007) would say the same; this translates it.
         return InvalidArgument(
             f"invalid argument: {field or 'a text argument'} contains a NUL character",
-            detail={"field": field, "reason": "nul character"},
+            detail={"field": field, "reason": NUL_CHARACTER},
             hint="PostgreSQL text cannot store \\u0000.",
         )
     return None
@@ -477,11 +480,11 @@ def translate_errors(
     except UnicodeEncodeError as exc:
         # Raised by psycopg while encoding a parameter, before sending: a
         # string with a lone surrogate is no text PostgreSQL could store.
-        field = _unencodable_field(params)
+        field = _unstorable_field(params, NOT_ENCODABLE)
         if field is None:
             raise
         raise InvalidArgument(
             f"invalid argument: {field} is not valid Unicode text (a lone surrogate)",
-            detail={"field": field, "reason": "not encodable"},
+            detail={"field": field, "reason": NOT_ENCODABLE},
             hint="Text must be encodable as UTF-8; a JSON \\ud800 escape alone is not.",
         ) from exc

@@ -11,6 +11,15 @@ it returns. `Call.sql()` renders
 
 with named parameters, rendered once per set of given optional parameters.
 
+`ALL_CALLS` is the one list of the SQL API's functions that Python wraps:
+their names, parameters and SQL types, which parameters are optional, what
+they return and which roles may call them. `NOT_WRAPPED` names every other
+function of schema ledger a role may call, or that has no leading
+underscore, with the reason it has no method. tests/sql/test_catalog.py
+checks both lists against PostgreSQL's catalog (pg_proc, the result
+columns, has_function_privilege); the tests that need the API's names and
+grants derive them from here.
+
 `Call.params()` also checks each value's Python type against its SQL type
 before anything is sent (InvalidArgument, field and reason "wrong type"): a
 bool is no id or amount, a float id would be rounded by the cast to another
@@ -22,6 +31,7 @@ value is acceptable (ranges, lengths, names) stays the database's to judge.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -72,10 +82,32 @@ def _checked(name: str, sql_type: str, value: Any) -> Any:
     )
 
 
-class Call:
-    """One SQL function of the ledger API."""
+# The roles of migrations/0001 that are granted EXECUTE (sql/90_grants.sql).
+APP = "ledger_app"  # services
+READER = "ledger_reader"  # auditors and reports
+OWNER = "ledger_owner"  # operators
+READERS = (APP, READER, OWNER)
 
-    __slots__ = ("_sql", "name", "optional", "required", "result", "row_factory")
+
+class Call:
+    """One SQL function of the ledger API.
+
+    `required` and `optional`: (name, SQL type) in the function's order; the
+    optional ones are those with a DEFAULT. `result`: the dataclass a row
+    becomes, or None for a scalar of SQL type `returns`. `callers`: the
+    roles granted EXECUTE on it.
+    """
+
+    __slots__ = (
+        "_sql",
+        "callers",
+        "name",
+        "optional",
+        "required",
+        "result",
+        "returns",
+        "row_factory",
+    )
 
     def __init__(
         self,
@@ -83,11 +115,16 @@ class Call:
         required: tuple[tuple[str, str], ...],
         optional: tuple[tuple[str, str], ...] = (),
         result: type[Any] | None = None,
+        *,
+        returns: str | None = None,
+        callers: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.required = required
         self.optional = optional
         self.result = result  # None: a scalar result
+        self.returns = returns
+        self.callers = callers
         self.row_factory: RowFactory[Any] = class_row(result) if result is not None else tuple_row
         self._sql: dict[tuple[str, ...], str] = {}
 
@@ -97,6 +134,11 @@ class Call:
     @property
     def types(self) -> dict[str, str]:
         return dict(self.required + self.optional)
+
+    @property
+    def signature(self) -> str:
+        """name(type, ...): the function's identity, as in GRANT and DROP."""
+        return f"{self.name}({', '.join(t for _, t in self.required + self.optional)})"
 
     def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters to send: every required one, the optional ones not
@@ -124,7 +166,9 @@ class Call:
         return f"SELECT {results.column_list(self.result)} FROM ledger.{self.name}({args})"
 
 
-DEFINE_APP = Call("define_app", (("app", "text"),), (("description", "text"),), results.App)
+DEFINE_APP = Call(
+    "define_app", (("app", "text"),), (("description", "text"),), results.App, callers=(OWNER,)
+)
 DEFINE_OPERATION = Call(
     "define_operation",
     (("app", "text"), ("operation", "text"), ("direction", "text")),
@@ -137,41 +181,69 @@ DEFINE_OPERATION = Call(
         ("description", "text"),
     ),
     results.Operation,
+    callers=(OWNER,),
 )
-LIST_OPERATIONS = Call("list_operations", (("app", "text"),), (), results.Operation)
+LIST_OPERATIONS = Call(
+    "list_operations", (("app", "text"),), (), results.Operation, callers=READERS
+)
 POST_ENTRY = Call(
     "post_entry",
     (("owner_id", "text"), ("app", "text"), ("operation", "text"), ("idempotency_key", "text")),
     (("amount", "numeric"), ("metadata", "text")),
     results.Entry,
+    callers=(APP,),
 )
 POST_ENTRIES = Call(
-    "post_entries", (("entries", "text"),), (("idempotency_key", "text"),), results.Entry
+    "post_entries",
+    (("entries", "text"),),
+    (("idempotency_key", "text"),),
+    results.Entry,
+    callers=(APP,),
 )
-GET_BALANCE = Call("get_balance", (("owner_id", "text"),), (), results.Balance)
-GET_ENTRY = Call("get_entry", (("entry_id", "bigint"),), (("app", "text"),), results.JournalEntry)
+GET_BALANCE = Call("get_balance", (("owner_id", "text"),), (), results.Balance, callers=READERS)
+GET_ENTRY = Call(
+    "get_entry",
+    (("entry_id", "bigint"),),
+    (("app", "text"),),
+    results.JournalEntry,
+    callers=READERS,
+)
 LIST_ENTRIES = Call(
     "list_entries",
     (("owner_id", "text"),),
     (("after_id", "bigint"), ("max_rows", "integer"), ("app", "text")),
     results.JournalEntry,
+    callers=READERS,
 )
-BALANCE_AT = Call("balance_at", (("owner_id", "text"), ("at", "timestamptz")))
+BALANCE_AT = Call(
+    "balance_at",
+    (("owner_id", "text"), ("at", "timestamptz")),
+    returns="bigint",
+    callers=READERS,
+)
 CREATE_HOLD = Call(
     "create_hold",
     (("owner_id", "text"), ("app", "text"), ("operation", "text"), ("idempotency_key", "text")),
     (("amount", "numeric"), ("ttl", "interval")),
     results.Hold,
+    callers=(APP,),
 )
 CAPTURE_HOLD = Call(
     "capture_hold",
     (("hold_id", "bigint"), ("app", "text")),
     (("amount", "numeric"),),
     results.Entry,
+    callers=(APP,),
 )
-RELEASE_HOLD = Call("release_hold", (("hold_id", "bigint"), ("app", "text")), (), results.Hold)
-GET_HOLD = Call("get_hold", (("hold_id", "bigint"),), (("app", "text"),), results.HoldRecord)
-LIST_HOLDS = Call("list_holds", (("owner_id", "text"),), (("app", "text"),), results.HoldRecord)
+RELEASE_HOLD = Call(
+    "release_hold", (("hold_id", "bigint"), ("app", "text")), (), results.Hold, callers=(APP,)
+)
+GET_HOLD = Call(
+    "get_hold", (("hold_id", "bigint"),), (("app", "text"),), results.HoldRecord, callers=READERS
+)
+LIST_HOLDS = Call(
+    "list_holds", (("owner_id", "text"),), (("app", "text"),), results.HoldRecord, callers=READERS
+)
 TRANSFER = Call(
     "transfer",
     (
@@ -183,29 +255,35 @@ TRANSFER = Call(
     ),
     (("metadata", "text"),),
     results.Transfer,
+    callers=(APP,),
 )
 REVERSE_ENTRY = Call(
     "reverse_entry",
     (("entry_id", "bigint"), ("app", "text"), ("idempotency_key", "text")),
     (("reason", "text"),),
     results.Entry,
+    callers=(APP,),
 )
 APP_REPORT = Call(
     "app_report",
     (("app", "text"), ("from_time", "timestamptz"), ("to_time", "timestamptz")),
     (),
     results.ReportRow,
+    callers=READERS,
 )
-VERIFY = Call("verify", (), (), results.Discrepancy)
+VERIFY = Call("verify", (), (), results.Discrepancy, callers=READERS)
 CREATE_API_KEY = Call(
     "create_api_key",
     (("app", "text"), ("token_sha256", "bytea")),
     (("label", "text"), ("scope", "text")),
     results.ApiKey,
+    callers=(OWNER,),
 )
-LIST_API_KEYS = Call("list_api_keys", (), (), results.ApiKey)
-REVOKE_API_KEY = Call("revoke_api_key", (("key_id", "text"),))
-API_KEY_LOOKUP = Call("api_key_lookup", (("token_sha256", "bytea"),), (), results.KeyHolder)
+LIST_API_KEYS = Call("list_api_keys", (), (), results.ApiKey, callers=(OWNER,))
+REVOKE_API_KEY = Call("revoke_api_key", (("key_id", "text"),), returns="boolean", callers=(OWNER,))
+API_KEY_LOOKUP = Call(
+    "api_key_lookup", (("token_sha256", "bytea"),), (), results.KeyHolder, callers=(APP,)
+)
 
 ALL_CALLS: tuple[Call, ...] = (
     DEFINE_APP,
@@ -231,3 +309,65 @@ ALL_CALLS: tuple[Call, ...] = (
     REVOKE_API_KEY,
     API_KEY_LOOKUP,
 )
+"""Every function the wrapper calls: Ledger and AsyncLedger have one method
+of each name, with exactly these parameters (and conn)."""
+
+
+@dataclass(frozen=True)
+class NotWrapped:
+    """A function of schema ledger that has no wrapper method, and why.
+
+    `signature` as `Call.signature` writes it; `callers` the roles granted
+    EXECUTE on it."""
+
+    signature: str
+    callers: tuple[str, ...]
+    reason: str
+
+
+_JSONB_OVERLOAD = (
+    "the same call with metadata as a jsonb value, for SQL callers that hold one; the wrapper "
+    "sends text, which lets the database refuse duplicate keys"
+)
+
+NOT_WRAPPED: tuple[NotWrapped, ...] = (
+    NotWrapped("post_entry(jsonb, text, text, text, text, numeric)", (APP,), _JSONB_OVERLOAD),
+    NotWrapped("transfer(jsonb, text, text, numeric, text, text)", (APP,), _JSONB_OVERLOAD),
+    NotWrapped(
+        "post_entries(jsonb, text)",
+        (APP,),
+        "the batch as a jsonb value, for SQL callers that hold one; the wrapper sends text, "
+        "which lets the database refuse duplicate keys",
+    ),
+    NotWrapped(
+        "api_key_app(bytea)",
+        (APP,),
+        "the app of a token hash, for SQL callers; the wrapper asks api_key_lookup, "
+        "which also gives the key's scope",
+    ),
+    NotWrapped(
+        "refuse_entry_change()",
+        (),
+        "the trigger that keeps the journal append-only (migrations/0002): not called",
+    ),
+    NotWrapped(
+        "_require_id(text, text)",
+        READERS,
+        "internal; granted because get_balance, inlined into the caller's query, runs it "
+        "as the caller",
+    ),
+    NotWrapped(
+        "_invalid_id(text, text)",
+        READERS,
+        "internal; _require_id inlines a call of it (checked when the query starts)",
+    ),
+    NotWrapped(
+        "_active_holds(text, bigint, timestamptz)",
+        READERS,
+        "internal; granted because get_balance, inlined into the caller's query, runs it "
+        "as the caller",
+    ),
+)
+"""The rest of schema ledger that a role may call or that has no leading
+underscore (an underscore marks an internal function, callable by its owner
+alone unless listed here)."""

@@ -3,6 +3,9 @@
 Each class mirrors one result type or table of the SQL API; the wrapper
 selects exactly these fields (by name) and builds them with psycopg's
 `class_row`, so a column added to a table later does not break callers.
+The columns a class leaves out are named in `NOT_READ`, with the reason
+(tests/sql/test_catalog.py compares each class with its function's result
+columns, so an added or renamed column is a failing test, not a surprise).
 Amounts and balances are ints (bigint); times are aware datetimes.
 """
 
@@ -197,6 +200,15 @@ class KeyHolder:
         """The app to pass to the read functions (which then hide other apps'
         metadata and idempotency keys), or None for an audit key, which reads everything."""
         return None if self.scope == "audit" else self.app
+
+
+_FINGERPRINT = "the digest of the request, used only to tell a replay from a conflict"
+
+NOT_READ: dict[type[Any], dict[str, str]] = {
+    JournalEntry: {"fingerprint": _FINGERPRINT},
+    HoldRecord: {"fingerprint": _FINGERPRINT},
+}
+"""Result columns a class does not read, by class, with the reason."""
 
 
 def column_list(cls: type[Any]) -> str:

@@ -6,16 +6,22 @@ itself: with 256 bits of randomness no dictionary or brute-force search can
 invert the hash, so a slow password hash (bcrypt, argon2) would buy nothing
 but milliseconds on every request, while a plain digest is found through a
 unique index in one lookup. The token is shown once, when the key is made
-(`Ledger.create_api_key`); a request's token is hashed here and looked up
-with `Ledger.api_key_lookup`.
+(`create_api_key` here, for `ledger keys create` and the tests); a
+request's token is hashed here and looked up with `Ledger.api_key_lookup`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import TYPE_CHECKING
 
-__all__ = ["TOKEN_PREFIX", "lookup_digest", "new_token", "token_hash"]
+from .results import NewApiKey
+
+if TYPE_CHECKING:
+    from .client import Ledger
+
+__all__ = ["TOKEN_PREFIX", "create_api_key", "lookup_digest", "new_token", "token_hash"]
 
 TOKEN_PREFIX = "lgk_"
 
@@ -39,3 +45,14 @@ def lookup_digest(token: str | None) -> bytes | None:
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > _LONGEST:
         return None
     return token_hash(token)
+
+
+def create_api_key(
+    ledger: Ledger, *, app: str, label: str | None = None, scope: str | None = None
+) -> NewApiKey:
+    """A new key of a registered app and its token: the token is made here,
+    only its hash is sent (Ledger.create_api_key), and this result is the one
+    place it exists. scope None: the SQL default ("app")."""
+    token = new_token()
+    key = ledger.create_api_key(app=app, token_sha256=token_hash(token), label=label, scope=scope)
+    return NewApiKey(key, token)

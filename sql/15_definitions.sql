@@ -2,35 +2,62 @@
 -- (no EXECUTE for ledger_app or ledger_reader): an app's operations arrive
 -- through a migration, not at run time.
 
--- Guarantees: the app exists afterwards (idempotent); a description given
--- replaces the stored one. LG007 for a malformed name.
 CREATE OR REPLACE FUNCTION ledger.define_app(app text, description text DEFAULT NULL)
 RETURNS ledger.apps
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_app ledger.apps;
+    v_app  ledger.apps;
+    v_name text;
 BEGIN
     PERFORM ledger._require_id('app', define_app.app);
-    IF define_app.app !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+    -- The apps table's CHECK apps_app_format is the rule of a name: its
+    -- violation is translated here, by the constraint's name.
+    BEGIN
+        INSERT INTO ledger.apps AS a (app, description) VALUES (define_app.app, define_app.description)
+        ON CONFLICT ON CONSTRAINT apps_pkey DO UPDATE
+            SET description = coalesce(excluded.description, a.description)
+        RETURNING a.* INTO v_app;
+    EXCEPTION WHEN check_violation THEN
+        GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME;
+        IF v_name IS DISTINCT FROM 'apps_app_format' THEN
+            RAISE;
+        END IF;
         RAISE EXCEPTION 'invalid argument: app name % must be lowercase letters, digits and _', define_app.app
             USING ERRCODE = 'LG007',
-                  DETAIL = json_build_object('field', 'app', 'reason', 'format',
-                                             'pattern', '^[a-z][a-z0-9_]{0,62}$')::text;
-    END IF;
-    INSERT INTO ledger.apps AS a (app, description) VALUES (define_app.app, define_app.description)
-    ON CONFLICT ON CONSTRAINT apps_pkey DO UPDATE
-        SET description = coalesce(excluded.description, a.description)
-    RETURNING a.* INTO v_app;
+                  DETAIL = json_build_object('field', 'app', 'reason', 'format', 'constraint', v_name)::text;
+    END;
     RETURN v_app;
 END
 $$;
+COMMENT ON FUNCTION ledger.define_app(text, text) IS $$
+Registers an app or updates it: afterwards the app exists (idempotent). A
+description given replaces the stored one; NULL keeps it. A name the
+apps table's constraint apps_app_format refuses (lowercase letters, digits
+and _, starting with a letter) is LG007, naming the constraint.$$;
 
--- Guarantees: registers or updates an operation of an app. Refuses (LG012)
--- to flip the direction of an operation that already has entries, and to
--- take a name another app owns (LG003). Bounds and defaults are checked by
--- the operations table's constraints, reported as LG006/LG007.
+-- Guarantees: raises LG012 when an operation that has entries would change
+-- direction (p_existing is its row before the change, p_direction the new
+-- direction); returns otherwise. Decided before the amount rules, so that
+-- a definition that changes direction is refused for that first.
+CREATE OR REPLACE FUNCTION ledger._require_direction_unused(p_existing ledger.operations, p_direction text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF p_existing.direction IS DISTINCT FROM p_direction
+       AND EXISTS (SELECT FROM ledger.entries e WHERE e.operation = p_existing.operation) THEN
+        RAISE EXCEPTION 'operation % has entries: its direction cannot change from % to %',
+                p_existing.operation, p_existing.direction, p_direction
+            USING ERRCODE = 'LG012',
+                  DETAIL = json_build_object('operation', p_existing.operation,
+                                             'direction', p_existing.direction)::text,
+                  HINT = 'Define a new operation instead.';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.define_operation(
     app                text,
     operation          text,
@@ -47,51 +74,33 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_existing ledger.operations;
+    v_exists   boolean;
     v_op       ledger.operations;
     v_name     text;
+    v_field    text;
 BEGIN
     PERFORM ledger._require_app(define_operation.app);
     PERFORM ledger._require_id('operation', define_operation.operation);
-    IF define_operation.operation !~ '^[A-Z][A-Z0-9_]{0,62}$' THEN
-        RAISE EXCEPTION 'invalid argument: operation name % must be uppercase letters, digits and _',
-                define_operation.operation
-            USING ERRCODE = 'LG007',
-                  DETAIL = json_build_object('field', 'operation', 'reason', 'format')::text;
-    END IF;
-    IF define_operation.direction IS NULL OR define_operation.direction NOT IN ('credit', 'debit') THEN
-        RAISE EXCEPTION 'invalid argument: direction must be credit or debit'
-            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'direction', 'reason', 'invalid')::text;
-    END IF;
-    IF define_operation.limit_per IS NOT NULL AND define_operation.limit_per NOT IN ('ever', 'day') THEN
-        RAISE EXCEPTION 'invalid argument: limit_per must be NULL, ever or day'
-            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'limit_per', 'reason', 'invalid')::text;
-    END IF;
 
     SELECT o.* INTO v_existing FROM ledger.operations o
     WHERE o.operation = define_operation.operation FOR UPDATE;
-    IF FOUND AND v_existing.app <> define_operation.app THEN
+    v_exists := FOUND;
+    IF v_exists AND v_existing.app <> define_operation.app THEN
         RAISE EXCEPTION 'operation % belongs to app %', define_operation.operation, v_existing.app
             USING ERRCODE = 'LG003',
                   DETAIL = json_build_object('operation', define_operation.operation,
                                              'app', define_operation.app, 'operation_app', v_existing.app)::text;
     END IF;
-    IF FOUND AND v_existing.is_system THEN
+    IF v_exists AND v_existing.is_system THEN
         RAISE EXCEPTION 'operation % is a system operation and cannot be redefined', define_operation.operation
             USING ERRCODE = 'LG003',
                   DETAIL = json_build_object('operation', define_operation.operation, 'system', true)::text;
     END IF;
-    IF FOUND AND v_existing.direction <> define_operation.direction THEN
-        PERFORM FROM ledger.entries e WHERE e.operation = define_operation.operation LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'operation % has entries: its direction cannot change from % to %',
-                    define_operation.operation, v_existing.direction, define_operation.direction
-                USING ERRCODE = 'LG012',
-                      DETAIL = json_build_object('operation', define_operation.operation,
-                                                 'direction', v_existing.direction)::text,
-                      HINT = 'Define a new operation instead.';
-        END IF;
-    END IF;
 
+    -- The operations table's CHECK constraints are the rules of a definition
+    -- (migrations/0002_core_tables.sql); a violation is translated by the
+    -- constraint's name: a malformed name, direction or limit_per is LG007,
+    -- broken amount rules are LG006.
     BEGIN
         INSERT INTO ledger.operations AS o
             (app, operation, direction, default_amount, min_amount, max_amount,
@@ -112,6 +121,29 @@ BEGIN
         RETURNING o.* INTO v_op;
     EXCEPTION WHEN check_violation THEN
         GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME;
+        v_field := CASE v_name
+                       WHEN 'operations_operation_format' THEN 'operation'
+                       WHEN 'operations_direction_valid' THEN 'direction'
+                       WHEN 'operations_direction_required' THEN 'direction'
+                       WHEN 'operations_limit_per_valid' THEN 'limit_per'
+                   END;
+        IF v_field IS NOT NULL THEN
+            RAISE EXCEPTION '%', CASE v_field
+                    WHEN 'operation' THEN pg_catalog.format(
+                        'invalid argument: operation name %s must be uppercase letters, digits and _',
+                        define_operation.operation)
+                    WHEN 'direction' THEN 'invalid argument: direction must be credit or debit'
+                    ELSE 'invalid argument: limit_per must be NULL, ever or day'
+                END
+                USING ERRCODE = 'LG007',
+                      DETAIL = json_build_object('field', v_field,
+                                                 'reason', CASE v_field WHEN 'operation' THEN 'format'
+                                                                        ELSE 'invalid' END,
+                                                 'constraint', v_name)::text;
+        END IF;
+        IF v_exists THEN
+            PERFORM ledger._require_direction_unused(v_existing, define_operation.direction);
+        END IF;
         RAISE EXCEPTION 'invalid amount rules for operation %: % is violated', define_operation.operation, v_name
             USING ERRCODE = 'LG006',
                   DETAIL = json_build_object('operation', define_operation.operation,
@@ -119,11 +151,26 @@ BEGIN
                   HINT = 'Amounts are positive; default_amount lies within min_amount..max_amount; '
                          'an operation whose caller may not set the amount needs a default_amount.';
     END;
+
+    -- Decided after the write when the write succeeded (raising undoes the
+    -- update with the statement), and before LG006 when it did not.
+    IF v_exists THEN
+        PERFORM ledger._require_direction_unused(v_existing, v_op.direction);
+    END IF;
     RETURN v_op;
 END
 $$;
+COMMENT ON FUNCTION ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text) IS $$
+Registers an operation of an app or updates it, under a lock on the
+operation's row. The operations table's constraints are the rules, and a
+violation is reported by the constraint's name: the name is uppercase
+letters, digits and _, direction is credit or debit, limit_per is NULL,
+ever or day (LG007); amounts are positive, default_amount lies within
+min_amount..max_amount, and an operation whose amount the caller may not
+set has a default_amount (LG006). Refuses a name another app owns or a
+system operation (LG003), and a change of direction once the operation has
+entries (LG012). LG011 for an unknown app.$$;
 
--- The operations an app may post (core's and its own), by name.
 CREATE OR REPLACE FUNCTION ledger.list_operations(app text)
 RETURNS SETOF ledger.operations
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -137,3 +184,7 @@ BEGIN
         ORDER BY o.operation;
 END
 $$;
+COMMENT ON FUNCTION ledger.list_operations(text) IS $$
+The operations the app may post, by name: core's and its own, never a
+system operation (TRANSFER_*, REVERSAL). LG011 for an unknown app.
+Read-only.$$;

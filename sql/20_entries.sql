@@ -230,11 +230,6 @@ BEGIN
 END
 $$;
 
--- Guarantees: one entry for (app, idempotency_key), written once. Validates
--- every argument (LG002/3/6/7/11), serializes concurrent uses of the key,
--- replays an earlier identical request (replayed = true, nothing written),
--- refuses a different one (LG005), then writes through ledger._apply (LG001
--- insufficient credits, LG004 limit reached).
 CREATE OR REPLACE FUNCTION ledger.post_entry(
     owner_id        text,
     app             text,
@@ -287,10 +282,22 @@ BEGIN
                          post_entry.idempotency_key, v_fp, v_meta);
 END
 $$;
+COMMENT ON FUNCTION ledger.post_entry(text, text, text, text, numeric, text) IS $$
+Posts one entry of an operation to an owner's account, once per (app,
+idempotency_key). The operation decides credit or debit, the default
+amount (amount NULL), its bounds and a per-owner limit. Concurrent calls
+with one key serialize; a retry of the same request returns the first
+result with replayed = true and writes nothing; the key with another
+request is LG005. The write happens under the owner's account row lock: a
+debit needs the available credits (balance minus active holds), else
+LG001, and an operation granted once (ever, or per UTC day) is LG004 the
+second time. Input errors: LG002 unknown operation, LG003 another app's or
+a system operation, LG006 an amount that is zero, negative, fractional,
+outside the operation's bounds or not the caller's to set, LG007 a
+missing or malformed argument (metadata must be a JSON object without
+repeated keys, at most 64 KiB), LG011 unknown app. Nothing is written when
+it raises.$$;
 
--- The same call for callers that pass metadata as a jsonb value (psycopg's
--- Jsonb, a ::jsonb cast). Metadata comes first so that this overload never
--- competes with the one above for calls without metadata or with a literal.
 CREATE OR REPLACE FUNCTION ledger.post_entry(
     metadata        jsonb,
     owner_id        text,
@@ -308,6 +315,11 @@ BEGIN
                              amount => post_entry.amount, metadata => post_entry.metadata::text);
 END
 $$;
+COMMENT ON FUNCTION ledger.post_entry(jsonb, text, text, text, text, numeric) IS $$
+post_entry for callers that pass metadata as a jsonb value; the same
+guarantees. Metadata is the first parameter so that the two overloads
+never compete for one call. A jsonb value has already kept only the last
+of a repeated key: send text to have such metadata refused.$$;
 
 -- Guarantees: raises LG005 for a key a hold of the app uses; a boolean so
 -- that ledger._key_use can call it in its WHERE. STABLE, not IMMUTABLE: the
@@ -371,11 +383,9 @@ BEGIN
 END
 $$;
 
--- An owner's balance, what active holds reserve, and what is available. An
--- unknown owner has zeros (updated_at NULL). One indexed row plus the
--- owner's active holds: never a sum over history. Plain SQL without a SET
--- clause so the planner can inline it; every name and operator is qualified,
--- so the caller's search_path cannot change its meaning.
+-- Plain SQL without a SET clause so the planner can inline it; every name
+-- and operator is qualified, so the caller's search_path cannot change its
+-- meaning.
 CREATE OR REPLACE FUNCTION ledger.get_balance(owner_id text)
 RETURNS SETOF ledger.balance_result
 LANGUAGE sql STABLE ROWS 1
@@ -389,6 +399,12 @@ AS $$
     CROSS JOIN LATERAL ledger._active_holds(v.owner_id) h
     LEFT JOIN ledger.accounts a ON a.owner_id OPERATOR(pg_catalog.=) v.owner_id
 $$;
+COMMENT ON FUNCTION ledger.get_balance(text) IS $$
+An owner's balance, the credits its active holds reserve (held) and what is
+available (balance - held); an owner without entries reads zeros with
+updated_at NULL. A hold past its expires_at no longer counts. One indexed
+row plus the owner's active holds, never a sum over history. LG007 for a
+missing or malformed owner_id. Read-only, takes no lock.$$;
 
 -- What an app may see of an entry. Balances and history are shared by every
 -- app, so the row itself is always visible; its metadata, idempotency key and
@@ -414,9 +430,6 @@ $$;
 DROP FUNCTION IF EXISTS ledger.get_entry(bigint);
 DROP FUNCTION IF EXISTS ledger.list_entries(text, bigint, integer);
 
--- Guarantees: the entry row, or LG008 when there is none; with `app`, the
--- private fields of another app's entry read NULL (ledger._entry_seen_by),
--- and an unknown app is LG011.
 CREATE OR REPLACE FUNCTION ledger.get_entry(entry_id bigint, app text DEFAULT NULL)
 RETURNS ledger.entries
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -437,10 +450,11 @@ BEGIN
     RETURN ledger._entry_seen_by(v_entry, get_entry.app);
 END
 $$;
+COMMENT ON FUNCTION ledger.get_entry(bigint, text) IS $$
+One journal entry, or LG008. With app (LG011 when unknown), the metadata,
+idempotency key and fingerprint of another app's entry read NULL; without
+app (a trusted SQL caller, an auditor) everything is visible. Read-only.$$;
 
--- An owner's history, newest first, max_rows (1 to 1000) at a time; pass the
--- last entry_id of a page as after_id to get the next (keyset pagination).
--- With `app`, other apps' entries come with their private fields NULL.
 CREATE OR REPLACE FUNCTION ledger.list_entries(
     owner_id text,
     after_id bigint DEFAULT NULL,
@@ -479,9 +493,13 @@ BEGIN
         ORDER BY v.entry_id DESC;
 END
 $$;
+COMMENT ON FUNCTION ledger.list_entries(text, bigint, integer, text) IS $$
+An owner's entries, newest first, max_rows (1 to 1000, else LG007) at a
+time; pass the last entry_id of a page as after_id for the next page
+(keyset pagination: a page never repeats or skips an entry while new ones
+arrive). With app (LG011 when unknown), other apps' private fields read
+NULL. Read-only.$$;
 
--- The owner's balance as of an instant: the balance after the last entry
--- created at or before it (0 before the first entry).
 CREATE OR REPLACE FUNCTION ledger.balance_at(owner_id text, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -502,3 +520,7 @@ BEGIN
     RETURN coalesce(v_balance, 0);
 END
 $$;
+COMMENT ON FUNCTION ledger.balance_at(text, timestamptz) IS $$
+The owner's balance as of an instant: the running balance of the last
+entry created at or before `at`, 0 before the first entry (holds do not
+count). LG007 for a NULL `at` or a malformed owner_id. Read-only.$$;

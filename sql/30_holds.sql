@@ -86,10 +86,6 @@ BEGIN
 END
 $$;
 
--- Guarantees: reserves what a debit of the operation would take (same amount
--- rules as post_entry; LG007 for a credit operation or a ttl outside 1 second
--- to 7 days) if `available` covers it under the account lock (else LG001).
--- Idempotent by (app, idempotency_key): a replay returns the hold as it is now.
 CREATE OR REPLACE FUNCTION ledger.create_hold(
     owner_id        text,
     app             text,
@@ -158,12 +154,16 @@ BEGIN
     RETURN ledger._hold_result(v_hold, false);
 END
 $$;
+COMMENT ON FUNCTION ledger.create_hold(text, text, text, text, numeric, interval) IS $$
+Reserves credits for a pending action: the amount a debit of the operation
+would take (post_entry's amount rules, LG006), for ttl (1 second to 7
+days; LG007 otherwise, and for a credit operation). Decided under the
+owner's account row lock against the available credits (LG001). Idempotent
+by (app, idempotency_key): a retry returns the hold as it is now with
+replayed = true; the key with another request is LG005. A hold expires by
+the clock alone at expires_at: no job is needed. Input errors as
+post_entry (LG002, LG003, LG007, LG011).$$;
 
--- Guarantees: turns an active, unexpired hold of the calling app into one
--- debit entry of `amount` (NULL = the whole hold; 1 to the hold's amount,
--- else LG006) and frees the rest. Repeating the same capture returns the
--- original entry with replayed = true; any other call on a captured,
--- released or expired hold is LG009.
 CREATE OR REPLACE FUNCTION ledger.capture_hold(hold_id bigint, app text, amount numeric DEFAULT NULL)
 RETURNS ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
@@ -216,10 +216,14 @@ BEGIN
     RETURN v_result;
 END
 $$;
+COMMENT ON FUNCTION ledger.capture_hold(bigint, text, numeric) IS $$
+Turns an active, unexpired hold of the calling app into one debit entry of
+amount (NULL = the whole hold; 1 to the hold's amount, else LG006) and
+frees the rest, under the account and hold row locks. Repeating the same
+capture returns the original entry with replayed = true; any other call on
+a captured, released or expired hold is LG009. LG008 for an unknown hold,
+LG003 for another app's hold.$$;
 
--- Guarantees: frees an active, unexpired hold of the calling app; repeating
--- a release returns the hold with replayed = true; releasing a captured or
--- expired hold is LG009.
 CREATE OR REPLACE FUNCTION ledger.release_hold(hold_id bigint, app text)
 RETURNS ledger.hold_result
 LANGUAGE plpgsql SECURITY DEFINER
@@ -247,6 +251,11 @@ BEGIN
     RETURN ledger._hold_result(v_hold, false);
 END
 $$;
+COMMENT ON FUNCTION ledger.release_hold(bigint, text) IS $$
+Frees an active, unexpired hold of the calling app under the account and
+hold row locks: its credits are available again. Repeating a release
+returns the hold with replayed = true; releasing a captured or expired hold
+is LG009. LG008 for an unknown hold, LG003 for another app's hold.$$;
 
 -- What an app may see of a hold: another app's idempotency key and
 -- fingerprint read NULL (as ledger._entry_seen_by does for entries); p_app
@@ -268,9 +277,6 @@ $$;
 DROP FUNCTION IF EXISTS ledger.get_hold(bigint);
 DROP FUNCTION IF EXISTS ledger.list_holds(text);
 
--- Guarantees: the hold row (status active, captured, released or expired),
--- or LG008; with `app`, another app's key and fingerprint read NULL, and an
--- unknown app is LG011.
 CREATE OR REPLACE FUNCTION ledger.get_hold(hold_id bigint, app text DEFAULT NULL)
 RETURNS ledger.holds
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -290,9 +296,12 @@ BEGIN
     RETURN ledger._hold_seen_by(ledger._hold_view(v_hold), get_hold.app);
 END
 $$;
+COMMENT ON FUNCTION ledger.get_hold(bigint, text) IS $$
+One hold, or LG008. Its status is active, captured, released or expired
+(an active hold past expires_at reads expired). With app (LG011 when
+unknown), another app's idempotency key and fingerprint read NULL.
+Read-only.$$;
 
--- An owner's holds, newest first (status as get_hold reports it; with `app`,
--- other apps' keys NULL).
 CREATE OR REPLACE FUNCTION ledger.list_holds(owner_id text, app text DEFAULT NULL)
 RETURNS SETOF ledger.holds
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -311,3 +320,7 @@ BEGIN
         ORDER BY h.hold_id DESC;
 END
 $$;
+COMMENT ON FUNCTION ledger.list_holds(text, text) IS $$
+An owner's holds, newest first, with the status get_hold reports; with app
+(LG011 when unknown), other apps' keys and fingerprints read NULL.
+Read-only.$$;

@@ -37,10 +37,6 @@ BEGIN
 END
 $$;
 
--- Guarantees: moves `amount` from one owner to another in one transaction:
--- a TRANSFER_OUT entry (carrying the idempotency key) and a TRANSFER_IN
--- entry sharing one transfer_id. LG007 for a transfer to oneself, LG006 for
--- a bad amount, LG001 when the sender's available credits do not cover it.
 CREATE OR REPLACE FUNCTION ledger.transfer(
     from_owner      text,
     to_owner        text,
@@ -114,8 +110,16 @@ BEGIN
     RETURN (v_id, v_out.entry_id, v_in.entry_id, v_amount, v_out.balance, v_in.balance, false)::ledger.transfer_result;
 END
 $$;
+COMMENT ON FUNCTION ledger.transfer(text, text, numeric, text, text, text) IS $$
+Moves amount from one owner to another in one transaction: a TRANSFER_OUT
+entry (carrying the idempotency key) and a TRANSFER_IN entry sharing one
+transfer_id. Both accounts are locked in owner_id order, so two transfers
+never deadlock. Idempotent by (app, idempotency_key) as post_entry: a retry
+returns the first result with replayed = true; the key with another
+request is LG005. LG001 when the sender's available credits do not cover
+it, LG006 for a bad amount, LG007 for a transfer to oneself or a malformed
+argument, LG011 for an unknown app.$$;
 
--- Metadata as a jsonb value (see the post_entry overload for why it is first).
 CREATE OR REPLACE FUNCTION ledger.transfer(
     metadata        jsonb,
     from_owner      text,
@@ -133,13 +137,10 @@ BEGIN
                            idempotency_key => transfer.idempotency_key, metadata => transfer.metadata::text);
 END
 $$;
+COMMENT ON FUNCTION ledger.transfer(jsonb, text, text, numeric, text, text) IS $$
+transfer for callers that pass metadata as a jsonb value (first, as in
+post_entry's jsonb overload); the same guarantees.$$;
 
--- Guarantees: writes the compensating REVERSAL entry of an entry the calling
--- app wrote (LG003 otherwise), opposite in sign and linked to it; for a
--- transfer leg, both legs are reversed (two rows, sending leg first). An
--- entry is reversed once (LG010, checked under the account locks and backed
--- by a unique index); a reversal is not reversed (LG007). Reversing a credit
--- already spent is LG001, never a negative balance.
 CREATE OR REPLACE FUNCTION ledger.reverse_entry(
     entry_id        bigint,
     app             text,
@@ -235,3 +236,11 @@ BEGIN
     RETURN;
 END
 $$;
+COMMENT ON FUNCTION ledger.reverse_entry(bigint, text, text, text) IS $$
+Writes the compensating REVERSAL entry of an entry the calling app wrote
+(LG003 otherwise, LG008 for an unknown entry): opposite in sign and linked
+to it. For a leg of a transfer both legs are reversed (two rows, the
+sending leg first). An entry is reversed once (LG010, decided under the
+account locks and backed by a unique index); a reversal is not reversed
+(LG007). Reversing a credit already spent is LG001, never a negative
+balance. Idempotent by (app, idempotency_key) as post_entry.$$;

@@ -504,31 +504,10 @@ BEGIN
 END
 $$;
 
--- Guarantees: posts a JSON array of 1 to 10,000 entries (objects keyed like
--- post_entry's parameters: owner_id, app, operation, idempotency_key,
--- amount, metadata) in one transaction, all or nothing, under the rules of
--- post_entry for every item; returns one entry_result per item in input
--- order (replayed = true for a key already used by the same request, earlier
--- or in the same batch; nothing written for it). Locks the touched accounts
--- in owner_id order, so two batches never deadlock. Errors: LG007 for a
--- batch that is not a non-empty JSON array of at most 10,000 objects, an
--- unknown key, a key repeated in one JSON object or text the database cannot
--- store; per item the SQLSTATE post_entry raises (LG001, LG002, LG003,
--- LG004, LG005, LG006, LG007, LG011), with "batch item <index>:" in the
--- message and "index" in the DETAIL.
---
--- idempotency_key (optional) is the key of the request as a whole: an item
--- without its own key is keyed '<idempotency_key>:<index>' and carries the
--- fingerprint of the whole batch, so the same key with the same batch
--- replays every item, and with any other batch is LG005 (an item keyed by
--- the request names another request), as for a single post_entry. Items
--- with their own key keep post_entry's per-item rule.
---
--- entries is text so that malformed JSON, duplicate keys and \u0000 reach
--- the checks; the jsonb overload cannot see duplicate keys (jsonb kept the
--- last one before the call), so callers that want them refused send text.
 DROP FUNCTION IF EXISTS ledger.post_entries(text);   -- it took no request key before
 DROP FUNCTION IF EXISTS ledger.post_entries(jsonb);
+-- entries is text so that malformed JSON, duplicate keys and \u0000 reach
+-- the checks (guarantees: the COMMENT below).
 CREATE OR REPLACE FUNCTION ledger.post_entries(entries text, idempotency_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
@@ -539,8 +518,22 @@ BEGIN
                                                     post_entries.idempotency_key);
 END
 $$;
+COMMENT ON FUNCTION ledger.post_entries(text, text) IS $$
+Posts a JSON array of 1 to 10,000 entries (objects keyed like post_entry's
+parameters: owner_id, app, operation, idempotency_key, amount, metadata) in
+one transaction, all or nothing, under post_entry's rules for every item.
+Returns one row per item in input order; replayed = true for a key already
+used by the same request, earlier or in the same batch (nothing written
+for it). Locks the touched accounts in owner_id order, so two batches never
+deadlock. With idempotency_key K, an item without a key of its own is keyed
+'K:<index>' and carries the fingerprint of the whole batch: the same batch
+under K replays every item, any other is LG005. Errors: LG007 for a batch
+that is not a non-empty JSON array of at most 10,000 objects, an unknown
+field, a key repeated in one JSON object or text the database cannot
+store; per item the SQLSTATE post_entry raises, with "batch item <index>:"
+in the message and "index" in the DETAIL (input errors for the lowest
+index first, then ledger-state errors).$$;
 
--- The same call for callers passing a jsonb value (psycopg's Jsonb, a ::jsonb cast).
 CREATE OR REPLACE FUNCTION ledger.post_entries(entries jsonb, idempotency_key text DEFAULT NULL)
 RETURNS SETOF ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
@@ -550,3 +543,7 @@ BEGIN
     RETURN QUERY SELECT * FROM ledger._post_entries(post_entries.entries, post_entries.idempotency_key);
 END
 $$;
+COMMENT ON FUNCTION ledger.post_entries(jsonb, text) IS $$
+post_entries for callers that pass a jsonb value; the same guarantees. A
+jsonb value has already kept only the last of a repeated key: send text to
+have such a batch refused.$$;

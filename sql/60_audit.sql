@@ -1,11 +1,5 @@
 -- Audits and reports: read-only, callable by ledger_reader.
 
--- One row per discrepancy; no rows means healthy. Checks that every stored
--- balance equals the sum of its entries and the last entry's balance, that
--- no balance or running balance is negative, that entries reference known
--- apps and operations, that the active holds of an account do not exceed
--- its balance, that each account counts its open holds right, and that
--- every transfer has two legs summing to zero.
 CREATE OR REPLACE FUNCTION ledger.verify()
 RETURNS SETOF ledger.verify_row
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -61,10 +55,15 @@ AS $$
     GROUP BY e.transfer_id
     HAVING count(*) <> 2 OR sum(e.amount) <> 0
 $$;
+COMMENT ON FUNCTION ledger.verify() IS $$
+The ledger's self-check: one row per discrepancy, no rows when healthy.
+Checks that every stored balance equals the sum of its entries and the
+last entry's running balance, that no balance is negative, that entries
+reference known apps and operations, that an account's active holds do not
+exceed its balance, that each account counts its open holds right, and
+that every transfer has two legs summing to zero. Read-only; reads the
+whole journal.$$;
 
--- Guarantees: per operation of the app's entries in [from_time, to_time):
--- how many, credits issued, credits consumed (a positive number) and the
--- distinct owners. LG007 for a NULL or reversed range.
 CREATE OR REPLACE FUNCTION ledger.app_report(app text, from_time timestamptz, to_time timestamptz)
 RETURNS SETOF ledger.report_row
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -89,3 +88,8 @@ BEGIN
         ORDER BY e.operation;
 END
 $$;
+COMMENT ON FUNCTION ledger.app_report(text, timestamptz, timestamptz) IS $$
+Per operation of the app's entries created in [from_time, to_time): how
+many, the credits issued, the credits consumed (a positive number) and the
+distinct owners. LG007 for a NULL or reversed range, LG011 for an unknown
+app. Read-only.$$;

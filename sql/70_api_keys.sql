@@ -7,13 +7,6 @@
 DROP FUNCTION IF EXISTS ledger.create_api_key(text, text, bytea, text);
 DROP FUNCTION IF EXISTS ledger.create_api_key(text, text, bytea, text, text);
 
--- Guarantees: stores a new active key of an existing app (LG011 otherwise)
--- under a new key id (key_ and 16 random hex digits) and returns it. The
--- table's constraints (migrations/0006_api_keys.sql, 0009_schema_owner.sql)
--- are the rules of the hash, label and scope: a value that breaks one is
--- LG007 naming the field, the constraint and its definition. Scope 'app'
--- (the default) acts for the app; 'audit' reads every app's private fields
--- and writes nothing.
 CREATE OR REPLACE FUNCTION ledger.create_api_key(
     app          text,
     token_sha256 bytea,
@@ -31,6 +24,8 @@ DECLARE
     v_rule       text;
 BEGIN
     PERFORM ledger._require_app(create_api_key.app);
+    -- The table's constraints are the rules of the digest, label and scope:
+    -- a violation is translated here, by the constraint's name.
     BEGIN
         -- 64 random bits: the uuid's hex digits but its version (13th) and variant (17th).
         INSERT INTO ledger.api_keys AS k (key_id, app, token_sha256, label, scope)
@@ -64,8 +59,15 @@ BEGIN
     RETURN v_key;
 END
 $$;
+COMMENT ON FUNCTION ledger.create_api_key(text, bytea, text, text) IS $$
+Stores a new active key of an existing app (LG011 otherwise) under a new
+key id that the database makes (key_ and 16 random hex digits), with the
+SHA-256 digest of its token (the token itself never reaches the
+database), and returns it. A digest, label or scope that breaks a
+constraint of ledger.api_keys is LG007 naming the field and the
+constraint. Scope 'app' (the default) acts for the app; 'audit' reads
+every app's private fields and writes nothing.$$;
 
--- Every key, active and revoked, oldest first; never a hash.
 CREATE OR REPLACE FUNCTION ledger.list_api_keys()
 RETURNS SETOF ledger.api_key_info
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -75,9 +77,9 @@ AS $$
     FROM ledger.api_keys k
     ORDER BY k.created_at, k.key_id
 $$;
+COMMENT ON FUNCTION ledger.list_api_keys() IS $$
+Every key, active and revoked, oldest first; never a digest. Read-only.$$;
 
--- Guarantees: true when the key was active and is revoked now; false for an
--- unknown or already revoked key. Revocation is immediate for new lookups.
 CREATE OR REPLACE FUNCTION ledger.revoke_api_key(key_id text)
 RETURNS boolean
 LANGUAGE sql SECURITY DEFINER
@@ -90,8 +92,10 @@ AS $$
     )
     SELECT EXISTS (SELECT FROM revoked)
 $$;
+COMMENT ON FUNCTION ledger.revoke_api_key(text) IS $$
+true when the key was active and is revoked now; false for an unknown or
+already revoked key. Revocation is immediate for every later lookup.$$;
 
--- The app an active key's token hash belongs to, or NULL (unknown or revoked).
 -- PL/pgSQL rather than SQL: it runs on every HTTP request, and PL/pgSQL
 -- keeps its plan for the session where a non-inlined SQL function re-plans.
 CREATE OR REPLACE FUNCTION ledger.api_key_app(token_sha256 bytea)
@@ -104,9 +108,10 @@ BEGIN
             WHERE k.token_sha256 = api_key_app.token_sha256 AND k.revoked_at IS NULL);
 END
 $$;
+COMMENT ON FUNCTION ledger.api_key_app(bytea) IS $$
+The app whose active key has this token digest, or NULL for an unknown or
+revoked key. Read-only.$$;
 
--- The app and scope of an active key's token hash; no row when the key is
--- unknown or revoked. What the web service asks on every request.
 CREATE OR REPLACE FUNCTION ledger.api_key_lookup(token_sha256 bytea)
 RETURNS TABLE (app text, scope text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -117,3 +122,7 @@ BEGIN
                  WHERE k.token_sha256 = api_key_lookup.token_sha256 AND k.revoked_at IS NULL;
 END
 $$;
+COMMENT ON FUNCTION ledger.api_key_lookup(bytea) IS $$
+The app and scope of the active key with this token digest; no row for an
+unknown or revoked key. What the HTTP service asks on every request.
+Read-only.$$;

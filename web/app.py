@@ -144,15 +144,16 @@ def _make_state(app: Flask) -> WebState:
         if not url:
             raise RuntimeError("LEDGER_DATABASE_URL is not set (config or environment)")
         size = int(app.config.get("LEDGER_POOL_SIZE") or os.environ.get("LEDGER_POOL_SIZE") or 5)
-        # The pool opens now, in this process (a gunicorn worker: after the fork).
         ledger = Ledger(
             url,
             min_size=1,
             max_size=size,
             lock_timeout=_seconds(app, "LEDGER_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT),
             statement_timeout=_seconds(app, "LEDGER_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT),
-            open=True,
         )
+        # The pool opens now, in this process (a gunicorn worker: after the
+        # fork), rather than at the first request.
+        ledger.open()
         owns = True
         atexit.register(ledger.close)
     keys = KeyResolver(ledger, cache_seconds=float(app.config["API_KEY_CACHE_SECONDS"]))

@@ -8,8 +8,9 @@ fields (for a ledger error: the fields of its SQL DETAIL, e.g. ``owner_id``,
 
 The ledger decides every business error (SQLSTATE -> ``ledger_py``
 exception); this module only maps each exception class to its HTTP status,
-per DESIGN.md section 6. ``tests/web/test_errors.py`` keeps
-``STATUS_BY_EXCEPTION`` equal to the exception set of ``ledger_py.errors``.
+and ``STATUS_BY_EXCEPTION`` is the one table of them (``ledger_py`` knows
+nothing of HTTP). ``tests/web/test_errors.py`` keeps it equal to the
+exception set of ``ledger_py.errors``.
 """
 
 from __future__ import annotations

@@ -30,11 +30,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
-from apiflask import APIBlueprint
+import psycopg
+from apiflask import APIBlueprint, HTTPError
 from flask import current_app
 
 from ledger_py.client import Ledger
-from ledger_py.errors import HoldNotActive, LedgerError
+from ledger_py.errors import HoldNotActive, LedgerError, unstorable_text
 from web import schemas as s
 from web.auth import auth, current_app_name
 from web.database import connection
@@ -75,15 +76,8 @@ def _require_example_app() -> None:
 
 def _require_text(field: str, value: str) -> None:
     """The example app's own data (checked before anything is held): text
-    PostgreSQL can store, so no NUL character and no lone surrogate."""
-    reason = None
-    if "\x00" in value:
-        reason = "nul character"
-    else:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            reason = "not encodable"
+    PostgreSQL can store (ledger_py's rule)."""
+    reason = unstorable_text(value)
     if reason is not None:
         raise api_error(
             422,
@@ -92,6 +86,30 @@ def _require_text(field: str, value: str) -> None:
             field=field,
             reason=reason,
         )
+
+
+# The CHECK constraints of example_app.content (migrations/0007), by name:
+# the field each judges. The database is the rule; this only names the field.
+_FIELD_BY_CONSTRAINT = {
+    "content_title_length": "title",
+    "content_owner_id_length": "owner_id",
+}
+
+
+def _refused_by_constraint(exc: psycopg.errors.CheckViolation) -> HTTPError | None:
+    """The 422 for a row a CHECK constraint of the content table refused."""
+    constraint = exc.diag.constraint_name or ""
+    field = _FIELD_BY_CONSTRAINT.get(constraint)
+    if field is None:
+        return None
+    return api_error(
+        422,
+        "invalid_argument",
+        f"invalid argument: {field} is refused by the content table's rule {constraint}",
+        field=field,
+        reason="constraint",
+        constraint=constraint,
+    )
 
 
 _CONTENT_COLUMNS = "content_id, owner_id, title, body, created_at"
@@ -191,6 +209,13 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
         if not isinstance(exc, HoldNotActive):
             _release_quietly(ledger, hold.hold_id)
         raise
+    except psycopg.errors.CheckViolation as exc:
+        # The transaction rolled back: no content, nothing captured.
+        _release_quietly(ledger, hold.hold_id)
+        refused = _refused_by_constraint(exc)
+        if refused is None:
+            raise
+        raise refused from exc
     if row is None:
         done = _content_of_hold(ledger, hold.hold_id, digest, key)
         if done is None:  # the conflicting row was committed before DO NOTHING

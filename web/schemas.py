@@ -6,14 +6,29 @@ whether an owner id, an amount or an operation is acceptable is decided by
 the ledger's SQL functions. Integers that are passed to SQL ``bigint`` or
 ``integer`` parameters are bounded to those types, so that an impossible id
 is a 422 rather than a type error inside the database.
+
+Response schemas of ledger results are built from the result dataclasses
+of ``ledger_py.results`` (``output_schema``): a field per dataclass field,
+of the matching type, null allowed where the dataclass allows None. Only
+what the HTTP shape changes is written here: the fields it leaves out and
+the descriptions it adds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any
+
 from apiflask import Schema
-from apiflask.fields import Boolean, DateTime, Dict, Integer, List, Nested, Raw, String
-from apiflask.validators import Length, Range
+from apiflask.fields import Boolean, DateTime, Dict, Field, Integer, List, Nested, Raw, String
+from apiflask.validators import Range
 from marshmallow import RAISE
+
+from ledger_py import results
 
 BIGINT_MAX = 2**63 - 1
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -124,7 +139,7 @@ class ReportQuery(StrictSchema):
 
 class ContentIn(StrictSchema):
     owner_id = String(required=True)
-    title = String(required=True, validate=Length(min=1, max=500))
+    title = String(required=True, metadata={"description": "1 to 500 characters"})
     body = String(required=True)
     nonce = String(allow_none=True, load_default=None)
 
@@ -140,14 +155,59 @@ class AccessQuery(StrictSchema):
 # ---- responses --------------------------------------------------------------------------
 
 
-class EntryOut(Schema):
-    entry_id = Integer(required=True)
-    owner_id = String(required=True)
-    app = String(required=True)
-    operation = String(required=True)
-    amount = Integer(required=True, metadata={"description": "signed: negative for a debit"})
-    balance = Integer(required=True, metadata={"description": "the owner's balance after it"})
-    created_at = DateTime(required=True)
+# The response field for each Python type of a result dataclass field.
+_FIELD_BY_TYPE: dict[type, type[Field[Any]]] = {
+    int: Integer,
+    str: String,
+    bool: Boolean,
+    datetime: DateTime,
+    dict: Dict,
+}
+
+
+def output_schema(
+    result: type[Any],
+    name: str,
+    *,
+    exclude: Collection[str] = (),
+    descriptions: Mapping[str, str] | None = None,
+) -> type[Schema]:
+    """The response schema `name` of a result dataclass: every field but
+    `exclude`, each required, null allowed where the dataclass allows None,
+    with the `descriptions` given."""
+    descriptions = descriptions or {}
+    hints = typing.get_type_hints(result)
+    names = [field.name for field in dataclasses.fields(result)]
+    unknown = (set(exclude) | set(descriptions)) - set(names)
+    if unknown:
+        raise ValueError(f"{result.__name__} has no fields {sorted(unknown)}")
+    fields: dict[str, Field[Any]] = {}
+    for field_name in names:
+        if field_name in exclude:
+            continue
+        hint = hints[field_name]
+        nullable = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+        if nullable:
+            [hint] = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        options: dict[str, Any] = {"required": True}
+        if nullable:
+            options["allow_none"] = True
+        if field_name in descriptions:
+            options["metadata"] = {"description": descriptions[field_name]}
+        fields[field_name] = _FIELD_BY_TYPE[typing.get_origin(hint) or hint](**options)
+    return type(name, (Schema,), {**fields, "__module__": __name__})
+
+
+# A replay is told by the status (200, not 201), so no result carries `replayed`.
+EntryOut = output_schema(
+    results.Entry,
+    "EntryOut",
+    exclude={"replayed"},
+    descriptions={
+        "amount": "signed: negative for a debit",
+        "balance": "the owner's balance after it",
+    },
+)
 
 
 class WriteOut(Schema):
@@ -155,29 +215,10 @@ class WriteOut(Schema):
     balance = Integer(required=True)
 
 
-class BalanceOut(Schema):
-    owner_id = String(required=True)
-    balance = Integer(required=True)
-    held = Integer(required=True)
-    available = Integer(required=True)
-    updated_at = DateTime(required=True, allow_none=True)
+BalanceOut = output_schema(results.Balance, "BalanceOut")
 
-
-class JournalEntryOut(Schema):
-    entry_id = Integer(required=True)
-    owner_id = String(required=True)
-    app = String(required=True)
-    operation = String(required=True)
-    amount = Integer(required=True)
-    balance = Integer(required=True)
-    # Both null on an entry of another app: its metadata and key are that app's.
-    idempotency_key = String(required=True, allow_none=True)
-    metadata = Dict(required=True, allow_none=True)
-    created_at = DateTime(required=True)
-    created_by = String(required=True)
-    transfer_id = Integer(required=True, allow_none=True)
-    hold_id = Integer(required=True, allow_none=True)
-    reverses_entry_id = Integer(required=True, allow_none=True)
+# idempotency_key and metadata are null on an entry of another app: they are that app's.
+JournalEntryOut = output_schema(results.JournalEntry, "JournalEntryOut")
 
 
 class JournalEntryOne(Schema):
@@ -194,25 +235,22 @@ class HistoryOut(Schema):
     )
 
 
-class HoldOut(Schema):
-    hold_id = Integer(required=True)
-    owner_id = String(required=True)
-    app = String(required=True)
-    operation = String(required=True)
-    amount = Integer(required=True)
-    status = String(required=True, metadata={"description": "active, captured, released, expired"})
-    expires_at = DateTime(required=True)
+_HOLD_STATUS = {"status": "active, captured, released, expired"}
+
+HoldOut = output_schema(results.Hold, "HoldOut", exclude={"replayed"}, descriptions=_HOLD_STATUS)
 
 
 class HoldWriteOut(Schema):
     hold = Nested(HoldOut, required=True)
 
 
-class HoldRecordOut(HoldOut):
-    created_at = DateTime(required=True)
-    closed_at = DateTime(required=True, allow_none=True)
-    captured_amount = Integer(required=True, allow_none=True)
-    entry_id = Integer(required=True, allow_none=True)
+# A hold over HTTP: its key, the capture's request id and the writing role stay in SQL.
+HoldRecordOut = output_schema(
+    results.HoldRecord,
+    "HoldRecordOut",
+    exclude={"idempotency_key", "capture_request", "created_by"},
+    descriptions=_HOLD_STATUS,
+)
 
 
 class HoldRecordOne(Schema):
@@ -224,13 +262,7 @@ class HoldListOut(Schema):
     holds = List(Nested(HoldRecordOut), required=True)
 
 
-class TransferOut(Schema):
-    transfer_id = Integer(required=True)
-    from_entry_id = Integer(required=True)
-    to_entry_id = Integer(required=True)
-    amount = Integer(required=True)
-    from_balance = Integer(required=True)
-    to_balance = Integer(required=True)
+TransferOut = output_schema(results.Transfer, "TransferOut", exclude={"replayed"})
 
 
 class TransferWriteOut(Schema):
@@ -241,16 +273,7 @@ class EntriesOut(Schema):
     entries = List(Nested(EntryOut), required=True)
 
 
-class OperationOut(Schema):
-    app = String(required=True)
-    operation = String(required=True)
-    direction = String(required=True, allow_none=True)
-    default_amount = Integer(required=True, allow_none=True)
-    min_amount = Integer(required=True)
-    max_amount = Integer(required=True, allow_none=True)
-    caller_sets_amount = Boolean(required=True)
-    limit_per = String(required=True, allow_none=True)
-    description = String(required=True, allow_none=True)
+OperationOut = output_schema(results.Operation, "OperationOut", exclude={"is_system"})
 
 
 class OperationsOut(Schema):
@@ -258,12 +281,8 @@ class OperationsOut(Schema):
     operations = List(Nested(OperationOut), required=True)
 
 
-class ReportRowOut(Schema):
-    operation = String(required=True)
-    entries = Integer(required=True)
-    credited = Integer(required=True)
-    debited = Integer(required=True)
-    owners = Integer(required=True)
+# The report names its app once, beside the rows.
+ReportRowOut = output_schema(results.ReportRow, "ReportRowOut", exclude={"app"})
 
 
 class ReportOut(Schema):

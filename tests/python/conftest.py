@@ -49,7 +49,9 @@ def make_ledger(kind: str, url: str, **options: Any) -> Any:
     options.setdefault("min_size", 1)
     options.setdefault("max_size", 4)
     if kind == "sync":
-        return Ledger(url, **options)
+        ledger = Ledger(url, **options)
+        ledger.open()  # as the async runner does: some tests use the pool directly
+        return ledger
     return AsyncLedgerRunner(url, **options)
 
 

@@ -1,4 +1,5 @@
-"""The API-key methods of Ledger and AsyncLedger, and ledger_py.tokens.
+"""The API-key methods of Ledger and AsyncLedger, and ledger_py.tokens (which
+makes a token and sends only its hash through them).
 
 Each test runs with both classes (fixture `ledger`). The rules of a key
 (hash, label, scope) are the table's constraints, tested in
@@ -18,7 +19,7 @@ from ledger_py import ApiKey, InvalidArgument, KeyHolder, NewApiKey, UnknownApp,
 
 
 def test_a_key_is_made_listed_found_and_revoked(ledger: Any, db_url: str) -> None:
-    created = ledger.create_api_key(app="example_app", label="content service")
+    created = tokens.create_api_key(ledger, app="example_app", label="content service")
     assert isinstance(created, NewApiKey) and isinstance(created.key, ApiKey)
     assert re.fullmatch(r"key_[0-9a-f]{16}", created.key_id)
     assert (created.key.app, created.key.label, created.key.scope) == (
@@ -49,22 +50,30 @@ def test_a_key_is_made_listed_found_and_revoked(ledger: Any, db_url: str) -> Non
     assert listed.key_id == created.key_id and not listed.active
 
 
+def test_the_method_sends_a_hash_and_the_database_makes_the_key_id(ledger: Any) -> None:
+    token = tokens.new_token()
+    key = ledger.create_api_key(app="core", token_sha256=tokens.token_hash(token), label="ops")
+    assert isinstance(key, ApiKey) and re.fullmatch(r"key_[0-9a-f]{16}", key.key_id)
+    assert (key.app, key.label, key.scope, key.active) == ("core", "ops", "app", True)
+    assert ledger.api_key_lookup(token_sha256=tokens.token_hash(token)) == KeyHolder("core", "app")
+
+
 def test_an_audit_key_reads_as_every_app(ledger: Any) -> None:
-    created = ledger.create_api_key(app="core", scope="audit")
+    created = tokens.create_api_key(ledger, app="core", scope="audit")
     holder = ledger.api_key_lookup(token_sha256=tokens.token_hash(created.token))
     assert holder == KeyHolder("core", "audit") and holder.reads_as is None
 
 
 def test_the_database_judges_scope_and_label(ledger: Any) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        ledger.create_api_key(app="core", scope="admin")
+        tokens.create_api_key(ledger, app="core", scope="admin")
     assert caught.value.detail["field"] == "scope"
     assert caught.value.detail["constraint"] == "api_keys_scope_valid"
     with pytest.raises(InvalidArgument) as caught:
-        ledger.create_api_key(app="core", label="x" * 256)
+        tokens.create_api_key(ledger, app="core", label="x" * 256)
     assert caught.value.detail["reason"] == "too long"
     with pytest.raises(UnknownApp):
-        ledger.create_api_key(app="no_such_app")
+        tokens.create_api_key(ledger, app="no_such_app")
     assert ledger.list_api_keys() == []
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from ledger_cli.pgserver import throwaway_server
 from ledger_py import Ledger, LedgerUnavailable
-from ledger_py.client import _has_input
+from ledger_py._client_common import _has_input
 from ledger_py.migrate import migrate
 
 from .conftest import make_ledger

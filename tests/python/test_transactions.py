@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
-from ledger_py import AsyncLedger, InsufficientCredits, Ledger
+from ledger_py import AsyncLedger, InsufficientCredits, Ledger, LedgerUnavailable
 
 CREATE = "CREATE TABLE shop_orders (order_id int PRIMARY KEY, owner_id text NOT NULL)"
 INSERT = "INSERT INTO shop_orders VALUES (%s, %s)"
@@ -172,3 +172,46 @@ def test_constructor_needs_exactly_one_source() -> None:
         Ledger()
     with pytest.raises(TypeError):
         AsyncLedger()
+
+
+def test_both_clients_open_their_pool_at_the_first_call(db_url: str) -> None:
+    """The constructor does no I/O (a Ledger can be built before a fork, an
+    AsyncLedger outside a running loop); the first call opens the pool."""
+    ledger = Ledger(db_url, min_size=1, max_size=1)
+    try:
+        assert ledger.pool.closed
+        assert ledger.get_balance(owner_id="nobody").balance == 0
+        assert not ledger.pool.closed
+    finally:
+        ledger.close()
+    assert ledger.pool.closed
+
+    later = AsyncLedger(db_url, min_size=1, max_size=1)
+    assert later.pool.closed
+
+    async def scenario() -> None:
+        try:
+            assert (await later.get_balance(owner_id="nobody")).balance == 0
+            assert not later.pool.closed
+        finally:
+            await later.close()
+
+    asyncio.run(scenario())
+    assert later.pool.closed
+
+
+def test_a_pool_passed_in_is_opened_only_on_request(db_url: str) -> None:
+    """Ledger(pool=...) leaves the application's pool as it is until `with`
+    or open() (then it opens it); close() never closes it."""
+    from psycopg_pool import ConnectionPool
+
+    pool: ConnectionPool[Any] = ConnectionPool(db_url, min_size=1, max_size=1, open=False)
+    try:
+        ledger = Ledger(pool=pool)
+        with pytest.raises(LedgerUnavailable):
+            ledger.get_balance(owner_id="nobody")
+        with ledger:
+            assert ledger.get_balance(owner_id="nobody").balance == 0
+        assert not pool.closed
+    finally:
+        pool.close()

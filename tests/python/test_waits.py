@@ -76,7 +76,6 @@ def test_a_debit_behind_an_open_transaction_gets_lock_timeout_then_a_retry_works
             assert LOCK_TIMEOUT <= waited < LOCK_TIMEOUT + 1.5
             assert isinstance(caught.value, LedgerBusy)
             assert caught.value.code == "lock_timeout" and caught.value.sqlstate == "55P03"
-            assert caught.value.http_status == 503
             assert isinstance(caught.value.__cause__, psycopg.errors.LockNotAvailable)
             assert entries_with_key(db_url, "spend-1") == 0  # nothing written
             # Other owners are not held up meanwhile.
@@ -172,6 +171,6 @@ def test_inside_a_callers_transaction_its_own_setting_applies_and_the_error_abor
 def test_a_timeout_that_would_mean_no_limit_is_refused(db_url: str, bad: float) -> None:
     """PostgreSQL reads 0 as "no limit": None says that, a number must be positive."""
     with pytest.raises(ValueError, match="lock_timeout"):
-        Ledger(db_url, lock_timeout=bad, open=False)
-    with Ledger(db_url, lock_timeout=0.0001, open=False) as tiny:
+        Ledger(db_url, lock_timeout=bad)
+    with Ledger(db_url, lock_timeout=0.0001) as tiny:
         assert "lock_timeout=1 " in str(tiny.pool.conninfo) + " "

@@ -93,25 +93,32 @@ def test_a_float_id_is_refused_instead_of_rounded_to_another_row(funded: Any) ->
     assert {h.status for h in funded.list_holds(owner_id="o1")} == {"active"}
 
 
-def test_text_and_metadata_of_the_wrong_type_are_refused(funded: Any) -> None:
+def _entry(**changes: Any) -> dict[str, Any]:
+    return {
+        "owner_id": "o1",
+        "app": "core",
+        "operation": "CREDIT_ADD",
+        "idempotency_key": "m",
+        "amount": 1,
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "field"),
+    [
+        ("get_balance", {"owner_id": 5}, "owner_id"),
+        ("post_entry", _entry(idempotency_key=7), "idempotency_key"),
+        ("post_entry", _entry(metadata={"tags": {1, 2}}), "metadata"),
+    ],
+    ids=["int owner_id", "int idempotency_key", "metadata with a set"],
+)
+def test_text_and_metadata_of_the_wrong_type_are_refused(
+    funded: Any, method: str, params: dict[str, Any], field: str
+) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        funded.get_balance(owner_id=5)
-    assert_refused(caught.value, "owner_id")
-    with pytest.raises(InvalidArgument) as caught:
-        funded.post_entry(
-            owner_id="o1", app="core", operation="CREDIT_ADD", idempotency_key=7, amount=1
-        )
-    assert_refused(caught.value, "idempotency_key")
-    with pytest.raises(InvalidArgument) as caught:
-        funded.post_entry(
-            owner_id="o1",
-            app="core",
-            operation="CREDIT_ADD",
-            idempotency_key="m",
-            amount=1,
-            metadata={"tags": {1, 2}},
-        )
-    assert_refused(caught.value, "metadata")
+        getattr(funded, method)(**params)
+    assert_refused(caught.value, field)
     assert funded.get_balance(owner_id="o1").balance == 9
 
 
@@ -133,9 +140,13 @@ def test_right_types_still_reach_the_database_which_judges_the_values(funded: An
 def test_no_round_trip_is_made_for_a_wrong_type() -> None:
     """The check happens before a connection is taken: this Ledger's database
     does not exist, and the error is still InvalidArgument."""
-    with Ledger("postgresql://nobody@127.0.0.1:1/none", open=False, timeout=0.5) as ledger:
+    ledger = Ledger("postgresql://nobody@127.0.0.1:1/none", timeout=0.5)
+    try:
         with pytest.raises(InvalidArgument):
             ledger.get_entry(entry_id=1.5)
+        assert ledger.pool.closed  # not even opened: no connection was tried
+    finally:
+        ledger.close()
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from ledger_py import Ledger
+from ledger_py.tokens import create_api_key
 from web import close_app, create_app
 
 from .invariants import ledger_problems
@@ -54,7 +55,7 @@ def client(ledger: Ledger) -> Iterator[FlaskClient]:
 
 @pytest.fixture
 def tokens(ledger: Ledger) -> dict[str, str]:
-    return {app: ledger.create_api_key(app=app).token for app in ("core", "example_app", "other_app")}
+    return {app: create_api_key(ledger, app=app).token for app in ("core", "example_app", "other_app")}
 
 
 def bearer(token: str, key: str | None = None) -> dict[str, str]:
@@ -122,7 +123,7 @@ def _bad_authorizations(tokens: dict[str, str], revoked: str) -> list[dict[str, 
 def test_missing_bad_or_revoked_keys_get_401_everywhere(
     client: FlaskClient, ledger: Ledger, tokens: dict[str, str], db_url: str
 ) -> None:
-    revoked_key = ledger.create_api_key(app="core")
+    revoked_key = create_api_key(ledger, app="core")
     revoked_id, revoked = revoked_key.key_id, revoked_key.token
     assert client.get("/balance/alice", headers=bearer(revoked)).status_code == 200
     assert ledger.revoke_api_key(key_id=revoked_id) is True

@@ -20,58 +20,33 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger_py import queries
+from ledger_py.queries import ALL_CALLS, NOT_WRAPPED
 from tests.sql.helpers import call, one, post
 
 from .invariants import ledger_problems
 
-# The API of DESIGN.md section 2 a service calls (plus the key lookup of the web layer
-# and the two helpers that the inlined get_balance runs as the caller).
-APP_FUNCTIONS = {
-    "post_entry",
-    "post_entries",
-    "get_balance",
-    "get_entry",
-    "list_entries",
-    "balance_at",
-    "create_hold",
-    "capture_hold",
-    "release_hold",
-    "get_hold",
-    "list_holds",
-    "transfer",
-    "reverse_entry",
-    "list_operations",
-    "app_report",
-    "verify",
-    "api_key_app",
-    "api_key_lookup",
-    "_require_id",
-    "_invalid_id",
-    "_active_holds",
-}
-READER_FUNCTIONS = {
-    "get_balance",
-    "get_entry",
-    "list_entries",
-    "balance_at",
-    "get_hold",
-    "list_holds",
-    "list_operations",
-    "app_report",
-    "verify",
-    "_require_id",
-    "_invalid_id",
-    "_active_holds",
-}
 
-# Operators: define apps and operations, manage API keys, read as the reader.
-OWNER_FUNCTIONS = READER_FUNCTIONS | {
-    "define_app",
-    "define_operation",
-    "create_api_key",
-    "list_api_keys",
-    "revoke_api_key",
-}
+def _granted_to(role: str) -> set[str]:
+    """The functions the API list (ledger_py/queries.py) grants a role,
+    wrapped or not (the internal helpers an inlined read runs as the caller
+    among them); tests/sql/test_catalog.py checks each signature's grants."""
+    names = {c.name for c in ALL_CALLS if role in c.callers}
+    names |= {entry.signature.partition("(")[0] for entry in NOT_WRAPPED if role in entry.callers}
+    return names
+
+
+APP_FUNCTIONS = _granted_to(queries.APP)
+READER_FUNCTIONS = _granted_to(queries.READER)
+OWNER_FUNCTIONS = _granted_to(queries.OWNER)
+
+
+def test_the_roles_are_nested_as_documented() -> None:
+    """Services read what readers read; operators read as readers and define."""
+    assert READER_FUNCTIONS < APP_FUNCTIONS
+    assert READER_FUNCTIONS < OWNER_FUNCTIONS
+    assert "_apply" not in APP_FUNCTIONS and "define_app" not in APP_FUNCTIONS
+    assert {"define_app", "define_operation"} <= OWNER_FUNCTIONS - READER_FUNCTIONS
 
 
 def _fails(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> str | None:
@@ -97,12 +72,20 @@ def _executable(conn: psycopg.Connection[Any], role: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def test_each_role_executes_exactly_its_functions(conn: psycopg.Connection[Any]) -> None:
-    assert _executable(conn, "ledger_app") == APP_FUNCTIONS
-    assert _executable(conn, "ledger_reader") == READER_FUNCTIONS
-    assert _executable(conn, "ledger_owner") == OWNER_FUNCTIONS
+@pytest.mark.parametrize(
+    ("role", "functions"),
+    [
+        ("ledger_app", APP_FUNCTIONS),
+        ("ledger_reader", READER_FUNCTIONS),
+        ("ledger_owner", OWNER_FUNCTIONS),
+        ("stranger", set()),  # PUBLIC gets nothing
+    ],
+)
+def test_each_role_executes_exactly_its_functions(
+    conn: psycopg.Connection[Any], role: str, functions: set[str]
+) -> None:
     _stranger(conn)
-    assert _executable(conn, "stranger") == set()  # PUBLIC gets nothing
+    assert _executable(conn, role) == functions
 
 
 def test_every_overload_of_a_writer_is_granted_alike(conn: psycopg.Connection[Any]) -> None:

@@ -24,6 +24,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
 from ledger_py import Ledger
+from ledger_py.tokens import create_api_key
 from tests.conftest import drop_database, new_database
 from web import close_app, create_app
 
@@ -65,7 +66,7 @@ def web_app(web_ledger: Ledger) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def core_token(web_ledger: Ledger) -> str:
-    return web_ledger.create_api_key(app="core").token
+    return create_api_key(web_ledger, app="core").token
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -121,20 +123,26 @@ def test_define_operation_cannot_take_another_apps_name(conn):
 
 
 @pytest.mark.parametrize(
-    ("params", "sqlstate"),
+    ("params", "sqlstate", "constraint"),
     [
-        ({"direction": "sideways"}, "LG007"),
-        ({"direction": None}, "LG007"),
-        ({"limit_per": "week"}, "LG007"),
-        ({"operation": "lowercase"}, "LG007"),
-        ({"default_amount": 0}, "LG006"),
-        ({"min_amount": 0}, "LG006"),
-        ({"default_amount": 10, "max_amount": 5}, "LG006"),
-        ({"default_amount": None, "caller_sets_amount": False}, "LG006"),
-        ({"app": "no_such_app"}, "LG011"),
+        ({"direction": "sideways"}, "LG007", "operations_direction_valid"),
+        ({"direction": None}, "LG007", "operations_direction_required"),
+        ({"limit_per": "week"}, "LG007", "operations_limit_per_valid"),
+        ({"operation": "lowercase"}, "LG007", "operations_operation_format"),
+        ({"default_amount": 0}, "LG006", "operations_default_in_bounds"),
+        ({"min_amount": 0}, "LG006", "operations_min_positive"),
+        ({"default_amount": 10, "max_amount": 5}, "LG006", "operations_default_in_bounds"),
+        (
+            {"default_amount": None, "caller_sets_amount": False},
+            "LG006",
+            "operations_amount_decidable",
+        ),
+        ({"app": "no_such_app"}, "LG011", None),
     ],
 )
-def test_define_operation_rejects_bad_rules(conn, params, sqlstate):
+def test_define_operation_rejects_bad_rules(conn, params, sqlstate, constraint):
+    """The operations table's CHECK constraints are the rules: the error names
+    the one that refused the definition, and nothing is stored."""
     one(conn, "define_app", app="shop")
     args = {
         "app": "shop",
@@ -146,9 +154,39 @@ def test_define_operation_rejects_bad_rules(conn, params, sqlstate):
     with pytest.raises(psycopg.Error) as err:
         one(conn, "define_operation", **args)
     assert err.value.sqlstate == sqlstate
+    if constraint is not None:
+        assert json.loads(err.value.diag.message_detail or "{}")["constraint"] == constraint
     assert conn.execute(
         "SELECT count(*) FROM ledger.operations WHERE operation = 'SHOP_X'"
     ).fetchone() == (0,)
+
+
+def test_define_app_reports_the_name_constraint(conn):
+    with pytest.raises(psycopg.Error) as err:
+        one(conn, "define_app", app="Shop")
+    assert err.value.sqlstate == "LG007"
+    assert json.loads(err.value.diag.message_detail or "{}") == {
+        "field": "app",
+        "reason": "format",
+        "constraint": "apps_app_format",
+    }
+
+
+def test_a_refused_direction_change_leaves_the_operation_as_it_was(conn):
+    """LG012 is decided after the upsert: the failed call must not leave the update behind."""
+    one(conn, "define_app", app="shop")
+    one(conn, "define_operation", app="shop", operation="SHOP_B", direction="credit", default_amount=1)
+    post(conn, "bo", "SHOP_B", "b1", app="shop")
+    with pytest.raises(psycopg.Error) as err:
+        one(conn, "define_operation", app="shop", operation="SHOP_B", direction="debit", default_amount=9)
+    assert err.value.sqlstate == "LG012"
+    # A flip that also breaks the amount rules is refused for the flip first.
+    with pytest.raises(psycopg.Error) as err:
+        one(conn, "define_operation", app="shop", operation="SHOP_B", direction="debit")
+    assert err.value.sqlstate == "LG012"
+    assert conn.execute(
+        "SELECT direction, default_amount FROM ledger.operations WHERE operation = 'SHOP_B'"
+    ).fetchone() == ("credit", 1)
 
 
 def test_builtin_operations_are_registered(conn):

@@ -14,6 +14,7 @@ import pytest
 
 from ledger_py.conninfo import mask_url, yoyo_url
 from ledger_py.migrate import migrate, sql_files
+from ledger_py.queries import ALL_CALLS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,24 +32,7 @@ def _works(url: str) -> None:
                 " WHERE n.nspname = 'ledger'"
             )
         }
-    expected = {
-        "define_app",
-        "define_operation",
-        "post_entry",
-        "get_balance",
-        "get_entry",
-        "list_entries",
-        "balance_at",
-        "create_hold",
-        "capture_hold",
-        "release_hold",
-        "get_hold",
-        "list_holds",
-        "transfer",
-        "reverse_entry",
-        "app_report",
-        "verify",
-    }
+    expected = {call.name for call in ALL_CALLS}
     assert expected <= functions
 
 

@@ -31,6 +31,7 @@ import pytest
 from ledger_cli.pgserver import throwaway_server
 from ledger_py import Ledger
 from ledger_py.migrate import migrate
+from ledger_py.tokens import create_api_key
 from tests.web.helpers import bearer, call, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def served(private_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """(base URL, core API token, log path) of `ledger serve` on the private server."""
     url = private_server.url(database="test")
     with Ledger(url, max_size=1) as ledger:
-        token = ledger.create_api_key(app="core").token
+        token = create_api_key(ledger, app="core").token
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {

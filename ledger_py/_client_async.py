@@ -1,0 +1,570 @@
+"""AsyncLedger, the one hand-written client.
+
+`Ledger` (ledger_py/_client_sync.py) is generated from this file by
+tools/async_to_sync.py (`make generate`; `make lint` fails when it is out of
+date): change the client here, never there. The contract both follow is
+described in ledger_py/client.py; what the generator rewrites (async def,
+await, async with, the Async names) and the one marker it knows, `_ASYNC`,
+are described in the generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from . import queries as q
+from ._client_common import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_PREPARE_THRESHOLD,
+    DEFAULT_STATEMENT_TIMEOUT,
+    Json,
+    _broken_connection,
+    _check_construction,
+    _has_input,
+    _json,
+    _pool_kwargs,
+    _where_of_pool,
+)
+from .conninfo import libpq_url, with_timeouts
+from .errors import LedgerUnavailable, Where, translate_errors
+from .results import (
+    ApiKey,
+    App,
+    Balance,
+    Discrepancy,
+    Entry,
+    Hold,
+    HoldRecord,
+    JournalEntry,
+    KeyHolder,
+    Operation,
+    ReportRow,
+    Transfer,
+)
+
+# The generator's marker: `if _ASYNC: <asyncio code> else: <synchronous code>`
+# (or `if not _ASYNC: <synchronous code>`) keeps only the synchronous branch in
+# the generated module. Here it is always true.
+_ASYNC = True
+
+
+class AsyncLedger:
+    """The ledger for asyncio code: one coroutine method per SQL function.
+
+    AsyncLedger(url, min_size=1, max_size=10, prepare_threshold=5, timeout=10.0)
+        builds and owns a psycopg_pool.AsyncConnectionPool (autocommit
+        connections); close() or leaving the `async with` block closes it.
+    AsyncLedger(pool=existing_pool)
+        uses an application's pool as it is configured; close() leaves it open.
+
+    Opening: the constructor does no I/O (so the object can be built outside
+    a running event loop, or before a fork). The pool opens on entering the
+    `async with` block, on `await open()`, or at the first call, whichever
+    comes first; a pool passed in opens only by `async with` or `await open()`.
+
+    `timeout` is how long a call waits for a pool connection before raising
+    LedgerUnavailable. `lock_timeout` (default 5 s) and `statement_timeout`
+    (default 60 s) bound every statement of the pool's connections (seconds;
+    None leaves the server's setting): LockTimeout / StatementTimeout, both
+    LedgerBusy, when one runs out. With pool= or conn=, the connection's own
+    settings apply.
+    """
+
+    if not _ASYNC:
+        __doc__ = """The ledger for synchronous code (threads welcome: the pool is shared).
+
+        Ledger(url, min_size=1, max_size=10, prepare_threshold=5, timeout=10.0)
+            builds and owns a psycopg_pool.ConnectionPool (autocommit
+            connections); close() or leaving the `with` block closes it.
+        Ledger(pool=existing_pool)
+            uses an application's pool as it is configured; close() leaves it open.
+
+        Opening: the constructor does no I/O (so the object can be built
+        before a fork, e.g. in a server's master process). The pool opens on
+        entering the `with` block, on open(), or at the first call, whichever
+        comes first; a pool passed in opens only by `with` or open().
+
+        `timeout` is how long a call waits for a pool connection before raising
+        LedgerUnavailable. `lock_timeout` (default 5 s) and `statement_timeout`
+        (default 60 s) bound every statement of the pool's connections (seconds;
+        None leaves the server's setting): LockTimeout / StatementTimeout, both
+        LedgerBusy, when one runs out. With pool= or conn=, the connection's own
+        settings apply.
+        """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        pool: AsyncConnectionPool[Any] | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepare_threshold: int | None = DEFAULT_PREPARE_THRESHOLD,
+        timeout: float = 10.0,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        name: str = "ledger",
+    ) -> None:
+        _check_construction(url, pool)
+        if pool is None:
+            assert url is not None
+            pool = AsyncConnectionPool(
+                with_timeouts(libpq_url(url), lock_timeout, statement_timeout),
+                min_size=min_size,
+                max_size=max_size,
+                kwargs=_pool_kwargs(prepare_threshold),
+                timeout=timeout,
+                open=False,
+                name=name,
+            )
+            self._owns_pool = True
+        else:
+            self._owns_pool = False
+        self._pool: AsyncConnectionPool[Any] = pool
+        self._where = _where_of_pool(pool)
+        # Whether a call still has to open the pool first (never for a pool
+        # passed in: the application opens its own).
+        self._opened = not self._owns_pool
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The connection pool (e.g. to run an app's own statements beside the ledger's)."""
+        return self._pool
+
+    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool (a no-op if it is open); with wait=True, wait until it
+        has min_size connections (LedgerUnavailable when the database cannot
+        be reached in time)."""
+        with translate_errors(self._where):
+            await self._pool.open(wait=wait, timeout=timeout)
+        self._opened = True
+
+    async def close(self) -> None:
+        """Close the pool if this AsyncLedger built it."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> AsyncLedger:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the one way a statement is run ------------------------------------
+
+    async def _rows(
+        self, call: q.Call, conn: psycopg.AsyncConnection[Any] | None, given: Mapping[str, Any]
+    ) -> list[Any]:
+        params = call.params(given)
+        query = call.sql(params)
+        if conn is not None:
+            with translate_errors(lambda: Where.from_connection(conn), params):
+                async with conn.cursor(row_factory=call.row_factory) as cur:
+                    await cur.execute(query, params)
+                    return await cur.fetchall()
+        if not self._opened:
+            await self.open()
+        try:
+            with translate_errors(self._where, params):
+                # connection() inlined (a generator-based context manager
+                # would cost the hot path more than the check itself).
+                last = self._pool.max_size
+                for attempt in range(last + 1):
+                    async with self._pool.connection() as pooled:
+                        if (
+                            attempt < last
+                            and _has_input(pooled)
+                            and await self._discard_if_dead(pooled)
+                        ):
+                            continue
+                        async with pooled.cursor(row_factory=call.row_factory) as cur:
+                            await cur.execute(query, params)
+                            rows: list[Any] = await cur.fetchall()
+                            return rows
+                raise AssertionError("unreachable: the last attempt is not checked")
+        except LedgerUnavailable as exc:
+            # The server went away: every idle connection is probably dead.
+            # drain() replaces them without a round trip, so the first call
+            # after the server is back gets a fresh connection.
+            if self._owns_pool and _broken_connection(exc) and not self._pool.closed:
+                await self._pool.drain()
+            raise
+
+    @asynccontextmanager
+    async def connection(
+        self, timeout: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pool connection that is alive as far as can be known without a
+        round trip (psycopg errors pass untranslated: wrap the block in
+        errors.translate_errors). `timeout`: the pool's by default.
+
+        A connection with input waiting while idle is checked with an empty
+        statement; one that fails it is closed (the pool replaces it) and,
+        since the server likely ended every idle one, the pool is drained.
+        Nothing the caller sends has been sent yet, so trying the next
+        connection is safe for any call."""
+        if not self._opened:
+            await self.open()
+        last = self._pool.max_size
+        for attempt in range(last + 1):
+            async with self._pool.connection(timeout=timeout) as conn:
+                if attempt < last and _has_input(conn) and await self._discard_if_dead(conn):
+                    continue
+                yield conn
+                return
+
+    async def _discard_if_dead(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Check a connection that had input waiting with an empty statement;
+        if it fails, close it (the pool replaces it when it comes back) and
+        drain the pool (its other idle connections likely died too)."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            await conn.close()
+            if self._owns_pool and not self._pool.closed:
+                await self._pool.drain()
+            return True
+        return False
+
+    async def _one(
+        self, call: q.Call, conn: psycopg.AsyncConnection[Any] | None, given: Mapping[str, Any]
+    ) -> Any:
+        rows = await self._rows(call, conn, given)
+        return rows[0]
+
+    # -- apps and operations (ledger_owner) ---------------------------------
+
+    async def define_app(
+        self,
+        *,
+        app: str,
+        description: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> App:
+        """Register an app (idempotent; a description given replaces the stored one)."""
+        result: App = await self._one(q.DEFINE_APP, conn, {"app": app, "description": description})
+        return result
+
+    async def define_operation(
+        self,
+        *,
+        app: str,
+        operation: str,
+        direction: str,
+        default_amount: int | None = None,
+        min_amount: int | None = None,
+        max_amount: int | None = None,
+        caller_sets_amount: bool | None = None,
+        limit_per: str | None = None,
+        description: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Operation:
+        """Register or update an operation of an app (None: the SQL default)."""
+        result: Operation = await self._one(
+            q.DEFINE_OPERATION,
+            conn,
+            {
+                "app": app,
+                "operation": operation,
+                "direction": direction,
+                "default_amount": default_amount,
+                "min_amount": min_amount,
+                "max_amount": max_amount,
+                "caller_sets_amount": caller_sets_amount,
+                "limit_per": limit_per,
+                "description": description,
+            },
+        )
+        return result
+
+    async def list_operations(
+        self, *, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[Operation]:
+        """The operations the app may post (core's and its own), by name."""
+        return await self._rows(q.LIST_OPERATIONS, conn, {"app": app})
+
+    # -- entries -------------------------------------------------------------
+
+    async def post_entry(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        metadata: Json = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """Write one entry (amount None: the operation's default); a replay of
+        an earlier identical request returns it with replayed=True."""
+        result: Entry = await self._one(
+            q.POST_ENTRY,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    async def post_entries(
+        self,
+        *,
+        entries: Sequence[Mapping[str, Json]],
+        idempotency_key: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Entry]:
+        """Write a batch (objects keyed like post_entry's parameters) all or
+        nothing; results in input order. idempotency_key is the key of the
+        request as a whole: items without their own key get '<key>:<index>',
+        and the same key with another batch is IdempotencyConflict."""
+        return await self._rows(
+            q.POST_ENTRIES,
+            conn,
+            {"entries": _json(list(entries), "entries"), "idempotency_key": idempotency_key},
+        )
+
+    async def get_balance(
+        self, *, owner_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> Balance:
+        """Balance, held and available credits of an owner (zeros if unknown)."""
+        result: Balance = await self._one(q.GET_BALANCE, conn, {"owner_id": owner_id})
+        return result
+
+    async def get_entry(
+        self,
+        *,
+        entry_id: int,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> JournalEntry:
+        """One journal entry (NotFound if none); with app, another app's
+        metadata and idempotency_key read None."""
+        result: JournalEntry = await self._one(
+            q.GET_ENTRY, conn, {"entry_id": entry_id, "app": app}
+        )
+        return result
+
+    async def list_entries(
+        self,
+        *,
+        owner_id: str,
+        after_id: int | None = None,
+        max_rows: int | None = None,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[JournalEntry]:
+        """An owner's history, newest first; the last entry_id as after_id gives the next page.
+        With app, other apps' metadata and idempotency_key read None."""
+        return await self._rows(
+            q.LIST_ENTRIES,
+            conn,
+            {"owner_id": owner_id, "after_id": after_id, "max_rows": max_rows, "app": app},
+        )
+
+    async def balance_at(
+        self, *, owner_id: str, at: datetime, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        """The owner's balance as of an instant."""
+        return int((await self._one(q.BALANCE_AT, conn, {"owner_id": owner_id, "at": at}))[0])
+
+    # -- holds ---------------------------------------------------------------
+
+    async def create_hold(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        ttl: timedelta | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Hold:
+        """Reserve what a debit of the operation would take (ttl None: the SQL default)."""
+        result: Hold = await self._one(
+            q.CREATE_HOLD,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "ttl": ttl,
+            },
+        )
+        return result
+
+    async def capture_hold(
+        self,
+        *,
+        hold_id: int,
+        app: str,
+        amount: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """Turn an active hold into one debit entry (amount None: all of it)."""
+        result: Entry = await self._one(
+            q.CAPTURE_HOLD, conn, {"hold_id": hold_id, "app": app, "amount": amount}
+        )
+        return result
+
+    async def release_hold(
+        self, *, hold_id: int, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> Hold:
+        """Free an active hold (a repeated release is a replay)."""
+        result: Hold = await self._one(q.RELEASE_HOLD, conn, {"hold_id": hold_id, "app": app})
+        return result
+
+    async def get_hold(
+        self,
+        *,
+        hold_id: int,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> HoldRecord:
+        """One hold (NotFound if none); with app, another app's idempotency_key reads None."""
+        result: HoldRecord = await self._one(q.GET_HOLD, conn, {"hold_id": hold_id, "app": app})
+        return result
+
+    async def list_holds(
+        self,
+        *,
+        owner_id: str,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[HoldRecord]:
+        """An owner's holds, newest first; with app, other apps' idempotency_key reads None."""
+        return await self._rows(q.LIST_HOLDS, conn, {"owner_id": owner_id, "app": app})
+
+    # -- cross-owner work ------------------------------------------------------
+
+    async def transfer(
+        self,
+        *,
+        from_owner: str,
+        to_owner: str,
+        amount: int,
+        app: str,
+        idempotency_key: str,
+        metadata: Json = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Transfer:
+        """Move credits between two owners in one transaction."""
+        result: Transfer = await self._one(
+            q.TRANSFER,
+            conn,
+            {
+                "from_owner": from_owner,
+                "to_owner": to_owner,
+                "amount": amount,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    async def reverse_entry(
+        self,
+        *,
+        entry_id: int,
+        app: str,
+        idempotency_key: str,
+        reason: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Entry]:
+        """Compensate an entry the app wrote (both legs of a transfer)."""
+        return await self._rows(
+            q.REVERSE_ENTRY,
+            conn,
+            {
+                "entry_id": entry_id,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "reason": reason,
+            },
+        )
+
+    # -- reports ---------------------------------------------------------------
+
+    async def app_report(
+        self,
+        *,
+        app: str,
+        from_time: datetime,
+        to_time: datetime,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[ReportRow]:
+        """Per operation of the app's entries in [from_time, to_time)."""
+        return await self._rows(
+            q.APP_REPORT, conn, {"app": app, "from_time": from_time, "to_time": to_time}
+        )
+
+    async def verify(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[Discrepancy]:
+        """Consistency findings; an empty list means healthy."""
+        return await self._rows(q.VERIFY, conn, {})
+
+    # -- HTTP API keys (ledger_owner; api_key_lookup: ledger_app) --------------
+
+    async def create_api_key(
+        self,
+        *,
+        app: str,
+        token_sha256: bytes,
+        label: str | None = None,
+        scope: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> ApiKey:
+        """A new key of a registered app for the token with this hash
+        (scope None: the SQL default, "app"); the database makes its key id.
+        tokens.create_api_key makes the token and calls this."""
+        result: ApiKey = await self._one(
+            q.CREATE_API_KEY,
+            conn,
+            {"app": app, "token_sha256": token_sha256, "label": label, "scope": scope},
+        )
+        return result
+
+    async def list_api_keys(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[ApiKey]:
+        """Every key, active and revoked, oldest first."""
+        return await self._rows(q.LIST_API_KEYS, conn, {})
+
+    async def revoke_api_key(
+        self, *, key_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> bool:
+        """True when the key was active and is revoked now; False if unknown or revoked before."""
+        return bool((await self._one(q.REVOKE_API_KEY, conn, {"key_id": key_id}))[0])
+
+    async def api_key_lookup(
+        self, *, token_sha256: bytes, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> KeyHolder | None:
+        """The app and scope of the active key with this token hash
+        (tokens.token_hash), or None (unknown or revoked)."""
+        rows: list[KeyHolder] = await self._rows(
+            q.API_KEY_LOOKUP, conn, {"token_sha256": token_sha256}
+        )
+        return rows[0] if rows else None
