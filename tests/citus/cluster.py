@@ -32,7 +32,7 @@ from psycopg import sql
 
 # The one import of the server helpers (initdb, pg_ctl, setpriv as root): if they
 # move, this line is the only one to change.
-from ledger_py import pgserver
+from ledger_cli import pgserver
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
