@@ -36,7 +36,7 @@ from ledger_cli import pgserver
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
-INSTALL_HINT = "bash ../shared/citus/install.sh, or Citus's own packages"
+INSTALL_HINT = "install Citus 12.1 for this PostgreSQL (Citus's own packages, or its source: README, section Citus)"
 
 _SETTINGS = {
     "listen_addresses": HOST,
