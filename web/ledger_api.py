@@ -60,7 +60,8 @@ def _write(entry: Any) -> dict[str, Any]:
 @bp.output(s.BalanceOut)
 @bp.doc(summary="An owner's balance, held and available credits", responses=READ_ERRORS)
 def get_balance(owner_id: str) -> Any:
-    """GET /ledger/{owner_id}/balance is an older alias of GET /balance/{owner_id}, kept for its callers."""
+    """GET /ledger/{owner_id}/balance is an older alias of GET /balance/{owner_id},
+    kept for its callers."""
     return ledger().get_balance(owner_id=owner_id)
 
 
