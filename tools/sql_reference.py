@@ -10,7 +10,8 @@ types and defaults, their result columns, their COMMENT (the function's
 guarantees, written beside it in sql/), the SQLSTATEs of class LG their body
 and the bodies of the ledger functions they call can raise (named by
 ledger_py/errors.py), and the output of one example call each, run against
-that database. Timestamps, which differ on every run, print as <timestamp>.
+that database. Timestamps and the key ids create_api_key makes at random,
+which differ on every run, print as <timestamp> and <key_id>.
 tests/sql/test_sql_reference.py renders the document again and fails when the
 file differs.
 
@@ -216,8 +217,8 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
         "`ledger keys` command); the service itself only resolves a token's SHA-256.",
         [
             Example(
-                "ledger.create_api_key(text,text,bytea,text,text)",
-                "SELECT * FROM ledger.create_api_key(app => 'shop', key_id => 'key_example01',"
+                "ledger.create_api_key(text,bytea,text,text)",
+                "SELECT * FROM ledger.create_api_key(app => 'shop',"
                 " token_sha256 => sha256('example-token'::bytea), label => 'checkout service');",
                 "ledger_owner",
             ),
@@ -236,7 +237,8 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
             ),
             Example(
                 "ledger.revoke_api_key(text)",
-                "SELECT ledger.revoke_api_key('key_example01');",
+                "SELECT ledger.revoke_api_key(key_id) FROM ledger.list_api_keys()"
+                " WHERE label = 'checkout service';",
                 "ledger_owner",
             ),
         ],
@@ -366,6 +368,10 @@ def read_functions(conn: psycopg.Connection[Any]) -> list[Function]:
     return functions
 
 
+# A key id as create_api_key makes it: random on every run.
+_KEY_ID = re.compile(r"key_[0-9a-f]{16}")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -373,6 +379,8 @@ def _cell(value: Any) -> str:
         return "t" if value else "f"
     if isinstance(value, dt.datetime):
         return "<timestamp>"
+    if isinstance(value, str) and _KEY_ID.fullmatch(value):
+        return "<key_id>"
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
@@ -464,8 +472,8 @@ def render(url: str) -> str:
         "(the SQLSTATEs of class `LG` in its body and the bodies of the functions it",
         "calls; DETAIL is a JSON object, see [Errors](../README.md#errors)), and a",
         "call with its output, run against a fresh database as the role shown, each",
-        "example after the ones above it. Timestamps, which differ on every run, print",
-        "as `<timestamp>`.",
+        "example after the ones above it. Timestamps and the key ids `create_api_key`",
+        "makes, which differ on every run, print as `<timestamp>` and `<key_id>`.",
         "",
     ]
     for title, _, examples in SECTIONS:
@@ -521,8 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 1 when docs/SQL.md differs from the catalog")
     args = parser.parse_args(argv)
 
+    from ledger_cli.pgserver import throwaway_server
     from ledger_py.migrate import migrate
-    from ledger_py.pgserver import throwaway_server
 
     server = throwaway_server()
     try:

@@ -33,7 +33,7 @@ from dockerfile_parse import DockerfileParser
 from .helpers import REPO
 
 SERVICES = {"postgres", "postgres_test", "pgadmin", "web"}
-PACKAGE_FOLDERS = {"ledger_py", "web", "sql", "migrations"}
+PACKAGE_FOLDERS = {"ledger_py", "web", "ledger_cli", "sql", "migrations"}
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from ledger_py.migrate import mask_url, migrate, sql_files, yoyo_url
+from ledger_py.conninfo import mask_url, yoyo_url
+from ledger_py.migrate import migrate, sql_files
 from ledger_py.queries import ALL_CALLS
 
 ROOT = Path(__file__).resolve().parents[2]
