@@ -57,7 +57,7 @@ BEGIN
         RETURN false;
     END IF;
     RETURN EXISTS (
-        SELECT FROM ledger.entries e
+        SELECT 1 FROM ledger.entries e
         WHERE e.owner_id = p_owner_id
           AND e.operation = p_operation
           AND (p_limit_per = 'ever'
@@ -135,7 +135,7 @@ BEGIN
     SELECT e.* INTO v_entry FROM ledger.entries e
     WHERE e.owner_id = p_owner_id AND e.app = p_app AND e.idempotency_key = p_key;
     IF NOT FOUND THEN
-        PERFORM FROM ledger.holds h
+        PERFORM 1 FROM ledger.holds h
         WHERE h.owner_id = p_owner_id AND h.app = p_app AND h.idempotency_key = p_key;
         IF FOUND THEN
             PERFORM ledger._key_conflict(p_app, p_key);
@@ -247,9 +247,9 @@ BEGIN
         SET balance = a.balance + p_amount, last_seq = a.last_seq + 1, updated_at = v_at
         WHERE a.owner_id = p_owner_id
           AND (p_key IS NULL
-               OR (NOT EXISTS (SELECT FROM ledger.entries k
+               OR (NOT EXISTS (SELECT 1 FROM ledger.entries k
                                WHERE k.owner_id = p_owner_id AND k.app = p_app AND k.idempotency_key = p_key)
-                   AND NOT EXISTS (SELECT FROM ledger.holds h
+                   AND NOT EXISTS (SELECT 1 FROM ledger.holds h
                                    WHERE h.owner_id = p_owner_id AND h.app = p_app
                                      AND h.idempotency_key = p_key)))
         RETURNING a.balance, a.last_seq)
@@ -291,7 +291,7 @@ BEGIN
     v_checked := ledger._require_id('idempotency_key', post_entry.idempotency_key);
     SELECT o.* INTO v_op FROM ledger.operations o
     WHERE o.operation = post_entry.operation
-      AND EXISTS (SELECT FROM ledger.apps a WHERE a.app = post_entry.app);
+      AND EXISTS (SELECT 1 FROM ledger.apps a WHERE a.app = post_entry.app);
     IF v_op.operation IS NULL OR NOT ledger._usable_by(v_op.is_system, v_op.app, post_entry.app) THEN
         v_op := ledger._operation_for(post_entry.app, post_entry.operation);  -- raises why
     END IF;

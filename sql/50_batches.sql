@@ -351,7 +351,7 @@ BEGIN
             -- probe of each unique index). LATERAL ... LIMIT 1: index probes,
             -- never a scan of the journal.
             SELECT it.*, p.entry_id AS prior_id, p.fingerprint AS prior_fp,
-                   EXISTS (SELECT FROM ledger.holds h
+                   EXISTS (SELECT 1 FROM ledger.holds h
                            WHERE h.owner_id = it.owner_id AND h.app = it.app
                              AND h.idempotency_key = it.idempotency_key) AS hold_key
             FROM items it
@@ -485,7 +485,7 @@ BEGIN
             SELECT t.ord::integer - 1 INTO v_blame
             FROM unnest(v_owner, v_app, v_key, v_status) WITH ORDINALITY AS t(owner_id, app, idempotency_key, status, ord)
             WHERE t.status = 'write'
-              AND EXISTS (SELECT FROM ledger.entries e
+              AND EXISTS (SELECT 1 FROM ledger.entries e
                           WHERE e.owner_id = t.owner_id AND e.app = t.app AND e.idempotency_key = t.idempotency_key)
             ORDER BY t.ord
             LIMIT 1;
