@@ -13,6 +13,7 @@ COPY ledger_py ./ledger_py
 COPY sql ./sql
 COPY migrations ./migrations
 COPY web ./web
+COPY ledger_cli ./ledger_cli
 # pip installs the dependencies and the `ledger` command; PYTHONPATH makes
 # the code run from /app, where sql/ and migrations/ sit beside ledger_py/
 # exactly as in a checkout (the layout migrate() reads first).

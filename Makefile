@@ -46,9 +46,10 @@ generate: $(VENV)/.lint-extra
 
 lint: $(VENV)/.lint-extra
 	$(BIN)/python tools/async_to_sync.py --check
-	$(BIN)/ruff check ledger_py web tests bench tools
+	$(BIN)/ruff check ledger_py web ledger_cli tests bench tools
 	$(BIN)/mypy
 	$(BIN)/mypy tools
+	$(BIN)/lint-imports
 
 # docs/SQL.md, the SQL API's reference, from the catalog of a throwaway migrated
 # database (tests/sql/test_sql_reference.py fails when it is out of date).

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 
 from bench.measure import Sample, sample_from_latencies
-from ledger_py.pgserver import find_program
+from ledger_cli.pgserver import find_program
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import psycopg
 
 from bench import dataset, pgbench, scripts
 from bench.server import SERVER_SETTINGS
-from ledger_py.pgserver import throwaway_server
+from ledger_cli.pgserver import throwaway_server
 
 SCENARIOS = {
     "floor_uniform": (scripts.FLOOR_UNIFORM, 8),

@@ -163,7 +163,7 @@ def wrapper_ledger(url: str, threads: int, seconds: float) -> tuple[Sample, str 
 
 
 def _make_ledger(ledger_class: Any, url: str, size: int) -> Any:
-    """Ledger(url, min_size=..., max_size=...) as INTERFACES.md shows; older
+    """Ledger(url, min_size=..., max_size=...) as the README shows; older
     signatures without min_size are tried next."""
     for kwargs in ({"min_size": size, "max_size": size}, {"max_size": size}):
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from ledger_py.pgserver import throwaway_server
+from ledger_cli.pgserver import throwaway_server
 
 # fsync and synchronous_commit stay ON (the defaults): a benchmark of a ledger
 # measures durable commits. The rest keeps checkpoints out of the measured

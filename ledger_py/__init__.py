@@ -34,6 +34,7 @@ from .errors import (
 )
 from .migrate import migrate
 from .results import (
+    ApiKey,
     App,
     Balance,
     Discrepancy,
@@ -41,6 +42,8 @@ from .results import (
     Hold,
     HoldRecord,
     JournalEntry,
+    KeyHolder,
+    NewApiKey,
     Operation,
     ReportRow,
     Transfer,
@@ -50,6 +53,7 @@ __all__ = [
     "DEFAULT_PREPARE_THRESHOLD",
     "EXCEPTIONS_BY_SQLSTATE",
     "AlreadyReversed",
+    "ApiKey",
     "App",
     "AppendOnly",
     "AsyncLedger",
@@ -64,11 +68,13 @@ __all__ = [
     "InvalidAmount",
     "InvalidArgument",
     "JournalEntry",
+    "KeyHolder",
     "Ledger",
     "LedgerBusy",
     "LedgerError",
     "LedgerUnavailable",
     "LockTimeout",
+    "NewApiKey",
     "NotFound",
     "Operation",
     "OperationInUse",

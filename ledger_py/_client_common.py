@@ -1,6 +1,7 @@
-"""What Ledger and AsyncLedger share: defaults, argument encoding, the
-timeouts of a pool's connections, and the checks of a pooled connection's
-health. Nothing here waits on the network, so one copy serves both clients.
+"""What Ledger and AsyncLedger share: defaults, argument encoding, and the
+checks of a pooled connection's health (the timeouts of a pool's connections
+are set in its conninfo: ledger_py.conninfo.with_timeouts). Nothing here
+waits on the network, so one copy serves both clients.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import select
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .errors import InvalidArgument, Where
@@ -43,28 +43,6 @@ def _json(value: Json, field: str = "metadata") -> str | None:
             f"invalid argument: {field} is not JSON-serializable ({exc})",
             detail={"field": field, "reason": "wrong type", "expected": "JSON values"},
         ) from exc
-
-
-def _with_timeouts(
-    conninfo: str, lock_timeout: float | None, statement_timeout: float | None
-) -> str:
-    """conninfo whose `options` also set lock_timeout and statement_timeout
-    (after any options the URL has, so these win; None leaves the server's,
-    the role's or the URL's setting alone)."""
-    timeouts = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
-    settings = []
-    for name, seconds in timeouts.items():
-        if seconds is None:
-            continue
-        if not seconds > 0:
-            raise ValueError(f"{name} must be a positive number of seconds or None")
-        settings.append(f"-c {name}={max(1, round(seconds * 1000))}")  # 0 would mean none
-    if not settings:
-        return conninfo
-    current = conninfo_to_dict(conninfo).get("options")
-    if current:
-        settings.insert(0, str(current))
-    return make_conninfo(conninfo, options=" ".join(settings))
 
 
 def _has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:

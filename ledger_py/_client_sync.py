@@ -30,11 +30,11 @@ from ._client_common import (
     _json,
     _pool_kwargs,
     _where_of_pool,
-    _with_timeouts,
 )
+from .conninfo import libpq_url, with_timeouts
 from .errors import LedgerUnavailable, Where, translate_errors
-from .migrate import libpq_url
 from .results import (
+    ApiKey,
     App,
     Balance,
     Discrepancy,
@@ -42,6 +42,7 @@ from .results import (
     Hold,
     HoldRecord,
     JournalEntry,
+    KeyHolder,
     Operation,
     ReportRow,
     Transfer,
@@ -87,7 +88,7 @@ class Ledger:
         if pool is None:
             assert url is not None
             pool = ConnectionPool(
-                _with_timeouts(libpq_url(url), lock_timeout, statement_timeout),
+                with_timeouts(libpq_url(url), lock_timeout, statement_timeout),
                 min_size=min_size,
                 max_size=max_size,
                 kwargs=_pool_kwargs(prepare_threshold),
@@ -487,3 +488,38 @@ class Ledger:
     def verify(self, *, conn: psycopg.Connection[Any] | None = None) -> list[Discrepancy]:
         """Consistency findings; an empty list means healthy."""
         return self._rows(q.VERIFY, conn, {})
+
+    def create_api_key(
+        self,
+        *,
+        app: str,
+        token_sha256: bytes,
+        label: str | None = None,
+        scope: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> ApiKey:
+        """A new key of a registered app for the token with this hash
+        (scope None: the SQL default, "app"); the database makes its key id.
+        tokens.create_api_key makes the token and calls this."""
+        result: ApiKey = self._one(
+            q.CREATE_API_KEY,
+            conn,
+            {"app": app, "token_sha256": token_sha256, "label": label, "scope": scope},
+        )
+        return result
+
+    def list_api_keys(self, *, conn: psycopg.Connection[Any] | None = None) -> list[ApiKey]:
+        """Every key, active and revoked, oldest first."""
+        return self._rows(q.LIST_API_KEYS, conn, {})
+
+    def revoke_api_key(self, *, key_id: str, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """True when the key was active and is revoked now; False if unknown or revoked before."""
+        return bool(self._one(q.REVOKE_API_KEY, conn, {"key_id": key_id})[0])
+
+    def api_key_lookup(
+        self, *, token_sha256: bytes, conn: psycopg.Connection[Any] | None = None
+    ) -> KeyHolder | None:
+        """The app and scope of the active key with this token hash
+        (tokens.token_hash), or None (unknown or revoked)."""
+        rows: list[KeyHolder] = self._rows(q.API_KEY_LOOKUP, conn, {"token_sha256": token_sha256})
+        return rows[0] if rows else None

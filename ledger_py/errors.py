@@ -15,7 +15,6 @@ LedgerUnavailable. Nothing here decides a business rule: the database does.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +22,8 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+
+from . import conninfo
 
 __all__ = [
     "EXCEPTIONS_BY_SQLSTATE",
@@ -281,8 +281,13 @@ class Where:
         self.password = password
 
     @classmethod
-    def from_conninfo(cls, conninfo: str) -> Where:
-        return _where_of_conninfo(conninfo)
+    def from_conninfo(cls, dsn: str) -> Where:
+        found = conninfo.target(dsn)
+        if found is None:
+            return cls(None, None)
+        return cls(
+            found.host or "localhost (default)", found.port or "5432 (default)", found.password
+        )
 
     @classmethod
     def from_connection(cls, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> Where:
@@ -297,9 +302,7 @@ class Where:
         return f"the ledger database at host {self.host}, port {self.port}"
 
     def mask(self, text: str) -> str:
-        if self.password:
-            text = text.replace(self.password, "***")
-        return text
+        return conninfo.hide_password(text, self.password)
 
 
 NUL_CHARACTER = "nul character"
@@ -485,21 +488,3 @@ def translate_errors(
             detail={"field": field, "reason": NOT_ENCODABLE},
             hint="Text must be encodable as UTF-8; a JSON \\ud800 escape alone is not.",
         ) from exc
-
-
-@functools.lru_cache(maxsize=64)
-def _where_of_conninfo(conninfo: str) -> Where:
-    """Parsed once per conninfo: callers build a Where per request (libpq's
-    parser costs about 50 us), and a pool's conninfo never changes."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.Error:
-        return Where(None, None)
-    host = params.get("host") or params.get("hostaddr")
-    port = params.get("port")
-    password = params.get("password")
-    return Where(
-        str(host) if host is not None else "localhost (default)",
-        str(port) if port is not None else "5432 (default)",
-        str(password) if password else None,
-    )

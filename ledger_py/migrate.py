@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+
+from .conninfo import libpq_url, yoyo_url
 
 # The role that owns the schema, its tables and functions (migrations/0009):
 # NOLOGIN, no app or operator role is a member. The migrating user must be a
@@ -42,35 +43,6 @@ def sql_dir() -> Path:
 
 def migrations_dir() -> Path:
     return _resource_dir("migrations")
-
-
-def yoyo_url(url: str) -> str:
-    """yoyo's psycopg 3 backend is selected by the postgresql+psycopg scheme."""
-    scheme, rest = url.split("://", 1) if "://" in url else ("postgresql", url)
-    if scheme in ("postgres", "postgresql", "psql"):
-        scheme = "postgresql+psycopg"
-    return f"{scheme}://{rest}"
-
-
-def libpq_url(url: str) -> str:
-    """The reverse: a URL psycopg.connect() accepts."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme.startswith("postgresql+"):
-        return f"postgresql://{rest}"
-    return url
-
-
-def mask_url(url: str) -> str:
-    """A URL safe to print: the password is replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable database URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
 def sql_files() -> list[Path]:

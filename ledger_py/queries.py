@@ -52,6 +52,7 @@ _ACCEPTED: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "timestamptz": (datetime,),
     "interval": (timedelta,),
+    "bytea": (bytes,),
 }
 _EXPECTED: dict[str, str] = {
     "text": "a str",
@@ -61,6 +62,7 @@ _EXPECTED: dict[str, str] = {
     "boolean": "a bool",
     "timestamptz": "a datetime",
     "interval": "a timedelta",
+    "bytea": "bytes",
 }
 
 
@@ -278,6 +280,18 @@ APP_REPORT = Call(
     callers=READERS,
 )
 VERIFY = Call("verify", (), (), results.Discrepancy, callers=READERS)
+CREATE_API_KEY = Call(
+    "create_api_key",
+    (("app", "text"), ("token_sha256", "bytea")),
+    (("label", "text"), ("scope", "text")),
+    results.ApiKey,
+    callers=(OWNER,),
+)
+LIST_API_KEYS = Call("list_api_keys", (), (), results.ApiKey, callers=(OWNER,))
+REVOKE_API_KEY = Call("revoke_api_key", (("key_id", "text"),), returns="boolean", callers=(OWNER,))
+API_KEY_LOOKUP = Call(
+    "api_key_lookup", (("token_sha256", "bytea"),), (), results.KeyHolder, callers=(APP,)
+)
 
 ALL_CALLS: tuple[Call, ...] = (
     DEFINE_APP,
@@ -298,6 +312,10 @@ ALL_CALLS: tuple[Call, ...] = (
     LIST_OPERATIONS,
     APP_REPORT,
     VERIFY,
+    CREATE_API_KEY,
+    LIST_API_KEYS,
+    REVOKE_API_KEY,
+    API_KEY_LOOKUP,
 )
 """Every function the wrapper calls: Ledger and AsyncLedger have one method
 of each name, with exactly these parameters (and conn)."""
@@ -330,29 +348,10 @@ NOT_WRAPPED: tuple[NotWrapped, ...] = (
         "which lets the database refuse duplicate keys",
     ),
     NotWrapped(
-        "create_api_key(text, text, bytea, text, text)",
-        (OWNER,),
-        "HTTP API keys are the web service's: web/api_keys.py calls it for `ledger keys`",
-    ),
-    NotWrapped(
-        "list_api_keys()",
-        (OWNER,),
-        "HTTP API keys are the web service's: web/api_keys.py calls it for `ledger keys`",
-    ),
-    NotWrapped(
-        "revoke_api_key(text)",
-        (OWNER,),
-        "HTTP API keys are the web service's: web/api_keys.py calls it for `ledger keys`",
-    ),
-    NotWrapped(
         "api_key_app(bytea)",
         (APP,),
-        "the app of a token hash, for SQL callers; the web service asks api_key_lookup",
-    ),
-    NotWrapped(
-        "api_key_lookup(bytea)",
-        (APP,),
-        "the web service's check of a bearer token on every request (web/api_keys.py)",
+        "the app of a token hash, for SQL callers; the wrapper asks api_key_lookup, "
+        "which also gives the key's scope",
     ),
     NotWrapped(
         "refuse_entry_change()",

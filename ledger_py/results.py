@@ -11,7 +11,7 @@ Amounts and balances are ints (bigint); times are aware datetimes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -156,6 +156,51 @@ class Operation:
     limit_per: str | None
     is_system: bool
     description: str | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An `api_key_info`: an HTTP API key as listed, never its token nor its hash.
+    `scope` is "app" (acts for its app) or "audit" (reads everything, writes nothing)."""
+
+    key_id: str
+    app: str
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    scope: str
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """A key just made by `create_api_key`: the key, and its token. Only the
+    token's hash is stored, so this is the one time the token exists; it is
+    left out of the repr so that a log line cannot carry it."""
+
+    key: ApiKey
+    token: str = field(repr=False)
+
+    @property
+    def key_id(self) -> str:
+        return self.key.key_id
+
+
+@dataclass(frozen=True)
+class KeyHolder:
+    """What `api_key_lookup` finds for an active key's token: its app and scope."""
+
+    app: str
+    scope: str
+
+    @property
+    def reads_as(self) -> str | None:
+        """The app to pass to the read functions (which then hide other apps'
+        metadata and idempotency keys), or None for an audit key, which reads everything."""
+        return None if self.scope == "audit" else self.app
 
 
 _FINGERPRINT = "the digest of the request, used only to tell a replay from a conflict"

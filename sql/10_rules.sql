@@ -64,7 +64,7 @@ DECLARE
     v_op ledger.operations;
 BEGIN
     SELECT o.* INTO v_op FROM ledger.operations o
-    WHERE o.operation = p_operation AND EXISTS (SELECT FROM ledger.apps a WHERE a.app = p_app);
+    WHERE o.operation = p_operation AND EXISTS (SELECT 1 FROM ledger.apps a WHERE a.app = p_app);
     IF NOT FOUND THEN
         PERFORM ledger._require_app(p_app);
         PERFORM ledger._require_id('operation', p_operation);
@@ -103,7 +103,7 @@ LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
     PERFORM ledger._require_id('app', p_app);
-    PERFORM FROM ledger.apps a WHERE a.app = p_app;
+    PERFORM 1 FROM ledger.apps a WHERE a.app = p_app;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown app: %', p_app
             USING ERRCODE = 'LG011',
@@ -406,6 +406,9 @@ CREATE OR REPLACE FUNCTION ledger._fingerprint(p_request jsonb)
 RETURNS uuid
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT md5(p_request::text)::uuid $$;
+
+-- Every EXISTS and PERFORM over a table selects a column (`SELECT 1`): Citus
+-- cannot run a zero-column query that spans shards.
 
 -- Idempotency keys belong to (owner, app): every request of a key takes that
 -- owner's account row lock before it checks the key, so the row lock orders

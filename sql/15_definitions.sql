@@ -63,7 +63,6 @@ LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
     IF p_existing_direction IS DISTINCT FROM p_direction
-       -- SELECT 1: Citus cannot run a zero-column query over every shard.
        AND EXISTS (SELECT 1 FROM ledger.entries e WHERE e.operation = p_operation) THEN
         RAISE EXCEPTION 'operation % has entries: its direction cannot change from % to %',
                 p_operation, p_existing_direction, p_direction

@@ -19,15 +19,15 @@ RETURNS bigint
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    v_held bigint;
+    v_held pg_catalog.int8;
 BEGIN
-    SELECT pg_catalog.sum(h.amount)::bigint INTO v_held
+    SELECT pg_catalog.sum(h.amount)::pg_catalog.int8 INTO v_held
     FROM ledger.holds h
     WHERE h.owner_id OPERATOR(pg_catalog.=) p_owner_id
       AND h.status OPERATOR(pg_catalog.=) 'active'
       AND h.expires_at OPERATOR(pg_catalog.>) COALESCE(p_at, pg_catalog.clock_timestamp())
       AND (p_except_hold IS NULL OR h.hold_id OPERATOR(pg_catalog.<>) p_except_hold);
-    RETURN COALESCE(v_held, 0::bigint);
+    RETURN COALESCE(v_held, 0::pg_catalog.int8);
 END
 $$;
 
@@ -57,7 +57,7 @@ BEGIN
         RETURN false;
     END IF;
     RETURN EXISTS (
-        SELECT FROM ledger.entries e
+        SELECT 1 FROM ledger.entries e
         WHERE e.owner_id = p_owner_id
           AND e.operation = p_operation
           AND (p_limit_per = 'ever'
@@ -135,7 +135,7 @@ BEGIN
     SELECT e.* INTO v_entry FROM ledger.entries e
     WHERE e.owner_id = p_owner_id AND e.app = p_app AND e.idempotency_key = p_key;
     IF NOT FOUND THEN
-        PERFORM FROM ledger.holds h
+        PERFORM 1 FROM ledger.holds h
         WHERE h.owner_id = p_owner_id AND h.app = p_app AND h.idempotency_key = p_key;
         IF FOUND THEN
             PERFORM ledger._key_conflict(p_app, p_key);
@@ -251,9 +251,9 @@ BEGIN
         SET balance = a.balance + p_amount, last_seq = a.last_seq + 1, updated_at = v_at
         WHERE a.owner_id = p_owner_id
           AND (p_key IS NULL
-               OR (NOT EXISTS (SELECT FROM ledger.entries k
+               OR (NOT EXISTS (SELECT 1 FROM ledger.entries k
                                WHERE k.owner_id = p_owner_id AND k.app = p_app AND k.idempotency_key = p_key)
-                   AND NOT EXISTS (SELECT FROM ledger.holds h
+                   AND NOT EXISTS (SELECT 1 FROM ledger.holds h
                                    WHERE h.owner_id = p_owner_id AND h.app = p_app
                                      AND h.idempotency_key = p_key)))
         RETURNING a.balance, a.last_seq)
@@ -295,7 +295,7 @@ BEGIN
     v_checked := ledger._require_id('idempotency_key', post_entry.idempotency_key);
     SELECT o.* INTO v_op FROM ledger.operations o
     WHERE o.operation = post_entry.operation
-      AND EXISTS (SELECT FROM ledger.apps a WHERE a.app = post_entry.app);
+      AND EXISTS (SELECT 1 FROM ledger.apps a WHERE a.app = post_entry.app);
     IF v_op.operation IS NULL OR NOT ledger._usable_by(v_op.is_system, v_op.app, post_entry.app) THEN
         v_op := ledger._operation_for(post_entry.app, post_entry.operation);  -- raises why
     END IF;
@@ -368,18 +368,19 @@ RETURNS ledger.balance_result
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    v_owner   text := ledger._require_id('owner_id', get_balance.owner_id);
-    v_balance bigint;
-    v_open    integer;
-    v_updated timestamptz;
-    v_held    bigint := 0;
+    -- Types qualified too: they are resolved under the caller's search_path.
+    v_owner   pg_catalog.text := ledger._require_id('owner_id', get_balance.owner_id);
+    v_balance pg_catalog.int8;
+    v_open    pg_catalog.int4;
+    v_updated pg_catalog.timestamptz;
+    v_held    pg_catalog.int8 := 0;
 BEGIN
     SELECT a.balance, a.open_holds, a.updated_at INTO v_balance, v_open, v_updated
     FROM ledger.accounts a WHERE a.owner_id OPERATOR(pg_catalog.=) v_owner;
     IF v_open OPERATOR(pg_catalog.>) 0 THEN
         v_held := ledger._active_holds(v_owner);
     END IF;
-    v_balance := COALESCE(v_balance, 0::bigint);
+    v_balance := COALESCE(v_balance, 0::pg_catalog.int8);
     RETURN ROW(v_owner, v_balance, v_held, v_balance OPERATOR(pg_catalog.-) v_held, v_updated)::ledger.balance_result;
 END
 $$;

@@ -159,7 +159,7 @@ BEGIN
         RETURN (v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation, v_hold.amount,
                 ledger._hold_status(v_hold.status, v_hold.expires_at), v_hold.expires_at, true)::ledger.hold_result;
     END IF;
-    PERFORM FROM ledger.entries e
+    PERFORM 1 FROM ledger.entries e
     WHERE e.owner_id = create_hold.owner_id AND e.app = create_hold.app
       AND e.idempotency_key = create_hold.idempotency_key;
     IF FOUND THEN

@@ -74,7 +74,7 @@ BEGIN
     v_checked := ledger._require_id('to_owner', transfer.to_owner);
     v_checked := ledger._require_id('idempotency_key', transfer.idempotency_key);
     SELECT o.* INTO v_out_op FROM ledger.operations o
-    WHERE o.operation = 'TRANSFER_OUT' AND EXISTS (SELECT FROM ledger.apps a WHERE a.app = transfer.app);
+    WHERE o.operation = 'TRANSFER_OUT' AND EXISTS (SELECT 1 FROM ledger.apps a WHERE a.app = transfer.app);
     IF NOT FOUND THEN
         PERFORM ledger._require_app(transfer.app);  -- no row: the app is unknown
     END IF;
@@ -229,7 +229,7 @@ BEGIN
         RETURN;
     END IF;
     FOR v_i IN 1 .. array_length(v_ids, 1) LOOP
-        PERFORM FROM ledger.entries e WHERE e.owner_id = v_owners[v_i] AND e.reverses_entry_id = v_ids[v_i];
+        PERFORM 1 FROM ledger.entries e WHERE e.owner_id = v_owners[v_i] AND e.reverses_entry_id = v_ids[v_i];
         IF FOUND THEN
             RAISE EXCEPTION 'entry % is already reversed', v_orig.entry_id
                 USING ERRCODE = 'LG010', DETAIL = json_build_object('entry_id', v_orig.entry_id)::text;

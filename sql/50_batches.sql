@@ -365,18 +365,28 @@ BEGIN
                    t.limit_per, t.fingerprint
             FROM unnest(v_owner, v_app, v_operation, v_key, v_amount, v_limit, v_fp)
                  WITH ORDINALITY AS t(owner_id, app, operation, idempotency_key, amount, limit_per, fingerprint, ord)
-        ), keyed AS (
-            -- Keys are unique per (owner, app) across entries and holds (one
-            -- probe of each unique index). LATERAL ... LIMIT 1: index probes,
-            -- never a scan of the journal.
-            SELECT it.*, p.entry_id AS prior_id, p.fingerprint AS prior_fp,
-                   EXISTS (SELECT FROM ledger.holds h
-                           WHERE h.owner_id = it.owner_id AND h.app = it.app
-                             AND h.idempotency_key = it.idempotency_key) AS hold_key
+        ), prior AS MATERIALIZED (
+            -- Keys are unique per (owner, app) across entries and holds: what
+            -- the batch's keys already name, by inner joins on the owner and
+            -- the key (a probe of each unique index per item; Citus pushes an
+            -- equality join on owner_id to the shards, where a correlated
+            -- subquery over the items could not run).
+            SELECT DISTINCT e.owner_id, e.app, e.idempotency_key, e.entry_id, e.fingerprint
             FROM items it
-            LEFT JOIN LATERAL (SELECT e.entry_id, e.fingerprint FROM ledger.entries e
-                               WHERE e.owner_id = it.owner_id AND e.app = it.app
-                                 AND e.idempotency_key = it.idempotency_key LIMIT 1) p ON true
+            JOIN ledger.entries e
+              ON e.owner_id = it.owner_id AND e.app = it.app AND e.idempotency_key = it.idempotency_key
+        ), held_keys AS MATERIALIZED (
+            SELECT DISTINCT h.owner_id, h.app, h.idempotency_key
+            FROM items it
+            JOIN ledger.holds h
+              ON h.owner_id = it.owner_id AND h.app = it.app AND h.idempotency_key = it.idempotency_key
+        ), keyed AS (
+            SELECT it.*, p.entry_id AS prior_id, p.fingerprint AS prior_fp, hk.owner_id IS NOT NULL AS hold_key
+            FROM items it
+            LEFT JOIN prior p
+                   ON p.owner_id = it.owner_id AND p.app = it.app AND p.idempotency_key = it.idempotency_key
+            LEFT JOIN held_keys hk
+                   ON hk.owner_id = it.owner_id AND hk.app = it.app AND hk.idempotency_key = it.idempotency_key
         ), repeated AS (
             -- Keys given more than once in the batch for one owner (usually none): their first item.
             SELECT d.owner_id, d.app, d.idempotency_key, d.first_idx, it.fingerprint AS first_fp
@@ -463,6 +473,11 @@ BEGIN
                         v_seq)
                  WITH ORDINALITY AS t(owner_id, app, operation, idempotency_key, amount, fingerprint,
                                       metadata, status, balance, prior, seq, ord)
+        ), replayed AS MATERIALIZED (
+            -- The stored entries that replays return (an inner join by owner and id).
+            SELECT e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at
+            FROM items it
+            JOIN ledger.entries e ON e.owner_id = it.owner_id AND e.entry_id = it.prior
         ), written AS (
             INSERT INTO ledger.entries AS e
                 (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
@@ -487,8 +502,7 @@ BEGIN
         FROM items it
         -- A repeat inside the batch returns the entry its key's first item wrote.
         LEFT JOIN written w ON w.owner_id = it.owner_id AND w.app = it.app AND w.idempotency_key = it.idempotency_key
-        LEFT JOIN LATERAL (SELECT e.* FROM ledger.entries e
-                           WHERE e.owner_id = it.owner_id AND e.entry_id = it.prior LIMIT 1) p ON true
+        LEFT JOIN (SELECT DISTINCT * FROM replayed) p ON p.owner_id = it.owner_id AND p.entry_id = it.prior
         ORDER BY it.ord;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
@@ -504,7 +518,7 @@ BEGIN
             SELECT t.ord::integer - 1 INTO v_blame
             FROM unnest(v_owner, v_app, v_key, v_status) WITH ORDINALITY AS t(owner_id, app, idempotency_key, status, ord)
             WHERE t.status = 'write'
-              AND EXISTS (SELECT FROM ledger.entries e
+              AND EXISTS (SELECT 1 FROM ledger.entries e
                           WHERE e.owner_id = t.owner_id AND e.app = t.app AND e.idempotency_key = t.idempotency_key)
             ORDER BY t.ord
             LIMIT 1;

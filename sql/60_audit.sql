@@ -34,9 +34,11 @@ BEGIN
     UNION ALL
     SELECT 'entry_references', e.owner_id,
            format('entry %s names app %s / operation %s that are not registered', e.entry_id, e.app, e.operation)
+    -- Joins, not correlated subqueries (which Citus cannot route).
     FROM ledger.entries e
-    WHERE NOT EXISTS (SELECT FROM ledger.apps p WHERE p.app = e.app)
-       OR NOT EXISTS (SELECT FROM ledger.operations o WHERE o.operation = e.operation)
+    LEFT JOIN ledger.apps p ON p.app = e.app
+    LEFT JOIN ledger.operations o ON o.operation = e.operation
+    WHERE p.app IS NULL OR o.operation IS NULL
     UNION ALL
     SELECT 'holds_covered', a.owner_id,
            format('active holds %s exceed balance %s', h.held, a.balance)

@@ -3,12 +3,12 @@
 -- the web service (ledger_app) may only ask which app a token hash names.
 -- Tokens never reach the database: callers pass SHA-256(token).
 
--- create_api_key gained a trailing scope; the old signature goes.
+-- create_api_key makes the key id itself now; the signatures that took one go.
 DROP FUNCTION IF EXISTS ledger.create_api_key(text, text, bytea, text);
+DROP FUNCTION IF EXISTS ledger.create_api_key(text, text, bytea, text, text);
 
 CREATE OR REPLACE FUNCTION ledger.create_api_key(
     app          text,
-    key_id       text,
     token_sha256 bytea,
     label        text DEFAULT NULL,
     scope        text DEFAULT 'app')
@@ -17,38 +17,56 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_key ledger.api_key_info;
+    v_key        ledger.api_key_info;
+    v_random     text := replace(gen_random_uuid()::text, '-', '');
+    v_constraint text;
+    v_column     text;
+    v_rule       text;
 BEGIN
     PERFORM ledger._require_app(create_api_key.app);
-    IF create_api_key.key_id IS NULL OR create_api_key.key_id !~ '^key_[a-z0-9]{8,32}$' THEN
-        RAISE EXCEPTION 'invalid argument: key_id must look like key_ followed by 8 to 32 lowercase letters or digits'
-            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'key_id', 'reason', 'format')::text;
-    END IF;
-    IF create_api_key.token_sha256 IS NULL OR octet_length(create_api_key.token_sha256) <> 32 THEN
-        RAISE EXCEPTION 'invalid argument: token_sha256 must be a 32-byte SHA-256 digest'
-            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'token_sha256', 'reason', 'format')::text;
-    END IF;
-    IF create_api_key.scope IS NULL OR create_api_key.scope NOT IN ('app', 'audit') THEN
-        RAISE EXCEPTION 'invalid argument: scope must be app or audit'
-            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'scope', 'reason', 'invalid')::text;
-    END IF;
-    IF length(create_api_key.label) > 255 THEN
-        RAISE EXCEPTION 'invalid argument: label is longer than 255 characters'
-            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'label', 'reason', 'too long')::text;
-    END IF;
-    INSERT INTO ledger.api_keys AS k (key_id, app, token_sha256, label, scope)
-    VALUES (create_api_key.key_id, create_api_key.app, create_api_key.token_sha256,
-            create_api_key.label, create_api_key.scope)
-    RETURNING k.key_id, k.app, k.label, k.created_at, k.revoked_at, k.scope INTO v_key;
+    -- The table's constraints are the rules of the digest, label and scope:
+    -- a violation is translated here, by the constraint's name.
+    BEGIN
+        -- 64 random bits: the uuid's hex digits but its version (13th) and variant (17th).
+        INSERT INTO ledger.api_keys AS k (key_id, app, token_sha256, label, scope)
+        VALUES ('key_' || substr(v_random, 1, 12) || substr(v_random, 18, 4),
+                create_api_key.app, create_api_key.token_sha256,
+                create_api_key.label, create_api_key.scope)
+        RETURNING k.key_id, k.app, k.label, k.created_at, k.revoked_at, k.scope INTO v_key;
+    EXCEPTION WHEN check_violation OR not_null_violation OR unique_violation THEN
+        GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME, v_column = COLUMN_NAME;
+        IF v_column = '' THEN  -- a CHECK or UNIQUE constraint: its one column
+            SELECT a.attname, pg_get_constraintdef(c.oid) INTO v_column, v_rule
+            FROM pg_constraint c
+            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+            WHERE c.conrelid = 'ledger.api_keys'::regclass AND c.conname = v_constraint;
+        ELSE
+            v_rule := 'NOT NULL';
+        END IF;
+        RAISE EXCEPTION 'invalid argument: % breaks the rule % (%)',
+                coalesce(v_column, 'a value'), coalesce(nullif(v_constraint, ''), 'of its column'), v_rule
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object(
+                      'field', v_column,
+                      'constraint', nullif(v_constraint, ''),
+                      'reason', CASE
+                          WHEN v_rule = 'NOT NULL' THEN 'required'
+                          WHEN v_constraint = 'api_keys_token_sha256_length' THEN 'format'
+                          WHEN v_constraint = 'api_keys_label_length' THEN 'too long'
+                          WHEN v_constraint = 'api_keys_token_sha256_unique' THEN 'duplicate key'
+                          ELSE 'invalid' END)::text;
+    END;
     RETURN v_key;
 END
 $$;
-COMMENT ON FUNCTION ledger.create_api_key(text, text, bytea, text, text) IS $$
-Stores a new active key of an existing app (LG011 otherwise) under the id
-key_id, with the SHA-256 digest of its token (the token itself never
-reaches the database). LG007 for a malformed key id, digest, label or
-scope. Scope 'app' (the default) acts for the app; 'audit' reads every
-app's private fields and writes nothing.$$;
+COMMENT ON FUNCTION ledger.create_api_key(text, bytea, text, text) IS $$
+Stores a new active key of an existing app (LG011 otherwise) under a new
+key id that the database makes (key_ and 16 random hex digits), with the
+SHA-256 digest of its token (the token itself never reaches the
+database), and returns it. A digest, label or scope that breaks a
+constraint of ledger.api_keys is LG007 naming the field and the
+constraint. Scope 'app' (the default) acts for the app; 'audit' reads
+every app's private fields and writes nothing.$$;
 
 -- PL/pgSQL, as every function that reads the ledger's tables (Citus cannot
 -- plan SQL functions over them); the clock is read into a variable, never

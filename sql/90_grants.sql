@@ -50,7 +50,7 @@ TO ledger_reader, ledger_owner;
 GRANT EXECUTE ON FUNCTION
     ledger.define_app(text, text),
     ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text),
-    ledger.create_api_key(text, text, bytea, text, text),
+    ledger.create_api_key(text, bytea, text, text),
     ledger.list_api_keys(),
     ledger.revoke_api_key(text)
 TO ledger_owner;

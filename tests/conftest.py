@@ -34,8 +34,8 @@ import pytest
 from hypothesis import settings
 from psycopg import sql
 
+from ledger_cli.pgserver import throwaway_server
 from ledger_py.migrate import migrate
-from ledger_py.pgserver import throwaway_server
 
 from .citus import cluster as citus
 

@@ -10,7 +10,8 @@ types and defaults, their result columns, their COMMENT (the function's
 guarantees, written beside it in sql/), the SQLSTATEs of class LG their body
 and the bodies of the ledger functions they call can raise (named by
 ledger_py/errors.py), and the output of one example call each, run against
-that database. Timestamps, which differ on every run, print as <timestamp>.
+that database. Timestamps and the key ids create_api_key makes at random,
+which differ on every run, print as <timestamp> and <key_id>.
 tests/sql/test_sql_reference.py renders the document again and fails when the
 file differs.
 
@@ -101,9 +102,10 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 "SELECT * FROM ledger.get_balance('user-42');",
             ),
             Example(
-                "ledger.get_entry(bigint,text)",
+                "ledger.get_entry(bigint,text,text)",
                 "SELECT entry_id, owner_id, app, operation, amount, balance, idempotency_key,"
-                " metadata FROM ledger.get_entry(entry_id => 2, app => 'shop');",
+                " metadata FROM ledger.get_entry(entry_id => 2, app => 'shop',"
+                " owner_id => 'user-42');",
             ),
             Example(
                 "ledger.list_entries(text,bigint,integer,text)",
@@ -134,15 +136,16 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 " amount => 5);",
             ),
             Example(
-                "ledger.capture_hold(bigint,text,numeric)",
-                "SELECT * FROM ledger.capture_hold(hold_id => 1, app => 'shop', amount => 15);",
+                "ledger.capture_hold(bigint,text,numeric,text)",
+                "SELECT * FROM ledger.capture_hold(hold_id => 1, app => 'shop', amount => 15,"
+                " owner_id => 'user-42');",
             ),
             Example(
-                "ledger.release_hold(bigint,text)",
+                "ledger.release_hold(bigint,text,text)",
                 "SELECT * FROM ledger.release_hold(hold_id => 2, app => 'shop');",
             ),
             Example(
-                "ledger.get_hold(bigint,text)",
+                "ledger.get_hold(bigint,text,text)",
                 "SELECT hold_id, owner_id, amount, status, captured_amount, entry_id"
                 " FROM ledger.get_hold(hold_id => 1, app => 'shop');",
             ),
@@ -169,7 +172,7 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 " idempotency_key => 'gift-2');",
             ),
             Example(
-                "ledger.reverse_entry(bigint,text,text,text)",
+                "ledger.reverse_entry(bigint,text,text,text,text)",
                 "SELECT * FROM ledger.reverse_entry(entry_id => 2, app => 'shop',"
                 " idempotency_key => 'refund-order-7', reason => 'order cancelled');",
             ),
@@ -214,8 +217,8 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
         "`ledger keys` command); the service itself only resolves a token's SHA-256.",
         [
             Example(
-                "ledger.create_api_key(text,text,bytea,text,text)",
-                "SELECT * FROM ledger.create_api_key(app => 'shop', key_id => 'key_example01',"
+                "ledger.create_api_key(text,bytea,text,text)",
+                "SELECT * FROM ledger.create_api_key(app => 'shop',"
                 " token_sha256 => sha256('example-token'::bytea), label => 'checkout service');",
                 "ledger_owner",
             ),
@@ -234,7 +237,8 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
             ),
             Example(
                 "ledger.revoke_api_key(text)",
-                "SELECT ledger.revoke_api_key('key_example01');",
+                "SELECT ledger.revoke_api_key(key_id) FROM ledger.list_api_keys()"
+                " WHERE label = 'checkout service';",
                 "ledger_owner",
             ),
         ],
@@ -364,6 +368,10 @@ def read_functions(conn: psycopg.Connection[Any]) -> list[Function]:
     return functions
 
 
+# A key id as create_api_key makes it: random on every run.
+_KEY_ID = re.compile(r"key_[0-9a-f]{16}")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -371,6 +379,8 @@ def _cell(value: Any) -> str:
         return "t" if value else "f"
     if isinstance(value, dt.datetime):
         return "<timestamp>"
+    if isinstance(value, str) and _KEY_ID.fullmatch(value):
+        return "<key_id>"
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
@@ -462,8 +472,8 @@ def render(url: str) -> str:
         "(the SQLSTATEs of class `LG` in its body and the bodies of the functions it",
         "calls; DETAIL is a JSON object, see [Errors](../README.md#errors)), and a",
         "call with its output, run against a fresh database as the role shown, each",
-        "example after the ones above it. Timestamps, which differ on every run, print",
-        "as `<timestamp>`.",
+        "example after the ones above it. Timestamps and the key ids `create_api_key`",
+        "makes, which differ on every run, print as `<timestamp>` and `<key_id>`.",
         "",
     ]
     for title, _, examples in SECTIONS:
@@ -519,8 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 1 when docs/SQL.md differs from the catalog")
     args = parser.parse_args(argv)
 
+    from ledger_cli.pgserver import throwaway_server
     from ledger_py.migrate import migrate
-    from ledger_py.pgserver import throwaway_server
 
     server = throwaway_server()
     try:

@@ -1,7 +1,7 @@
 """The HTTP API of the shared credit ledger (Flask, via apiflask).
 
 ``create_app(config)`` builds it; ``web.wsgi:app`` is what gunicorn serves
-(with ``web/gunicorn_conf.py``); ``web.api_keys`` manages the apps' API keys.
+(with ``web/gunicorn_conf.py``); ``web.api_keys`` resolves a request's API key.
 """
 
 from web.app import close_app, create_app

@@ -5,7 +5,8 @@ from __future__ import annotations
 from apiflask import HTTPTokenAuth
 from flask import current_app, request
 
-from web.api_keys import KeyHolder, KeyResolver
+from ledger_py.results import KeyHolder
+from web.api_keys import KeyResolver
 from web.errors import api_error
 
 auth = HTTPTokenAuth(

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from ledger_py import errors as ledger_errors
 
-# One HTTP status per ledger exception (docs/INTERFACES.md).
+# One HTTP status per ledger exception (the README's error table).
 STATUS_BY_EXCEPTION: dict[type[ledger_errors.LedgerError], int] = {
     ledger_errors.InsufficientCredits: 402,
     ledger_errors.UnknownOperation: 422,

@@ -298,8 +298,8 @@ ACCESS_RESPONSES: dict[int, Any] = {
     responses=ACCESS_RESPONSES,
 )
 def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any]) -> Any:
-    """owner_id (the reader) in the JSON body, or as the seed had it, ?owner_id=
-    (both: they must name the same reader)."""
+    """owner_id (the reader) in the JSON body, or, as the first version of this
+    API had it, ?owner_id= (both: they must name the same reader)."""
     _require_example_app()
     owner_id = _reader(query, body)
     ledger = _ledger()

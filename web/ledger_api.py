@@ -47,7 +47,7 @@ def ledger() -> Ledger:
 
 
 def _write(entry: Any) -> dict[str, Any]:
-    """The seed's answer to a write: the entry and the owner's balance right after it."""
+    """The answer to a write: the entry and the owner's balance right after it."""
     return {"entry": entry, "balance": entry.balance}
 
 
@@ -60,7 +60,8 @@ def _write(entry: Any) -> dict[str, Any]:
 @bp.output(s.BalanceOut)
 @bp.doc(summary="An owner's balance, held and available credits", responses=READ_ERRORS)
 def get_balance(owner_id: str) -> Any:
-    """GET /ledger/{owner_id}/balance is the seed's alias of GET /balance/{owner_id}."""
+    """GET /ledger/{owner_id}/balance is an older alias of GET /balance/{owner_id},
+    kept for its callers."""
     return ledger().get_balance(owner_id=owner_id)
 
 
@@ -105,7 +106,7 @@ def get_entry(entry_id: int, query: dict[str, Any]) -> Any:
 @bp.input(s.EntryIn, arg_name="body")
 @bp.output(s.WriteOut, status_code=201, description="the entry written")
 @bp.doc(
-    summary="Post one entry (POST /ledger/entry is the seed's alias)",
+    summary="Post one entry (POST /ledger/entry is an older alias)",
     responses={200: replay_doc("WriteOut"), **WRITE_ERRORS},
 )
 def post_entry(headers: dict[str, Any], body: dict[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger_py.pgserver import PostgresBinariesMissing, find_program
+from ledger_cli.pgserver import PostgresBinariesMissing, find_program
 
 REPO = Path(__file__).resolve().parents[2]
 

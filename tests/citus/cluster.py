@@ -32,11 +32,11 @@ from psycopg import sql
 
 # The one import of the server helpers (initdb, pg_ctl, setpriv as root): if they
 # move, this line is the only one to change.
-from ledger_py import pgserver
+from ledger_cli import pgserver
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
-INSTALL_HINT = "bash ../shared/citus/install.sh, or Citus's own packages"
+INSTALL_HINT = "install Citus 12.1 for this PostgreSQL (Citus's own packages, or its source: README, section Citus)"
 
 _SETTINGS = {
     "listen_addresses": HOST,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger_py.localdb import LocalCluster
+from ledger_cli.localdb import LocalCluster
 
 from .helpers import free_port
 

@@ -19,9 +19,9 @@ def free_port() -> int:
 def run_ledger(
     *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """`ledger ARGS` as a separate process (python -m ledger_py runs the console script's code)."""
+    """`ledger ARGS` as a separate process (python -m ledger_cli runs the console script's code)."""
     return subprocess.run(
-        [sys.executable, "-m", "ledger_py", *args],
+        [sys.executable, "-m", "ledger_cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -31,4 +31,4 @@ def run_ledger(
 
 
 def ledger_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ledger_py", *args]
+    return [sys.executable, "-m", "ledger_cli", *args]

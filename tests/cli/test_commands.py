@@ -12,8 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger_py import cli as cli_module
-from ledger_py.cli import cli
+from ledger_cli import cli as cli_module
+from ledger_cli.cli import cli
 
 from .helpers import free_port, run_ledger
 
@@ -132,6 +132,14 @@ def test_integers_take_ascii_digits_and_errors_name_the_option(ledger) -> None: 
     assert beyond.exit_code == 2, beyond.output
     assert "Invalid value for --before: out of range" in beyond.output
     assert "after_id" not in beyond.output
+
+    # The database judges --limit (list_entries' max_rows): its error names the option.
+    for limit in ("0", "1001", str(2**40)):
+        refused = ledger("history", "carol", "--limit", limit)
+        assert refused.exit_code == 2, refused.output
+        assert "Invalid value for --limit: out of range" in refused.output, refused.output
+        assert "max_rows" not in refused.output
+    assert "(min 1, max 1000)" in ledger("history", "carol", "--limit", "1001").output
 
 
 def test_keys_create_list_revoke(ledger) -> None:  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ SERVICES = {"postgres", "postgres_test", "pgadmin", "web"}
 # Profile citus: the ledger on a Citus cluster (README, "Scaling out on Citus").
 CITUS_NODES = {"citus_coordinator", "citus_worker1", "citus_worker2"}
 CITUS_SERVICES = CITUS_NODES | {"citus_setup", "web_citus"}
-PACKAGE_FOLDERS = {"ledger_py", "web", "sql", "migrations"}
+PACKAGE_FOLDERS = {"ledger_py", "web", "ledger_cli", "sql", "migrations"}
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from ledger_py import localdb, pgserver
-from ledger_py.cli import cli
-from ledger_py.localdb import LocalCluster
+from ledger_cli import localdb, pgserver
+from ledger_cli.cli import cli
+from ledger_cli.localdb import LocalCluster
 
 from .helpers import free_port, ledger_command, run_ledger
 

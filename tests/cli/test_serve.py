@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ledger_py.localdb import LocalCluster
+from ledger_cli.localdb import LocalCluster
 
 from .helpers import free_port, ledger_command, run_ledger
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from ledger_py.pgserver import PostgresBinariesMissing, find_program
+from ledger_cli.pgserver import PostgresBinariesMissing, find_program
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -1,7 +1,7 @@
 """The error boundary: one SQLSTATE, one exception, one HTTP status.
 
 The table in ledger_py.errors, the SQLSTATEs the SQL raises, the README's
-error table and docs/INTERFACES.md must name the same errors.
+error table must name the same errors.
 """
 
 from __future__ import annotations
@@ -97,10 +97,6 @@ def test_sql_and_python_tables_name_the_same_sqlstates() -> None:
 def test_readme_error_table_matches_python() -> None:
     assert markdown_error_rows(readme_errors_section()) == python_rows()
 
-
-def test_interfaces_doc_matches_python() -> None:
-    text = (ROOT / "docs" / "INTERFACES.md").read_text(encoding="utf-8")
-    assert markdown_error_rows(text) == python_rows()
 
 
 def test_every_exception_is_exported_and_distinct() -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger_cli.pgserver import throwaway_server
 from ledger_py import Ledger, LedgerUnavailable
 from ledger_py._client_common import _has_input
 from ledger_py.migrate import migrate
-from ledger_py.pgserver import throwaway_server
 
 from .conftest import make_ledger
 

@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Any
 
-from ledger_py.pgserver import throwaway_server
+from ledger_cli.pgserver import throwaway_server
 
 
 def durable_server(settings: dict[str, str] | None = None) -> Any:

@@ -36,7 +36,7 @@ import psycopg
 import pytest
 
 from ledger_py import Ledger
-from web.api_keys import create_api_key
+from ledger_py.tokens import create_api_key
 
 from .invariants import ledger_problems
 
@@ -139,8 +139,8 @@ class Gunicorn:
 @pytest.fixture
 def served(db_url: str, tmp_path: Path) -> Iterator[tuple[Gunicorn, str]]:
     with Ledger(db_url, min_size=1, max_size=2) as ledger:
-        token = create_api_key(ledger, "core")[1]
-        CONTENT_TOKEN[db_url] = create_api_key(ledger, "example_app")[1]
+        token = create_api_key(ledger, app="core").token
+        CONTENT_TOKEN[db_url] = create_api_key(ledger, app="example_app").token
     server = Gunicorn(db_url, tmp_path / "gunicorn.log")
     try:
         yield server, token

@@ -20,8 +20,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from ledger_py import Ledger
+from ledger_py.tokens import create_api_key
 from web import close_app, create_app
-from web.api_keys import create_api_key, list_api_keys, revoke_api_key
 
 from .invariants import ledger_problems
 
@@ -55,7 +55,7 @@ def client(ledger: Ledger) -> Iterator[FlaskClient]:
 
 @pytest.fixture
 def tokens(ledger: Ledger) -> dict[str, str]:
-    return {app: create_api_key(ledger, app)[1] for app in ("core", "example_app", "other_app")}
+    return {app: create_api_key(ledger, app=app).token for app in ("core", "example_app", "other_app")}
 
 
 def bearer(token: str, key: str | None = None) -> dict[str, str]:
@@ -123,9 +123,10 @@ def _bad_authorizations(tokens: dict[str, str], revoked: str) -> list[dict[str, 
 def test_missing_bad_or_revoked_keys_get_401_everywhere(
     client: FlaskClient, ledger: Ledger, tokens: dict[str, str], db_url: str
 ) -> None:
-    revoked_id, revoked = create_api_key(ledger, "core")
+    revoked_key = create_api_key(ledger, app="core")
+    revoked_id, revoked = revoked_key.key_id, revoked_key.token
     assert client.get("/balance/alice", headers=bearer(revoked)).status_code == 200
-    assert revoke_api_key(ledger, revoked_id) is True
+    assert ledger.revoke_api_key(key_id=revoked_id) is True
     before = written(db_url)
     tried = 0
     for headers in _bad_authorizations(tokens, revoked):
@@ -247,7 +248,7 @@ def test_keys_are_stored_only_as_hashes(
                 assert hits == (0,), f"the token appears in {table}"
     for app, token in tokens.items():
         assert bytes(stored[app]) == hashlib.sha256(token.encode()).digest()
-    listed = list_api_keys(ledger)
+    listed = ledger.list_api_keys()
     assert all("sha" not in json.dumps(vars(k), default=str) for k in listed)
     # ledger_app (the web service's role) may resolve a hash but not read the table.
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -118,11 +118,12 @@ def test_security_definer_functions_pin_their_search_path(conn: psycopg.Connecti
 @pytest.mark.parametrize(
     "statement",
     [
-        "SELECT * FROM ledger._apply('mint', 'core', (SELECT o FROM ledger.operations o"
-        " WHERE operation = 'CREDIT_ADD'), 1000000, 'k', NULL, '{}')",
+        "SELECT * FROM ledger._apply('mint', 'core', 'CREDIT_ADD', NULL, 1000000, 'k', NULL,"
+        " '{}')",
+        "SELECT * FROM ledger._lock_account('a', true)",
         "SELECT ledger._lock_accounts(ARRAY['a'], true)",
         "SELECT * FROM ledger._post_entries('[]')",
-        "SELECT ledger.create_api_key('core', 'key_abcdefgh', sha256('x'), NULL)",
+        "SELECT ledger.create_api_key('core', sha256('x'))",
         "SELECT ledger.revoke_api_key('key_abcdefgh')",
         "SELECT * FROM ledger.list_api_keys()",
         "SELECT * FROM ledger.api_keys",
@@ -287,7 +288,7 @@ def test_an_operator_login_defines_apps_but_cannot_alter_the_journal(
         assert one(operator, "define_app", app="op_app")["app"] == "op_app"
         operator.execute("SELECT ledger.define_operation('op_app', 'OP_SPEND', 'debit', 2)")
         operator.execute(
-            "SELECT ledger.create_api_key('op_app', 'key_operator1', sha256('t'::bytea), NULL)"
+            "SELECT ledger.create_api_key('op_app', sha256('t'::bytea))"
         )
         assert operator.execute("SELECT count(*) FROM ledger.list_api_keys()").fetchone() == (1,)
         assert call(operator, "verify") == []

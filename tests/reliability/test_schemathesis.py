@@ -24,9 +24,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
 from ledger_py import Ledger
+from ledger_py.tokens import create_api_key
 from tests.conftest import drop_database, new_database
 from web import close_app, create_app
-from web.api_keys import create_api_key
 
 EXAMPLES = int(os.environ.get("LEDGER_SCHEMATHESIS_EXAMPLES", "25"))
 STATUSES: Counter[str] = Counter()
@@ -66,7 +66,7 @@ def web_app(web_ledger: Ledger) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def core_token(web_ledger: Ledger) -> str:
-    return create_api_key(web_ledger, "core")[1]
+    return create_api_key(web_ledger, app="core").token
 
 
 @pytest.fixture(scope="module")

@@ -689,10 +689,17 @@ def test_a_create_hold_racing_a_large_batch_cannot_reuse_its_key(db_url, conn):
                 *[item("hank", "CREDIT_ADD", f"l-{i}", 1) for i in range(LARGE - 1)],
                 item("hank", "CREDIT_ADD", "h-hold", 1),
             ]
-            future = pool.submit(lambda: batch_error(other, late, "LG005", LARGE - 1))
+            def late_batch() -> Any:
+                with pytest.raises(psycopg.Error) as info:
+                    batch(other, late)
+                return info.value
+
+            future = pool.submit(late_batch)
             threading.Event().wait(0.3)
             holder.commit()
-            future.result()
+            late_error = future.result()
+    assert late_error.sqlstate == "LG005"
+    assert json.loads(late_error.diag.message_detail)["index"] == LARGE - 1
     assert conn.execute(
         "SELECT count(*) FROM ledger.entries WHERE idempotency_key = 'h-hold'"
     ).fetchone() == (0,)

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from ledger_py.pgserver import find_program
+from ledger_cli.pgserver import find_program
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PROMPT = "ledger=> "

@@ -21,9 +21,9 @@ from flask import Response, request
 from flask.testing import FlaskClient
 
 from ledger_py.client import Ledger
+from ledger_py.tokens import create_api_key
 from tests.web.helpers import call, check_against_spec, free_port, openapi_path
 from web import close_app, create_app
-from web.api_keys import create_api_key
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_APP = "other_app"  # a second app with an operation of its own
@@ -92,7 +92,7 @@ def client(app: APIFlask) -> SpecCheckedClient:
 @pytest.fixture
 def tokens(ledger: Ledger) -> dict[str, str]:
     """One API key token per app: example_app, core, other_app."""
-    return {app: create_api_key(ledger, app)[1] for app in ("example_app", "core", OTHER_APP)}
+    return {app: create_api_key(ledger, app=app).token for app in ("example_app", "core", OTHER_APP)}
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def serving(db_url: str, **settings: str) -> Iterator[tuple[str, str]]:
     """Run the served stack (2 workers unless LEDGER_WORKERS is given) on a free
     loopback port with the given LEDGER_* settings; SIGINT it afterwards."""
     with Ledger(db_url, max_size=2) as ledger:
-        _, token = create_api_key(ledger, "example_app")
+        token = create_api_key(ledger, app="example_app").token
     port = free_port()
     env = {
         **os.environ,

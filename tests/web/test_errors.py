@@ -1,4 +1,4 @@
-"""The one error -> status table agrees with ledger_py and DESIGN.md section 6."""
+"""The one error -> status table agrees with ledger_py and the README's error table."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ def test_access_is_charged_once_per_reader(client: FlaskClient, auth: H, db_url:
     assert first.json["charged"] is True and first.json["balance"] == 2
     assert first.json["entry"]["operation"] == "CONTENT_ACCESS"
     assert first.json["content"]["content_id"] == content_id
-    # The seed's query parameter works too; a repeated access is free.
+    # The older query parameter works too; a repeated access is free.
     second = client.post(f"/content/{content_id}/access?owner_id=bob", headers=auth)
     assert second.status_code == 200 and second.json["charged"] is False
     assert second.json["entry"] == first.json["entry"] and second.json["balance"] == 2

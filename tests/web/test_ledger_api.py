@@ -12,10 +12,10 @@ from flask.testing import FlaskClient
 
 from ledger_py.client import Ledger
 from ledger_py.errors import InvalidArgument
+from ledger_py.tokens import create_api_key
 from tests.web.conftest import OTHER_APP
 from tests.web.helpers import bearer, error_of, fund
 from web import close_app, create_app
-from web.api_keys import create_api_key
 
 H = dict[str, str]
 
@@ -365,7 +365,7 @@ def test_an_audit_key_reads_every_apps_private_fields_and_writes_nothing(
     client: FlaskClient, ledger: Ledger, tokens: dict[str, str]
 ) -> None:
     alpha = bearer(tokens["example_app"])
-    _, audit_token = create_api_key(ledger, OTHER_APP, label="auditor", scope="audit")
+    audit_token = create_api_key(ledger, app=OTHER_APP, label="auditor", scope="audit").token
     audit = bearer(audit_token)
     written = client.post(
         "/ledger",
@@ -384,7 +384,7 @@ def test_an_audit_key_reads_every_apps_private_fields_and_writes_nothing(
     error_of(refused, 403, "forbidden")
     assert client.get("/balance/lou", headers=alpha).json["balance"] == 4
     with pytest.raises(InvalidArgument):
-        create_api_key(ledger, OTHER_APP, scope="admin")
+        create_api_key(ledger, app=OTHER_APP, scope="admin")
 
 
 # ---- holds -----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_document_lists_every_route_and_method(app: APIFlask, client: FlaskClien
     }
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert routes == documented
-    # The seed's paths are there, with their aliases.
+    # The original paths are there, with their aliases.
     for path in (
         "/health",
         "/balance/{owner_id}",

@@ -28,11 +28,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger_cli.pgserver import throwaway_server
 from ledger_py import Ledger
 from ledger_py.migrate import migrate
-from ledger_py.pgserver import throwaway_server
+from ledger_py.tokens import create_api_key
 from tests.web.helpers import bearer, call, free_port
-from web.api_keys import create_api_key
 
 ROOT = Path(__file__).resolve().parents[2]
 UNAVAILABLE_DETAIL = "the ledger's database is unreachable; retry later"
@@ -53,7 +53,7 @@ def served(private_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """(base URL, core API token, log path) of `ledger serve` on the private server."""
     url = private_server.url(database="test")
     with Ledger(url, max_size=1) as ledger:
-        _, token = create_api_key(ledger, "core")
+        token = create_api_key(ledger, app="core").token
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {
@@ -69,7 +69,7 @@ def served(private_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     base = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger_py", "serve"],
+            [sys.executable, "-m", "ledger_cli", "serve"],
             env=env,
             cwd=ROOT,
             stdout=out,

@@ -1,7 +1,7 @@
 """An embedded PostgreSQL cluster under a data folder, for `ledger db` and `ledger serve`.
 
 The installed server programs (initdb, pg_ctl) make and run it; as root they
-run as an unprivileged user through `ledger_py.pgserver` (DESIGN.md section 7).
+run as an unprivileged user through `ledger_cli.pgserver`.
 Layout of the data folder (LEDGER_DATA_DIR, default ./data):
 
     pg/                  the cluster (initdb -E UTF8 --locale=C)
@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger_py import pgserver
+from ledger_cli import pgserver
 
 DEFAULT_PORT = 54329
 DEFAULT_DATA_DIR = "data"

@@ -3,7 +3,7 @@ and a few ledger calls for people at a terminal.
 
 Configuration comes from options or environment variables (README,
 "Configuration"). With no LEDGER_DATABASE_URL every command works on the
-embedded cluster under LEDGER_DATA_DIR (ledger_py.localdb). Every failure
+embedded cluster under LEDGER_DATA_DIR (ledger_cli.localdb). Every failure
 crosses one boundary (`LedgerGroup.invoke`) that turns it into one line on
 stderr and a non-zero exit status, never a traceback (unless
 LEDGER_LOG_LEVEL=debug), with any database password masked.
@@ -29,13 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import click
 
-from ledger_py import Ledger, localdb, pgserver
+from ledger_cli import localdb, pgserver
+from ledger_py import Ledger, conninfo, tokens
 from ledger_py.client import DEFAULT_STATEMENT_TIMEOUT
-from ledger_py.migrate import mask_url
+from ledger_py.conninfo import libpq_url, mask_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
@@ -46,7 +46,7 @@ DEMO_APP = "example_app"
 VERIFY_PROGRESS_THRESHOLD = 100_000
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
-log = logging.getLogger("ledger_py.cli")
+log = logging.getLogger("ledger_cli.cli")
 
 
 @dataclass
@@ -111,33 +111,15 @@ def _describe(exc: BaseException, url: str | None) -> str:
 
 
 def _where(url: str | None) -> str:
-    if not url:
+    found = conninfo.target(url) if url else None
+    if found is None:
         return ""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "localhost", parts.port or 5432
-    except ValueError:
-        return ""
-    return f" at {host}:{port}"
+    return f" at {found.host or 'localhost'}:{found.port or 5432}"
 
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else "(no message)"
-
-
-def _scrub(text: str, url: str | None) -> str:
-    """Never print a password: mask the configured URL's wherever it appears."""
-    if not url:
-        return text
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    text = text.replace(url, mask_url(url))
-    if password:
-        text = text.replace(password, "***")
-    return text
 
 
 class LedgerGroup(click.Group):
@@ -157,7 +139,7 @@ class LedgerGroup(click.Group):
                 url = _embedded_url_or_none(settings)
             if settings and settings.log_level == "debug":
                 raise
-            raise click.ClickException(_scrub(_describe(exc, url), url)) from None
+            raise click.ClickException(conninfo.redact(_describe(exc, url), url)) from None
 
 
 def _embedded_url_or_none(settings: Settings) -> str | None:
@@ -184,7 +166,6 @@ def _open_ledger(
     may rightly run long (verify reads the whole journal; Ctrl-C stops it)."""
     import psycopg
 
-    from ledger_py.migrate import libpq_url
 
     # One plain connection first: an unreachable server fails at once with
     # libpq's reason, where a pool would retry until its timeout.
@@ -241,6 +222,9 @@ def _options_named(fields: dict[str, str]) -> Iterator[None]:
         if option is None:
             raise
         reason = exc.detail.get("reason") or _first_line(exc.message)
+        bounds = [f"{end} {exc.detail[end]}" for end in ("min", "max") if end in exc.detail]
+        if bounds:
+            reason += f" ({', '.join(bounds)})"
         raise click.BadParameter(f"{reason} ({exc.code})", param_hint=option) from None
 
 
@@ -547,7 +531,6 @@ def _is_migrated(url: str) -> bool:
     """Reach the database now (a clear error here beats failing workers) and look for the schema."""
     import psycopg
 
-    from ledger_py.migrate import libpq_url
 
     with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
         row = conn.execute("SELECT to_regclass('ledger.entries') IS NOT NULL").fetchone()
@@ -562,11 +545,9 @@ def _gunicorn_knows(option: str) -> bool:
 
 def _demo_key(settings: Settings, url: str, base: str) -> None:
     """Give example_app an API key once; print it (kept in the data folder) and a curl line."""
-    from web.api_keys import create_api_key, list_api_keys
-
     saved = Path(settings.data_dir) / f"{DEMO_APP}.key" if settings.embedded else None
     with _open_ledger(url) as ledger:
-        active = [k for k in list_api_keys(ledger) if k.app == DEMO_APP and k.revoked_at is None]
+        active = [k for k in ledger.list_api_keys() if k.app == DEMO_APP and k.active]
         token = None
         if saved is not None and saved.exists():
             key_id, _, stored = saved.read_text().strip().partition(" ")
@@ -580,10 +561,11 @@ def _demo_key(settings: Settings, url: str, base: str) -> None:
             )
             return
         if token is None:
-            key_id, token = create_api_key(ledger, DEMO_APP)
-            click.echo(f"created API key {key_id} for {DEMO_APP}")
+            created = tokens.create_api_key(ledger, app=DEMO_APP)
+            token = created.token
+            click.echo(f"created API key {created.key_id} for {DEMO_APP}")
             if saved is not None:
-                saved.write_text(f"{key_id} {token}\n")
+                saved.write_text(f"{created.key_id} {token}\n")
                 saved.chmod(0o600)
     click.echo(f"\nAPI key for {DEMO_APP}: {token}\nTry it:\n")
     click.echo(f"  export LEDGER_TOKEN={token}")
@@ -619,11 +601,9 @@ def keys() -> None:
 @click.pass_context
 def keys_create(ctx: click.Context, app: str, label: str | None, scope: str) -> None:
     """Create an API key for APP and print its token (shown only this once)."""
-    from web.api_keys import create_api_key
-
     with _open_ledger(_settings(ctx).url()) as ledger:
-        key_id, token = create_api_key(ledger, app, label=label, scope=scope)
-    click.echo(f"key_id: {key_id}\ntoken:  {token}")
+        created = tokens.create_api_key(ledger, app=app, label=label, scope=scope)
+    click.echo(f"key_id: {created.key_id}\ntoken:  {created.token}")
     click.echo(
         "Keep the token now: only its hash is stored. Use it as `Authorization: Bearer <token>`.",
         err=True,
@@ -635,10 +615,8 @@ def keys_create(ctx: click.Context, app: str, label: str | None, scope: str) -> 
 @click.pass_context
 def keys_list(ctx: click.Context, as_json: bool) -> None:
     """List API keys (never their tokens)."""
-    from web.api_keys import list_api_keys
-
     with _open_ledger(_settings(ctx).url()) as ledger:
-        found = list(list_api_keys(ledger))
+        found = ledger.list_api_keys()
     if as_json:
         _echo_json(found)
         return
@@ -660,10 +638,8 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke an API key: requests with it are refused from now on."""
-    from web.api_keys import revoke_api_key
-
     with _open_ledger(_settings(ctx).url()) as ledger:
-        revoked = revoke_api_key(ledger, key_id)
+        revoked = ledger.revoke_api_key(key_id=key_id)
     if not revoked:
         raise click.ClickException(f"no active API key {key_id!r} (unknown or already revoked)")
     click.echo(f"revoked {key_id}")
@@ -747,7 +723,13 @@ def post(
 
 @cli.command()
 @click.argument("owner")
-@click.option("--limit", type=AsciiInt(1, 1000), default=20, show_default=True)
+@click.option(
+    "--limit",
+    type=AsciiInt(),
+    default=20,
+    show_default=True,
+    help="How many entries, newest first (the database sets the most it returns).",
+)
 @click.option(
     "--before",
     "after_id",
@@ -814,7 +796,6 @@ def _estimated_entries(url: str) -> int:
     """The planner's row estimate of ledger.entries: instant, good enough to choose a display."""
     import psycopg
 
-    from ledger_py.migrate import libpq_url
 
     with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
         row = conn.execute(
