@@ -187,6 +187,9 @@ $$;
 -- Scalars, not a row of ledger.operations (a whole-row argument fails on
 -- Citus shards); no clock call inside the UPDATE (Citus refuses one).
 DROP FUNCTION IF EXISTS ledger._apply(text, text, ledger.operations, bigint, text, uuid, jsonb, bigint, bigint, bigint);
+-- p_at: the instant of the write when the caller already read it under the
+-- owner's lock (post_entries on Citus: one instant per batch); NULL, read here.
+DROP FUNCTION IF EXISTS ledger._apply(text, text, text, text, bigint, text, uuid, jsonb, bigint, bigint, bigint);
 CREATE OR REPLACE FUNCTION ledger._apply(
     p_owner_id    text,
     p_app         text,
@@ -198,7 +201,8 @@ CREATE OR REPLACE FUNCTION ledger._apply(
     p_metadata    jsonb,
     p_hold_id     bigint DEFAULT NULL,
     p_transfer_id bigint DEFAULT NULL,
-    p_reverses    bigint DEFAULT NULL)
+    p_reverses    bigint DEFAULT NULL,
+    p_at          timestamptz DEFAULT NULL)
 RETURNS ledger.entry_result
 LANGUAGE plpgsql
 AS $$
@@ -212,7 +216,7 @@ BEGIN
     v_account := ledger._lock_account(p_owner_id, p_amount > 0);
     -- The call's one clock reading, under the lock: created_at (so time order
     -- follows lock order) and every expiry decision.
-    v_at := clock_timestamp();
+    v_at := coalesce(p_at, clock_timestamp());
     IF v_account.balance IS NULL THEN
         -- No account, so nothing of this owner (no key either): a debit of nothing.
         PERFORM ledger._insufficient(p_owner_id, -p_amount, 0);

@@ -348,13 +348,15 @@ BEGIN
         -- the one write path of post_entry, each on its owner's shard, under
         -- the locks taken above: the same results and the same first error
         -- (a sequence of post_entry calls stops at it), the entries of one
-        -- owner in input order. Plain PostgreSQL never takes this branch.
+        -- owner in input order, one created_at for the batch. Plain
+        -- PostgreSQL never takes this branch.
         IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
             v_phase := 'one by one';
             FOR v_i IN 1 .. v_count LOOP
                 v_blame := v_i - 1;
                 RETURN NEXT ledger._apply(v_owner[v_i], v_app[v_i], v_operation[v_i], v_limit[v_i],
-                                          v_amount[v_i], v_key[v_i], v_fp[v_i], v_meta[v_i]);
+                                          v_amount[v_i], v_key[v_i], v_fp[v_i], v_meta[v_i],
+                                          p_at => v_at);
             END LOOP;
             RETURN;
         END IF;
