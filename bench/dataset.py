@@ -63,13 +63,14 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH a AS (
-        UPDATE floor.accounts x SET balance = x.balance + p_amount, updated_at = clock_timestamp()
+        UPDATE floor.accounts x SET balance = x.balance + p_amount, last_seq = x.last_seq + 1,
+        updated_at = clock_timestamp()
         WHERE x.owner_id = p_owner
-        RETURNING x.owner_id, x.balance, x.updated_at)
-    INSERT INTO floor.entries AS e (owner_id, app, operation, amount, balance, idempotency_key,
-                                    fingerprint, metadata, created_at, created_by)
-    SELECT a.owner_id, 'bench', 'CREDIT_ADD', p_amount, a.balance, p_key, md5(p_key)::uuid,
-           '{}', a.updated_at, session_user
+        RETURNING x.owner_id, x.balance, x.last_seq, x.updated_at)
+    INSERT INTO floor.entries AS e (owner_id, seq, app, operation, amount, balance,
+                                    idempotency_key, fingerprint, metadata, created_at, created_by)
+    SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_ADD', p_amount, a.balance, p_key,
+           md5(p_key)::uuid, '{}', a.updated_at, session_user
     FROM a
     RETURNING e.entry_id, e.balance;
 END
@@ -141,9 +142,10 @@ def bulk_load_history(url: str, rows: int) -> dict[str, Any]:
             conn.execute(
                 """
                 INSERT INTO ledger.entries
-                    (owner_id, app, operation, amount, balance, idempotency_key, fingerprint,
+                    (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint,
                      metadata, created_at, created_by)
-                SELECT a.owner_id, 'bench', 'CREDIT_ADD', 1, a.balance + (s - 1) / %(owners)s + 1,
+                SELECT a.owner_id, a.last_seq + (s - 1) / %(owners)s + 1, 'bench', 'CREDIT_ADD', 1,
+                       a.balance + (s - 1) / %(owners)s + 1,
                        'bulk-' || s, md5('bulk-' || s)::uuid, '{}',
                        now() - (%(rows)s - s) * interval '1 microsecond', 'bench'
                 FROM generate_series(1, %(rows)s) s
@@ -152,9 +154,9 @@ def bulk_load_history(url: str, rows: int) -> dict[str, Any]:
                 {"rows": per_owner * OWNERS, "owners": OWNERS},
             )
             conn.execute(
-                "UPDATE ledger.accounts SET balance = balance + %s, updated_at = now()"
-                " WHERE owner_id ~ '^o[0-9]+$'",
-                (per_owner,),
+                "UPDATE ledger.accounts SET balance = balance + %s, last_seq = last_seq + %s,"
+                " updated_at = now() WHERE owner_id ~ '^o[0-9]+$'",
+                (per_owner, per_owner),
             )
         conn.execute("RESET session_replication_role")
         conn.execute("VACUUM ANALYZE ledger.entries, ledger.accounts")

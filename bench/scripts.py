@@ -20,13 +20,14 @@ FLOOR_UNIFORM = (
     + _KEY
     + """\
 WITH a AS (
-    UPDATE floor.accounts SET balance = balance + 1, updated_at = clock_timestamp()
+    UPDATE floor.accounts SET balance = balance + 1, last_seq = last_seq + 1,
+        updated_at = clock_timestamp()
     WHERE owner_id = 'o' || :owner
-    RETURNING owner_id, balance, updated_at)
-INSERT INTO floor.entries (owner_id, app, operation, amount, balance, idempotency_key,
+    RETURNING owner_id, balance, last_seq, updated_at)
+INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance, idempotency_key,
                            fingerprint, metadata, created_at, created_by)
-SELECT a.owner_id, 'bench', 'CREDIT_ADD', 1, a.balance, 'k' || :key, md5('k' || :key)::uuid,
-       '{}', a.updated_at, current_user
+SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_ADD', 1, a.balance, 'k' || :key,
+       md5('k' || :key)::uuid, '{}', a.updated_at, current_user
 FROM a
 RETURNING entry_id, balance;
 """
@@ -43,13 +44,14 @@ FLOOR_HOT = (
     _KEY
     + """\
 WITH a AS (
-    UPDATE floor.accounts SET balance = balance - 1, updated_at = clock_timestamp()
+    UPDATE floor.accounts SET balance = balance - 1, last_seq = last_seq + 1,
+        updated_at = clock_timestamp()
     WHERE owner_id = 'hot' AND balance >= 1
-    RETURNING owner_id, balance, updated_at)
-INSERT INTO floor.entries (owner_id, app, operation, amount, balance, idempotency_key,
+    RETURNING owner_id, balance, last_seq, updated_at)
+INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance, idempotency_key,
                            fingerprint, metadata, created_at, created_by)
-SELECT a.owner_id, 'bench', 'CREDIT_SPEND', -1, a.balance, 'k' || :key, md5('k' || :key)::uuid,
-       '{}', a.updated_at, current_user
+SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_SPEND', -1, a.balance, 'k' || :key,
+       md5('k' || :key)::uuid, '{}', a.updated_at, current_user
 FROM a
 RETURNING entry_id, balance;
 """
@@ -116,12 +118,13 @@ WITH items AS (
     SELECT g, 'o' || ((:base + g) % {OWNERS} + 1) AS owner_id, 'b' || :key || '-' || g AS k
     FROM generate_series(1, {BATCH_SIZE}) g),
 a AS (
-    UPDATE floor.accounts a SET balance = a.balance + 1, updated_at = clock_timestamp()
+    UPDATE floor.accounts a SET balance = a.balance + 1, last_seq = a.last_seq + 1,
+        updated_at = clock_timestamp()
     FROM items i WHERE a.owner_id = i.owner_id
-    RETURNING a.owner_id, a.balance, a.updated_at)
-INSERT INTO floor.entries (owner_id, app, operation, amount, balance, idempotency_key,
+    RETURNING a.owner_id, a.balance, a.last_seq, a.updated_at)
+INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance, idempotency_key,
                            fingerprint, metadata, created_at, created_by)
-SELECT a.owner_id, 'bench', 'CREDIT_ADD', 1, a.balance, i.k, md5(i.k)::uuid, '{{}}',
+SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_ADD', 1, a.balance, i.k, md5(i.k)::uuid, '{{}}',
        a.updated_at, current_user
 FROM items i JOIN a USING (owner_id)
 ORDER BY i.g;
@@ -132,11 +135,13 @@ LIST_ENTRIES_FIRST_PAGE = _OWNER + "SELECT * FROM ledger.list_entries('o' || :ow
 
 
 def list_entries_deep_page(max_entry_id: int) -> str:
-    """A page of 100 from a random point of the history (keyset: after_id)."""
+    """A page of 100 from a random point of the owner's history (keyset: after_id, an
+    entry of that owner, found by a random seq; none: the first page)."""
     return (
         _OWNER
         + f"""\
-\\set after random({max(2, max_entry_id // 10)}, {max(2, max_entry_id)})
-SELECT * FROM ledger.list_entries('o' || :owner, :after);
+\\set seq random(1, {max(1, max_entry_id // OWNERS)})
+SELECT * FROM ledger.list_entries('o' || :owner, (SELECT e.entry_id FROM ledger.entries e
+    WHERE e.owner_id = 'o' || :owner AND e.seq = :seq));
 """
     )

@@ -21,13 +21,13 @@ from bench.server import start_server
 STATEMENTS = {
     # The floor's statement itself, run by PL/pgSQL.
     "floor": (
-        "WITH a AS (UPDATE floor.accounts SET balance = balance + 1,"
+        "WITH a AS (UPDATE floor.accounts SET balance = balance + 1, last_seq = last_seq + 1,"
         " updated_at = clock_timestamp() WHERE owner_id = o"
-        " RETURNING owner_id, balance, updated_at)"
-        " INSERT INTO floor.entries (owner_id, app, operation, amount, balance,"
+        " RETURNING owner_id, balance, last_seq, updated_at)"
+        " INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance,"
         " idempotency_key, fingerprint, metadata, created_at, created_by)"
-        " SELECT a.owner_id, 'bench', 'CREDIT_ADD', 1, a.balance, k, md5(k)::uuid, '{}',"
-        " a.updated_at, current_user FROM a"
+        " SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_ADD', 1, a.balance, k, md5(k)::uuid,"
+        " '{}', a.updated_at, current_user FROM a"
     ),
     "floor_function": "SELECT * INTO x FROM floor.credit(o, k, 1)",
     "post_entry": "SELECT * INTO x FROM ledger.post_entry(o, 'bench', 'CREDIT_ADD', k, 1)",

@@ -354,12 +354,14 @@ class AsyncLedger:
         *,
         entry_id: int,
         app: str | None = None,
+        owner_id: str | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> JournalEntry:
-        """One journal entry (NotFound if none); with app, another app's
-        metadata and idempotency_key read None."""
+        """One journal entry (NotFound if none, or if it is not owner_id's);
+        with app, another app's metadata and idempotency_key read None. Pass
+        owner_id when known: the call goes straight to that owner's rows."""
         result: JournalEntry = await self._one(
-            q.GET_ENTRY, conn, {"entry_id": entry_id, "app": app}
+            q.GET_ENTRY, conn, {"entry_id": entry_id, "app": app, "owner_id": owner_id}
         )
         return result
 
@@ -372,7 +374,8 @@ class AsyncLedger:
         app: str | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[JournalEntry]:
-        """An owner's history, newest first; the last entry_id as after_id gives the next page.
+        """An owner's history, newest first (by seq); the last entry_id as after_id gives the
+        next page (an entry of that owner).
         With app, other apps' metadata and idempotency_key read None."""
         return await self._rows(
             q.LIST_ENTRIES,
@@ -420,19 +423,32 @@ class AsyncLedger:
         hold_id: int,
         app: str,
         amount: int | None = None,
+        owner_id: str | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> Entry:
-        """Turn an active hold into one debit entry (amount None: all of it)."""
+        """Turn an active hold into one debit entry (amount None: all of it).
+        Pass the hold's owner_id when known: the call goes straight to that
+        owner's rows (NotFound for a hold of another owner)."""
         result: Entry = await self._one(
-            q.CAPTURE_HOLD, conn, {"hold_id": hold_id, "app": app, "amount": amount}
+            q.CAPTURE_HOLD,
+            conn,
+            {"hold_id": hold_id, "app": app, "amount": amount, "owner_id": owner_id},
         )
         return result
 
     async def release_hold(
-        self, *, hold_id: int, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+        self,
+        *,
+        hold_id: int,
+        app: str,
+        owner_id: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> Hold:
-        """Free an active hold (a repeated release is a replay)."""
-        result: Hold = await self._one(q.RELEASE_HOLD, conn, {"hold_id": hold_id, "app": app})
+        """Free an active hold (a repeated release is a replay); owner_id as in
+        capture_hold."""
+        result: Hold = await self._one(
+            q.RELEASE_HOLD, conn, {"hold_id": hold_id, "app": app, "owner_id": owner_id}
+        )
         return result
 
     async def get_hold(
@@ -440,10 +456,14 @@ class AsyncLedger:
         *,
         hold_id: int,
         app: str | None = None,
+        owner_id: str | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> HoldRecord:
-        """One hold (NotFound if none); with app, another app's idempotency_key reads None."""
-        result: HoldRecord = await self._one(q.GET_HOLD, conn, {"hold_id": hold_id, "app": app})
+        """One hold (NotFound if none, or if it is not owner_id's); with app,
+        another app's idempotency_key reads None."""
+        result: HoldRecord = await self._one(
+            q.GET_HOLD, conn, {"hold_id": hold_id, "app": app, "owner_id": owner_id}
+        )
         return result
 
     async def list_holds(
@@ -491,9 +511,12 @@ class AsyncLedger:
         app: str,
         idempotency_key: str,
         reason: str | None = None,
+        owner_id: str | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[Entry]:
-        """Compensate an entry the app wrote (both legs of a transfer)."""
+        """Compensate an entry the app wrote (both legs of a transfer). The key
+        belongs to the entry's owner (a transfer's sender); pass owner_id
+        when known: the call goes straight to that owner's entry."""
         return await self._rows(
             q.REVERSE_ENTRY,
             conn,
@@ -502,6 +525,7 @@ class AsyncLedger:
                 "app": app,
                 "idempotency_key": idempotency_key,
                 "reason": reason,
+                "owner_id": owner_id,
             },
         )
 

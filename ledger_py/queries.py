@@ -204,7 +204,7 @@ GET_BALANCE = Call("get_balance", (("owner_id", "text"),), (), results.Balance, 
 GET_ENTRY = Call(
     "get_entry",
     (("entry_id", "bigint"),),
-    (("app", "text"),),
+    (("app", "text"), ("owner_id", "text")),
     results.JournalEntry,
     callers=READERS,
 )
@@ -231,15 +231,23 @@ CREATE_HOLD = Call(
 CAPTURE_HOLD = Call(
     "capture_hold",
     (("hold_id", "bigint"), ("app", "text")),
-    (("amount", "numeric"),),
+    (("amount", "numeric"), ("owner_id", "text")),
     results.Entry,
     callers=(APP,),
 )
 RELEASE_HOLD = Call(
-    "release_hold", (("hold_id", "bigint"), ("app", "text")), (), results.Hold, callers=(APP,)
+    "release_hold",
+    (("hold_id", "bigint"), ("app", "text")),
+    (("owner_id", "text"),),
+    results.Hold,
+    callers=(APP,),
 )
 GET_HOLD = Call(
-    "get_hold", (("hold_id", "bigint"),), (("app", "text"),), results.HoldRecord, callers=READERS
+    "get_hold",
+    (("hold_id", "bigint"),),
+    (("app", "text"), ("owner_id", "text")),
+    results.HoldRecord,
+    callers=READERS,
 )
 LIST_HOLDS = Call(
     "list_holds", (("owner_id", "text"),), (("app", "text"),), results.HoldRecord, callers=READERS
@@ -260,7 +268,7 @@ TRANSFER = Call(
 REVERSE_ENTRY = Call(
     "reverse_entry",
     (("entry_id", "bigint"), ("app", "text"), ("idempotency_key", "text")),
-    (("reason", "text"),),
+    (("reason", "text"), ("owner_id", "text")),
     results.Entry,
     callers=(APP,),
 )
@@ -353,8 +361,8 @@ NOT_WRAPPED: tuple[NotWrapped, ...] = (
     NotWrapped(
         "_require_id(text, text)",
         READERS,
-        "internal; granted because get_balance, inlined into the caller's query, runs it "
-        "as the caller",
+        "internal; granted because get_balance (not SECURITY DEFINER, the cheapest read) "
+        "runs it as the caller",
     ),
     NotWrapped(
         "_invalid_id(text, text)",
@@ -364,8 +372,8 @@ NOT_WRAPPED: tuple[NotWrapped, ...] = (
     NotWrapped(
         "_active_holds(text, bigint, timestamptz)",
         READERS,
-        "internal; granted because get_balance, inlined into the caller's query, runs it "
-        "as the caller",
+        "internal; granted because get_balance (not SECURITY DEFINER, the cheapest read) "
+        "runs it as the caller",
     ),
 )
 """The rest of schema ledger that a role may call or that has no leading

@@ -49,6 +49,7 @@ class JournalEntry:
     transfer_id: int | None
     hold_id: int | None
     reverses_entry_id: int | None
+    seq: int  # the owner's order: 1, 2, 3, ... (ids of one owner need not follow time)
 
 
 @dataclass(frozen=True)

@@ -49,17 +49,7 @@ AS $$
                 ELSE p_value END
 $$;
 
--- The operation of that name, when the app is registered (no row otherwise).
--- A set-returning SQL function so that callers' queries inline it:
--- ledger.post_entry joins it with its idempotency-key lookup in one query.
-CREATE OR REPLACE FUNCTION ledger._operation_row(p_app text, p_operation text)
-RETURNS SETOF ledger.operations
-LANGUAGE sql STABLE ROWS 1
-AS $$
-    SELECT o.* FROM ledger.operations o
-    WHERE o.operation OPERATOR(pg_catalog.=) p_operation
-      AND EXISTS (SELECT FROM ledger.apps a WHERE a.app OPERATOR(pg_catalog.=) p_app)
-$$;
+DROP FUNCTION IF EXISTS ledger._operation_row(text, text);  -- a SQL function over tables (Citus cannot plan it)
 
 -- Guarantees: the operation row a caller app may write, or an error:
 -- LG007 malformed names, LG011 unknown app, LG002 unknown operation, LG003
@@ -73,7 +63,8 @@ AS $$
 DECLARE
     v_op ledger.operations;
 BEGIN
-    SELECT o.* INTO v_op FROM ledger._operation_row(p_app, p_operation) o;
+    SELECT o.* INTO v_op FROM ledger.operations o
+    WHERE o.operation = p_operation AND EXISTS (SELECT 1 FROM ledger.apps a WHERE a.app = p_app);
     IF NOT FOUND THEN
         PERFORM ledger._require_app(p_app);
         PERFORM ledger._require_id('operation', p_operation);
@@ -82,7 +73,7 @@ BEGIN
                   DETAIL = json_build_object('operation', p_operation, 'app', p_app)::text,
                   HINT = 'An app registers its operations with a migration calling ledger.define_operation().';
     END IF;
-    IF NOT ledger._usable_by(v_op, p_app) THEN
+    IF NOT ledger._usable_by(v_op.is_system, v_op.app, p_app) THEN
         RAISE EXCEPTION 'operation % is not allowed for app %', p_operation, p_app
             USING ERRCODE = 'LG003',
                   DETAIL = json_build_object('operation', p_operation, 'app', p_app,
@@ -97,10 +88,13 @@ $$;
 
 -- The rule of which operations an app may post: core's and its own, never a
 -- system operation (those are written by transfer() and reverse_entry()).
-CREATE OR REPLACE FUNCTION ledger._usable_by(p_op ledger.operations, p_app text)
+-- Scalars, not a row of ledger.operations: a whole-row argument of a table
+-- fails on Citus shards.
+DROP FUNCTION IF EXISTS ledger._usable_by(ledger.operations, text);
+CREATE OR REPLACE FUNCTION ledger._usable_by(p_is_system boolean, p_op_app text, p_app text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-AS $$ SELECT NOT p_op.is_system AND (p_op.app = 'core' OR p_op.app = p_app) $$;
+AS $$ SELECT NOT p_is_system AND (p_op_app = 'core' OR p_op_app = p_app) $$;
 
 -- Guarantees: raises LG011 unless the app is registered.
 CREATE OR REPLACE FUNCTION ledger._require_app(p_app text)
@@ -109,7 +103,7 @@ LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
     PERFORM ledger._require_id('app', p_app);
-    PERFORM FROM ledger.apps a WHERE a.app = p_app;
+    PERFORM 1 FROM ledger.apps a WHERE a.app = p_app;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown app: %', p_app
             USING ERRCODE = 'LG011',
@@ -121,35 +115,37 @@ $$;
 
 -- Guarantees: raises LG006 for the amount ledger._amount_for refused, with
 -- the reason it found.
-CREATE OR REPLACE FUNCTION ledger._invalid_amount(p_op ledger.operations, p_amount numeric, p_reason text)
+DROP FUNCTION IF EXISTS ledger._invalid_amount(ledger.operations, numeric, text);
+CREATE OR REPLACE FUNCTION ledger._invalid_amount(
+    p_operation text, p_default bigint, p_min bigint, p_max bigint, p_amount numeric, p_reason text)
 RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
     CASE p_reason
     WHEN 'required' THEN
-        RAISE EXCEPTION 'invalid amount: operation % needs an amount', p_op.operation
+        RAISE EXCEPTION 'invalid amount: operation % needs an amount', p_operation
             USING ERRCODE = 'LG006',
-                  DETAIL = json_build_object('operation', p_op.operation, 'reason', 'required')::text;
+                  DETAIL = json_build_object('operation', p_operation, 'reason', 'required')::text;
     WHEN 'not a positive integer' THEN
         RAISE EXCEPTION 'invalid amount: % (a positive whole number of credits is required)', p_amount
             USING ERRCODE = 'LG006',
-                  DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
+                  DETAIL = json_build_object('operation', p_operation, 'amount', p_amount::text,
                                              'reason', 'not a positive integer')::text,
                   HINT = 'Amounts are magnitudes: the operation decides whether it credits or debits.';
     WHEN 'fixed amount' THEN
-        RAISE EXCEPTION 'invalid amount: operation % has a fixed amount of %', p_op.operation, p_op.default_amount
+        RAISE EXCEPTION 'invalid amount: operation % has a fixed amount of %', p_operation, p_default
             USING ERRCODE = 'LG006',
-                  DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
-                                             'reason', 'fixed amount', 'fixed_amount', p_op.default_amount)::text,
+                  DETAIL = json_build_object('operation', p_operation, 'amount', p_amount::text,
+                                             'reason', 'fixed amount', 'fixed_amount', p_default)::text,
                   HINT = 'Omit the amount (NULL) to use the operation''s amount.';
     ELSE
         RAISE EXCEPTION 'invalid amount: % is outside % to % for operation %',
-                p_amount, p_op.min_amount, coalesce(p_op.max_amount::text, 'unbounded'), p_op.operation
+                p_amount, p_min, coalesce(p_max::text, 'unbounded'), p_operation
             USING ERRCODE = 'LG006',
-                  DETAIL = json_build_object('operation', p_op.operation, 'amount', p_amount::text,
-                                             'reason', 'out of bounds', 'min_amount', p_op.min_amount,
-                                             'max_amount', p_op.max_amount)::text;
+                  DETAIL = json_build_object('operation', p_operation, 'amount', p_amount::text,
+                                             'reason', 'out of bounds', 'min_amount', p_min,
+                                             'max_amount', p_max)::text;
     END CASE;
 END
 $$;
@@ -158,20 +154,23 @@ $$;
 -- caller gave (NULL = the operation's default), or LG006: zero, negative,
 -- fractional, beyond bigint, outside the operation's bounds, or set by a
 -- caller on an operation whose amount is fixed. Plain SQL that inlines into
--- the caller's expression; ledger._invalid_amount words the error.
-CREATE OR REPLACE FUNCTION ledger._amount_for(p_op ledger.operations, p_amount numeric)
+-- the caller's expression; ledger._invalid_amount words the error. Scalars,
+-- not a row of ledger.operations (a whole-row argument fails on Citus).
+DROP FUNCTION IF EXISTS ledger._amount_for(ledger.operations, numeric);
+CREATE OR REPLACE FUNCTION ledger._amount_for(
+    p_operation text, p_default bigint, p_min bigint, p_max bigint, p_caller_sets boolean, p_amount numeric)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT CASE
         WHEN p_amount IS NULL
-            THEN coalesce(p_op.default_amount, ledger._invalid_amount(p_op, p_amount, 'required'))
+            THEN coalesce(p_default, ledger._invalid_amount(p_operation, p_default, p_min, p_max, p_amount, 'required'))
         WHEN p_amount <= 0 OR p_amount <> trunc(p_amount) OR p_amount > 9223372036854775807
-            THEN ledger._invalid_amount(p_op, p_amount, 'not a positive integer')
-        WHEN NOT p_op.caller_sets_amount AND p_amount <> p_op.default_amount
-            THEN ledger._invalid_amount(p_op, p_amount, 'fixed amount')
-        WHEN p_amount < p_op.min_amount OR p_amount > p_op.max_amount
-            THEN ledger._invalid_amount(p_op, p_amount, 'out of bounds')
+            THEN ledger._invalid_amount(p_operation, p_default, p_min, p_max, p_amount, 'not a positive integer')
+        WHEN NOT p_caller_sets AND p_amount <> p_default
+            THEN ledger._invalid_amount(p_operation, p_default, p_min, p_max, p_amount, 'fixed amount')
+        WHEN p_amount < p_min OR p_amount > p_max
+            THEN ledger._invalid_amount(p_operation, p_default, p_min, p_max, p_amount, 'out of bounds')
         ELSE p_amount::bigint
     END
 $$;
@@ -408,16 +407,13 @@ RETURNS uuid
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT md5(p_request::text)::uuid $$;
 
--- Guarantees: until the caller's transaction ends, no other transaction
--- runs the key check for the same (app, key): concurrent retries of one
--- request serialize here, and the second one sees the first's result.
--- Returns true, so callers can take it as an assignment (the cheap path of
--- PL/pgSQL) rather than a PERFORM query.
-DROP FUNCTION IF EXISTS ledger._lock_key(text, text);  -- it returned void before
-CREATE FUNCTION ledger._lock_key(p_app text, p_key text)
-RETURNS boolean
-LANGUAGE sql
-AS $$ SELECT pg_advisory_xact_lock(hashtextextended(p_app || chr(31) || p_key, 7041)) IS NOT NULL $$;
+-- Every EXISTS and PERFORM over a table selects a column (`SELECT 1`): Citus
+-- cannot run a zero-column query that spans shards.
+
+-- Idempotency keys belong to (owner, app): every request of a key takes that
+-- owner's account row lock before it checks the key, so the row lock orders
+-- them and no advisory key lock is needed any more.
+DROP FUNCTION IF EXISTS ledger._lock_key(text, text);
 
 -- Guarantees: raises LG005: the key of the app names another request.
 CREATE OR REPLACE FUNCTION ledger._key_conflict(p_app text, p_key text)

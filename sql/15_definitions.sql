@@ -41,18 +41,20 @@ and _, starting with a letter) is LG007, naming the constraint.$$;
 -- direction (p_existing is its row before the change, p_direction the new
 -- direction); returns otherwise. Decided before the amount rules, so that
 -- a definition that changes direction is refused for that first.
-CREATE OR REPLACE FUNCTION ledger._require_direction_unused(p_existing ledger.operations, p_direction text)
+DROP FUNCTION IF EXISTS ledger._require_direction_unused(ledger.operations, text);  -- took a whole row before
+CREATE OR REPLACE FUNCTION ledger._require_direction_unused(
+    p_operation text, p_existing_direction text, p_direction text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-    IF p_existing.direction IS DISTINCT FROM p_direction
-       AND EXISTS (SELECT FROM ledger.entries e WHERE e.operation = p_existing.operation) THEN
+    IF p_existing_direction IS DISTINCT FROM p_direction
+       AND EXISTS (SELECT 1 FROM ledger.entries e WHERE e.operation = p_operation) THEN
         RAISE EXCEPTION 'operation % has entries: its direction cannot change from % to %',
-                p_existing.operation, p_existing.direction, p_direction
+                p_operation, p_existing_direction, p_direction
             USING ERRCODE = 'LG012',
-                  DETAIL = json_build_object('operation', p_existing.operation,
-                                             'direction', p_existing.direction)::text,
+                  DETAIL = json_build_object('operation', p_operation,
+                                             'direction', p_existing_direction)::text,
                   HINT = 'Define a new operation instead.';
     END IF;
 END
@@ -142,7 +144,7 @@ BEGIN
                                                  'constraint', v_name)::text;
         END IF;
         IF v_exists THEN
-            PERFORM ledger._require_direction_unused(v_existing, define_operation.direction);
+            PERFORM ledger._require_direction_unused(v_existing.operation, v_existing.direction, define_operation.direction);
         END IF;
         RAISE EXCEPTION 'invalid amount rules for operation %: % is violated', define_operation.operation, v_name
             USING ERRCODE = 'LG006',
@@ -155,7 +157,7 @@ BEGIN
     -- Decided after the write when the write succeeded (raising undoes the
     -- update with the statement), and before LG006 when it did not.
     IF v_exists THEN
-        PERFORM ledger._require_direction_unused(v_existing, v_op.direction);
+        PERFORM ledger._require_direction_unused(v_existing.operation, v_existing.direction, v_op.direction);
     END IF;
     RETURN v_op;
 END
@@ -180,7 +182,7 @@ BEGIN
     PERFORM ledger._require_app(list_operations.app);
     RETURN QUERY
         SELECT o.* FROM ledger.operations o
-        WHERE ledger._usable_by(o, list_operations.app)
+        WHERE ledger._usable_by(o.is_system, o.app, list_operations.app)
         ORDER BY o.operation;
 END
 $$;

@@ -3,13 +3,14 @@
 --
 -- Set-based: a handful of whole-batch statements, not a loop over post_entry.
 --   1. validate every item (one SELECT calling the shared rule helpers);
---   2. lock every touched account, in owner_id order (ledger._lock_accounts);
+--   2. lock every touched account, one at a time in owner_id order (ledger._lock_accounts);
 --   3. one query classifies each item (write, replay of a stored entry,
 --      repeat of an earlier item of the batch, key conflict) against the
 --      app's entries and holds, counts limits and computes each owner's
 --      running balance with window functions, and marks what fails;
---   4. one INSERT of all new entries in input order (entry_id order follows
---      input order), one UPDATE of the accounts, the results in input order.
+--   4. one INSERT of all new entries in input order (each owner's items get
+--      its next seqs in input order), one UPDATE of the accounts (balance and
+--      last seq), the results in input order.
 -- An error names the failing item: "batch item <index>: ..." and "index" in
 -- the DETAIL JSON, with the SQLSTATE post_entry would raise. Input errors
 -- (shape, types, operation, amount, metadata) are reported first, for the
@@ -17,30 +18,17 @@
 -- insufficient, LG006 overflow) for the lowest index, which is the error a
 -- sequence of post_entry calls would have stopped at.
 --
--- Idempotency keys under concurrency. Single-key functions (post_entry,
--- transfer, create_hold, reverse_entry) take ledger._lock_key, then check
--- the key, then lock the account. A batch of up to 64 items does the same
--- with all its keys (in a fixed order, before any account lock), so it
--- serializes with them exactly as they do among themselves. A larger batch
--- takes no key locks: 10,000 advisory locks in one transaction exhaust the
--- shared lock table (max_locks_per_transaction * max_connections, 6,400 by
--- default), and then every session of the server fails to lock anything.
--- It relies instead on
---   * checking the keys AFTER the account locks are held (each statement of
---     a Read Committed transaction sees what committed before it): two calls
---     carrying the same request name the same owner, so they serialize on
---     that owner's row lock and the second one sees the first's entries, a
---     replay and never a second write;
---   * the unique index entries_app_idempotency_key: a double write of a key
---     is impossible whatever happens; a batch that loses that race to a
---     concurrent writer of another owner gets LG005 naming the item.
--- What that leaves for a large batch: a single-key call that checked a key
--- while a large batch writing the same key was not yet committed gets LG005
--- (ledger._apply inserts with ON CONFLICT DO NOTHING) instead of a replay,
--- and its retry replays; a create_hold in that window can give a hold the
--- key of a batch entry (two tables, no common index). No entry is ever
--- written twice; both need one key sent through a large batch and a single
--- call at the same moment.
+-- Idempotency keys under concurrency. A key belongs to (owner, app): an
+-- item's key to the item's owner. Every writing function takes the owner's
+-- account row lock before it looks at a key of that owner; a batch locks all
+-- its owners (one at a time, in owner_id order) and only then classifies its
+-- keys against the entries and holds committed before. So a batch of any
+-- size serializes with single calls on each key through the owner's lock:
+-- a concurrent identical request replays, a different one is LG005, and no
+-- hold and entry can share a key (the gap a key lock per item left for
+-- batches of more than 64 items, which skipped them, is closed). The unique
+-- index entries_owner_app_idempotency_key backs it: a key is never written
+-- twice whatever happens.
 
 -- The shape of a batch item: NULL when it is a JSON object with only
 -- post_entry's parameter names, string (or null/missing) ids and a number
@@ -102,7 +90,8 @@ BEGIN
     PERFORM ledger._require_id('owner_id', p_item ->> 'owner_id');
     PERFORM ledger._require_id('idempotency_key', p_item ->> 'idempotency_key');
     v_op := ledger._operation_for(p_item ->> 'app', p_item ->> 'operation');
-    PERFORM ledger._amount_for(v_op, (p_item ->> 'amount')::numeric);
+    PERFORM ledger._amount_for(v_op.operation, v_op.default_amount, v_op.min_amount, v_op.max_amount,
+                               v_op.caller_sets_amount, (p_item ->> 'amount')::numeric);
     PERFORM ledger._metadata(p_item ->> 'metadata');
 END
 $$;
@@ -239,7 +228,6 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     c_max_items constant integer := 10000;
-    c_key_locks constant integer := 64;     -- batches up to this size take ledger._lock_key
     v_count     integer;
     v_valid     bigint;
     v_shape_ok  boolean;
@@ -259,6 +247,10 @@ DECLARE
     v_balance   numeric[];    -- balance after the item (items to write)
     v_available numeric[];    -- available before the item (debits to write)
     v_prior     bigint[];     -- the stored entry a replay returns
+    v_seq       bigint[];     -- the owner's seq of the item (items to write)
+    v_locked    text[];       -- the touched owners, in owner_id order, with
+    v_base      bigint[];     --   their balance
+    v_base_seq  bigint[];     --   and last seq under the lock
     v_at        timestamptz;
     v_writer    text;
     v_i         integer;
@@ -314,7 +306,8 @@ BEGIN
                    ledger._require_id('owner_id', r.item ->> 'owner_id') AS owner_id,
                    ledger._require_id('idempotency_key', r.key_given) AS idempotency_key,
                    o.app, (o.op).operation, (o.op).direction, (o.op).limit_per,
-                   ledger._amount_for(o.op, r.amount_given) AS magnitude,
+                   ledger._amount_for((o.op).operation, (o.op).default_amount, (o.op).min_amount,
+                                      (o.op).max_amount, (o.op).caller_sets_amount, r.amount_given) AS magnitude,
                    ledger._metadata(r.item ->> 'metadata') AS metadata
             FROM raw r
             JOIN ops o ON o.app = r.app AND o.operation = r.operation
@@ -335,17 +328,15 @@ BEGIN
             RAISE EXCEPTION 'a batch item is invalid';  -- the error path names it
         END IF;
 
-        -- 2. A small batch takes the key locks single calls take, in a fixed
-        -- order and before any account (as they do); then every touched
-        -- account, created at zero if new, locked in owner_id order.
+        -- 2. Every touched account, created at zero if new, locked one owner
+        -- at a time in owner_id order. A key belongs to its item's owner, and
+        -- every request of a key looks at it under that owner's lock: from
+        -- here on what the keys name is final until we commit.
         v_phase := 'decide';
-        IF v_count <= c_key_locks THEN
-            PERFORM ledger._lock_key(k.app, k.idempotency_key)
-            FROM (SELECT DISTINCT u.app, u.idempotency_key
-                  FROM unnest(v_app, v_key) AS u(app, idempotency_key)
-                  ORDER BY u.app, u.idempotency_key) k;
-        END IF;
-        PERFORM ledger._lock_accounts(v_owner, true);
+        SELECT array_agg(l.owner_id ORDER BY l.owner_id), array_agg(l.balance ORDER BY l.owner_id),
+               array_agg(l.last_seq ORDER BY l.owner_id)
+        INTO v_locked, v_base, v_base_seq
+        FROM ledger._lock_accounts(v_owner, true) l;
         v_at := clock_timestamp();
         v_writer := ledger._writer();
 
@@ -355,20 +346,33 @@ BEGIN
                    t.limit_per, t.fingerprint
             FROM unnest(v_owner, v_app, v_operation, v_key, v_amount, v_limit, v_fp)
                  WITH ORDINALITY AS t(owner_id, app, operation, idempotency_key, amount, limit_per, fingerprint, ord)
-        ), keyed AS (
-            -- Keys are unique per app across entries and holds (one probe of each unique index).
-            -- LATERAL ... LIMIT 1: index probes, never a scan of the journal.
-            SELECT it.*, p.entry_id AS prior_id, p.fingerprint AS prior_fp,
-                   EXISTS (SELECT FROM ledger.holds h
-                           WHERE h.app = it.app AND h.idempotency_key = it.idempotency_key) AS hold_key
+        ), prior AS MATERIALIZED (
+            -- Keys are unique per (owner, app) across entries and holds: what
+            -- the batch's keys already name, by inner joins on the owner and
+            -- the key (a probe of each unique index per item; Citus pushes an
+            -- equality join on owner_id to the shards, where a correlated
+            -- subquery over the items could not run).
+            SELECT DISTINCT e.owner_id, e.app, e.idempotency_key, e.entry_id, e.fingerprint
             FROM items it
-            LEFT JOIN LATERAL (SELECT e.entry_id, e.fingerprint FROM ledger.entries e
-                               WHERE e.app = it.app AND e.idempotency_key = it.idempotency_key LIMIT 1) p ON true
+            JOIN ledger.entries e
+              ON e.owner_id = it.owner_id AND e.app = it.app AND e.idempotency_key = it.idempotency_key
+        ), held_keys AS MATERIALIZED (
+            SELECT DISTINCT h.owner_id, h.app, h.idempotency_key
+            FROM items it
+            JOIN ledger.holds h
+              ON h.owner_id = it.owner_id AND h.app = it.app AND h.idempotency_key = it.idempotency_key
+        ), keyed AS (
+            SELECT it.*, p.entry_id AS prior_id, p.fingerprint AS prior_fp, hk.owner_id IS NOT NULL AS hold_key
+            FROM items it
+            LEFT JOIN prior p
+                   ON p.owner_id = it.owner_id AND p.app = it.app AND p.idempotency_key = it.idempotency_key
+            LEFT JOIN held_keys hk
+                   ON hk.owner_id = it.owner_id AND hk.app = it.app AND hk.idempotency_key = it.idempotency_key
         ), repeated AS (
-            -- Keys given more than once in the batch (usually none): their first item.
-            SELECT d.app, d.idempotency_key, d.first_idx, it.fingerprint AS first_fp
-            FROM (SELECT it.app, it.idempotency_key, min(it.idx) AS first_idx
-                  FROM items it GROUP BY it.app, it.idempotency_key HAVING count(*) > 1) d
+            -- Keys given more than once in the batch for one owner (usually none): their first item.
+            SELECT d.owner_id, d.app, d.idempotency_key, d.first_idx, it.fingerprint AS first_fp
+            FROM (SELECT it.owner_id, it.app, it.idempotency_key, min(it.idx) AS first_idx
+                  FROM items it GROUP BY it.owner_id, it.app, it.idempotency_key HAVING count(*) > 1) d
             JOIN items it ON it.idx = d.first_idx
         ), classified AS (
             SELECT k.*,
@@ -379,7 +383,8 @@ BEGIN
                             CASE WHEN r.first_fp = k.fingerprint THEN 'repeat' ELSE 'LG005' END
                         ELSE 'write' END AS status
             FROM keyed k
-            LEFT JOIN repeated r ON r.app = k.app AND r.idempotency_key = k.idempotency_key
+            LEFT JOIN repeated r ON r.owner_id = k.owner_id AND r.app = k.app
+                                AND r.idempotency_key = k.idempotency_key
         ), limited AS (
             -- Operations granted once per owner (ever or per day): an earlier
             -- item of the batch counts like an earlier entry.
@@ -391,13 +396,17 @@ BEGIN
         ), held AS (
             SELECT o.owner_id, h.held
             FROM (SELECT DISTINCT c.owner_id FROM classified c WHERE c.status = 'write' AND c.amount < 0) o
-            CROSS JOIN LATERAL ledger._active_holds(o.owner_id, NULL, v_at) h
+            CROSS JOIN LATERAL (SELECT ledger._active_holds(o.owner_id, NULL, v_at) AS held) h
+        ), locked AS (
+            SELECT l.owner_id, l.balance, l.last_seq
+            FROM unnest(v_locked, v_base, v_base_seq) AS l(owner_id, balance, last_seq)
         ), writes AS (
-            -- Each owner's running balance, item after item, from the locked row.
+            -- Each owner's running balance and seq, item after item, from the locked row.
             SELECT c.idx, c.amount, coalesce(h.held, 0) AS held,
-                   a.balance + sum(c.amount) OVER (PARTITION BY c.owner_id ORDER BY c.idx) AS balance_after
+                   a.balance + sum(c.amount) OVER (PARTITION BY c.owner_id ORDER BY c.idx) AS balance_after,
+                   a.last_seq + row_number() OVER (PARTITION BY c.owner_id ORDER BY c.idx) AS seq
             FROM classified c
-            JOIN ledger.accounts a ON a.owner_id = c.owner_id
+            JOIN locked a ON a.owner_id = c.owner_id
             LEFT JOIN held h ON h.owner_id = c.owner_id
             WHERE c.status = 'write'
         )
@@ -408,8 +417,9 @@ BEGIN
                               ELSE 'write' END ORDER BY c.idx),
                array_agg(w.balance_after ORDER BY c.idx),
                array_agg(w.balance_after - w.amount - w.held ORDER BY c.idx),
-               array_agg(c.prior_id ORDER BY c.idx)
-        INTO v_status, v_balance, v_available, v_prior
+               array_agg(c.prior_id ORDER BY c.idx),
+               array_agg(w.seq ORDER BY c.idx)
+        INTO v_status, v_balance, v_available, v_prior, v_seq
         FROM classified c
         LEFT JOIN writes w ON w.idx = c.idx
         LEFT JOIN limited l ON l.idx = c.idx;
@@ -439,15 +449,21 @@ BEGIN
         RETURN QUERY
         WITH items AS (
             SELECT t.ord, t.owner_id, t.app, t.operation, t.idempotency_key, t.amount, t.fingerprint,
-                   t.metadata, t.status, t.balance, t.prior
-            FROM unnest(v_owner, v_app, v_operation, v_key, v_amount, v_fp, v_meta, v_status, v_balance, v_prior)
+                   t.metadata, t.status, t.balance, t.prior, t.seq
+            FROM unnest(v_owner, v_app, v_operation, v_key, v_amount, v_fp, v_meta, v_status, v_balance, v_prior,
+                        v_seq)
                  WITH ORDINALITY AS t(owner_id, app, operation, idempotency_key, amount, fingerprint,
-                                      metadata, status, balance, prior, ord)
+                                      metadata, status, balance, prior, seq, ord)
+        ), replayed AS MATERIALIZED (
+            -- The stored entries that replays return (an inner join by owner and id).
+            SELECT e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at
+            FROM items it
+            JOIN ledger.entries e ON e.owner_id = it.owner_id AND e.entry_id = it.prior
         ), written AS (
             INSERT INTO ledger.entries AS e
-                (owner_id, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
+                (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
                  created_at, created_by)
-            SELECT it.owner_id, it.app, it.operation, it.amount, it.balance::bigint, it.idempotency_key,
+            SELECT it.owner_id, it.seq, it.app, it.operation, it.amount, it.balance::bigint, it.idempotency_key,
                    it.fingerprint, it.metadata, v_at, v_writer
             FROM items it
             WHERE it.status = 'write'
@@ -456,8 +472,8 @@ BEGIN
                       e.idempotency_key
         ), accounts AS (
             UPDATE ledger.accounts a
-            SET balance = (a.balance + s.total)::bigint, updated_at = v_at
-            FROM (SELECT it.owner_id, sum(it.amount) AS total
+            SET balance = (a.balance + s.total)::bigint, last_seq = s.last_seq, updated_at = v_at
+            FROM (SELECT it.owner_id, sum(it.amount) AS total, max(it.seq) AS last_seq
                   FROM items it WHERE it.status = 'write' GROUP BY it.owner_id) s
             WHERE a.owner_id = s.owner_id
         )
@@ -466,8 +482,8 @@ BEGIN
                coalesce(w.created_at, p.created_at), it.status <> 'write'
         FROM items it
         -- A repeat inside the batch returns the entry its key's first item wrote.
-        LEFT JOIN written w ON w.app = it.app AND w.idempotency_key = it.idempotency_key
-        LEFT JOIN LATERAL (SELECT e.* FROM ledger.entries e WHERE e.entry_id = it.prior LIMIT 1) p ON true
+        LEFT JOIN written w ON w.owner_id = it.owner_id AND w.app = it.app AND w.idempotency_key = it.idempotency_key
+        LEFT JOIN (SELECT DISTINCT * FROM replayed) p ON p.owner_id = it.owner_id AND p.entry_id = it.prior
         ORDER BY it.ord;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
@@ -476,14 +492,15 @@ BEGIN
         IF v_phase = 'validate' THEN
             -- Which item? Check them one by one, in input order.
             PERFORM ledger._batch_first_invalid(p_entries, p_key);
-        ELSIF v_phase = 'write' AND v_state = '23505' AND v_cons = 'entries_app_idempotency_key' THEN
-            -- A concurrent writer (of another owner) committed one of our keys
-            -- after our check: the first such item is a key conflict.
+        ELSIF v_phase = 'write' AND v_state = '23505' AND v_cons = 'entries_owner_app_idempotency_key' THEN
+            -- Not expected (every writer of a key holds its owner's lock while
+            -- it looks at it), but should a key have been written meanwhile,
+            -- the first such item is a key conflict, never a unique violation.
             SELECT t.ord::integer - 1 INTO v_blame
-            FROM unnest(v_app, v_key, v_status) WITH ORDINALITY AS t(app, idempotency_key, status, ord)
+            FROM unnest(v_owner, v_app, v_key, v_status) WITH ORDINALITY AS t(owner_id, app, idempotency_key, status, ord)
             WHERE t.status = 'write'
-              AND EXISTS (SELECT FROM ledger.entries e
-                          WHERE e.app = t.app AND e.idempotency_key = t.idempotency_key)
+              AND EXISTS (SELECT 1 FROM ledger.entries e
+                          WHERE e.owner_id = t.owner_id AND e.app = t.app AND e.idempotency_key = t.idempotency_key)
             ORDER BY t.ord
             LIMIT 1;
             IF v_blame IS NOT NULL THEN

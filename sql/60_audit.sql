@@ -1,17 +1,22 @@
 -- Audits and reports: read-only, callable by ledger_reader.
 
-CREATE OR REPLACE FUNCTION ledger.verify()
+-- PL/pgSQL (Citus cannot plan a SQL function over its tables); each check
+-- groups by owner, so on a cluster each runs on the workers.
+DROP FUNCTION IF EXISTS ledger.verify();  -- it was a SQL function before
+CREATE FUNCTION ledger.verify()
 RETURNS SETOF ledger.verify_row
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH sums AS (
-        SELECT e.owner_id, sum(e.amount) AS total, count(*) AS n,
-               (array_agg(e.balance ORDER BY e.entry_id DESC))[1] AS last_balance
+        SELECT e.owner_id, sum(e.amount) AS total, count(*) AS n, max(e.seq) AS max_seq,
+               (array_agg(e.balance ORDER BY e.seq DESC))[1] AS last_balance
         FROM ledger.entries e
         GROUP BY e.owner_id
     )
-    SELECT 'balance_matches_entries', a.owner_id,
+    SELECT 'balance_matches_entries'::text, a.owner_id,
            format('stored balance %s, sum of %s entries %s', a.balance, coalesce(s.n, 0), coalesce(s.total, 0))
     FROM ledger.accounts a LEFT JOIN sums s ON s.owner_id = a.owner_id
     WHERE a.balance <> coalesce(s.total, 0)
@@ -29,9 +34,11 @@ AS $$
     UNION ALL
     SELECT 'entry_references', e.owner_id,
            format('entry %s names app %s / operation %s that are not registered', e.entry_id, e.app, e.operation)
+    -- Joins, not correlated subqueries (which Citus cannot route).
     FROM ledger.entries e
-    WHERE NOT EXISTS (SELECT FROM ledger.apps p WHERE p.app = e.app)
-       OR NOT EXISTS (SELECT FROM ledger.operations o WHERE o.operation = e.operation)
+    LEFT JOIN ledger.apps p ON p.app = e.app
+    LEFT JOIN ledger.operations o ON o.operation = e.operation
+    WHERE p.app IS NULL OR o.operation IS NULL
     UNION ALL
     SELECT 'holds_covered', a.owner_id,
            format('active holds %s exceed balance %s', h.held, a.balance)
@@ -54,14 +61,24 @@ AS $$
     WHERE e.transfer_id IS NOT NULL AND e.reverses_entry_id IS NULL
     GROUP BY e.transfer_id
     HAVING count(*) <> 2 OR sum(e.amount) <> 0
+    UNION ALL
+    -- The owner's order: seq runs 1, 2, 3, ... without a gap, and the
+    -- account knows the last one.
+    SELECT 'seq_contiguous', a.owner_id,
+           format('last_seq %s, %s entries numbered up to %s', a.last_seq, coalesce(s.n, 0), coalesce(s.max_seq, 0))
+    FROM ledger.accounts a LEFT JOIN sums s ON s.owner_id = a.owner_id
+    WHERE a.last_seq <> coalesce(s.max_seq, 0) OR coalesce(s.n, 0) <> coalesce(s.max_seq, 0);
+END
 $$;
 COMMENT ON FUNCTION ledger.verify() IS $$
 The ledger's self-check: one row per discrepancy, no rows when healthy.
 Checks that every stored balance equals the sum of its entries and the
 last entry's running balance, that no balance is negative, that entries
 reference known apps and operations, that an account's active holds do not
-exceed its balance, that each account counts its open holds right, and
-that every transfer has two legs summing to zero. Read-only; reads the
+exceed its balance, that each account counts its open holds right, that
+every transfer has two legs summing to zero, and that each owner's entries
+are numbered 1, 2, 3, ... (seq) up to the account's last_seq. The last
+entry is the last by seq. Read-only; reads the
 whole journal.$$;
 
 CREATE OR REPLACE FUNCTION ledger.app_report(app text, from_time timestamptz, to_time timestamptz)

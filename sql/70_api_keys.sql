@@ -68,29 +68,38 @@ constraint of ledger.api_keys is LG007 naming the field and the
 constraint. Scope 'app' (the default) acts for the app; 'audit' reads
 every app's private fields and writes nothing.$$;
 
-CREATE OR REPLACE FUNCTION ledger.list_api_keys()
+-- PL/pgSQL, as every function that reads the ledger's tables (Citus cannot
+-- plan SQL functions over them); the clock is read into a variable, never
+-- inside the UPDATE.
+DROP FUNCTION IF EXISTS ledger.list_api_keys();
+CREATE FUNCTION ledger.list_api_keys()
 RETURNS SETOF ledger.api_key_info
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT k.key_id, k.app, k.label, k.created_at, k.revoked_at, k.scope
-    FROM ledger.api_keys k
-    ORDER BY k.created_at, k.key_id
+BEGIN
+    RETURN QUERY
+        SELECT k.key_id, k.app, k.label, k.created_at, k.revoked_at, k.scope
+        FROM ledger.api_keys k
+        ORDER BY k.created_at, k.key_id;
+END
 $$;
 COMMENT ON FUNCTION ledger.list_api_keys() IS $$
 Every key, active and revoked, oldest first; never a digest. Read-only.$$;
 
-CREATE OR REPLACE FUNCTION ledger.revoke_api_key(key_id text)
+DROP FUNCTION IF EXISTS ledger.revoke_api_key(text);
+CREATE FUNCTION ledger.revoke_api_key(key_id text)
 RETURNS boolean
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH revoked AS (
-        UPDATE ledger.api_keys k SET revoked_at = clock_timestamp()
-        WHERE k.key_id = $1 AND k.revoked_at IS NULL
-        RETURNING 1
-    )
-    SELECT EXISTS (SELECT FROM revoked)
+DECLARE
+    v_at timestamptz := clock_timestamp();
+BEGIN
+    UPDATE ledger.api_keys k SET revoked_at = v_at
+    WHERE k.key_id = revoke_api_key.key_id AND k.revoked_at IS NULL;
+    RETURN FOUND;
+END
 $$;
 COMMENT ON FUNCTION ledger.revoke_api_key(text) IS $$
 true when the key was active and is revoked now; false for an unknown or

@@ -14,17 +14,17 @@ GRANT EXECUTE ON FUNCTION
     ledger.post_entry(text, text, text, text, numeric, text),
     ledger.post_entry(jsonb, text, text, text, text, numeric),
     ledger.get_balance(text),
-    ledger.get_entry(bigint, text),
+    ledger.get_entry(bigint, text, text),
     ledger.list_entries(text, bigint, integer, text),
     ledger.balance_at(text, timestamptz),
     ledger.create_hold(text, text, text, text, numeric, interval),
-    ledger.capture_hold(bigint, text, numeric),
-    ledger.release_hold(bigint, text),
-    ledger.get_hold(bigint, text),
+    ledger.capture_hold(bigint, text, numeric, text),
+    ledger.release_hold(bigint, text, text),
+    ledger.get_hold(bigint, text, text),
     ledger.list_holds(text, text),
     ledger.transfer(text, text, numeric, text, text, text),
     ledger.transfer(jsonb, text, text, numeric, text, text),
-    ledger.reverse_entry(bigint, text, text, text),
+    ledger.reverse_entry(bigint, text, text, text, text),
     ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
@@ -33,10 +33,10 @@ TO ledger_app;
 -- Reads for auditors and reports.
 GRANT EXECUTE ON FUNCTION
     ledger.get_balance(text),
-    ledger.get_entry(bigint, text),
+    ledger.get_entry(bigint, text, text),
     ledger.list_entries(text, bigint, integer, text),
     ledger.balance_at(text, timestamptz),
-    ledger.get_hold(bigint, text),
+    ledger.get_hold(bigint, text, text),
     ledger.list_holds(text, text),
     ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
@@ -55,8 +55,9 @@ GRANT EXECUTE ON FUNCTION
     ledger.revoke_api_key(text)
 TO ledger_owner;
 
--- get_balance is inlined into the caller's query: these run as the caller.
--- _require_id inlines a call of _invalid_id, checked when the query starts.
+-- get_balance runs as its caller (no SECURITY DEFINER, no SET clause on the
+-- hottest read), so the helpers it calls do too. _require_id inlines a call
+-- of _invalid_id, checked when the query starts.
 GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(text, text),
                           ledger._active_holds(text, bigint, timestamptz)
     TO ledger_app, ledger_reader, ledger_owner;

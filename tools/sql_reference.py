@@ -102,9 +102,10 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 "SELECT * FROM ledger.get_balance('user-42');",
             ),
             Example(
-                "ledger.get_entry(bigint,text)",
+                "ledger.get_entry(bigint,text,text)",
                 "SELECT entry_id, owner_id, app, operation, amount, balance, idempotency_key,"
-                " metadata FROM ledger.get_entry(entry_id => 2, app => 'shop');",
+                " metadata FROM ledger.get_entry(entry_id => 2, app => 'shop',"
+                " owner_id => 'user-42');",
             ),
             Example(
                 "ledger.list_entries(text,bigint,integer,text)",
@@ -135,15 +136,16 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 " amount => 5);",
             ),
             Example(
-                "ledger.capture_hold(bigint,text,numeric)",
-                "SELECT * FROM ledger.capture_hold(hold_id => 1, app => 'shop', amount => 15);",
+                "ledger.capture_hold(bigint,text,numeric,text)",
+                "SELECT * FROM ledger.capture_hold(hold_id => 1, app => 'shop', amount => 15,"
+                " owner_id => 'user-42');",
             ),
             Example(
-                "ledger.release_hold(bigint,text)",
+                "ledger.release_hold(bigint,text,text)",
                 "SELECT * FROM ledger.release_hold(hold_id => 2, app => 'shop');",
             ),
             Example(
-                "ledger.get_hold(bigint,text)",
+                "ledger.get_hold(bigint,text,text)",
                 "SELECT hold_id, owner_id, amount, status, captured_amount, entry_id"
                 " FROM ledger.get_hold(hold_id => 1, app => 'shop');",
             ),
@@ -170,7 +172,7 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 " idempotency_key => 'gift-2');",
             ),
             Example(
-                "ledger.reverse_entry(bigint,text,text,text)",
+                "ledger.reverse_entry(bigint,text,text,text,text)",
                 "SELECT * FROM ledger.reverse_entry(entry_id => 2, app => 'shop',"
                 " idempotency_key => 'refund-order-7', reason => 'order cancelled');",
             ),

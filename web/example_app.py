@@ -183,7 +183,7 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
         stored_body = work(body["title"], body["body"])
         _require_text("body", stored_body)
     except Exception as exc:
-        _release_quietly(ledger, hold.hold_id)
+        _release_quietly(ledger, hold.hold_id, owner_id)
         current_app.logger.warning("content work failed for hold %s: %r", hold.hold_id, exc)
         raise api_error(
             502,
@@ -194,7 +194,7 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
 
     try:
         with connection(ledger, owner_id=owner_id, title=body["title"]) as conn:
-            entry = ledger.capture_hold(hold_id=hold.hold_id, app=APP, conn=conn)
+            entry = ledger.capture_hold(hold_id=hold.hold_id, app=APP, owner_id=owner_id, conn=conn)
             # Identical requests racing (one key) all hold and capture the one
             # hold: the first capture writes, the others replay it. The first
             # insert wins; the others wait for it and then take its row.
@@ -207,11 +207,11 @@ def create_content(headers: dict[str, Any], body: dict[str, Any]) -> Any:
             ).fetchone()
     except LedgerError as exc:
         if not isinstance(exc, HoldNotActive):
-            _release_quietly(ledger, hold.hold_id)
+            _release_quietly(ledger, hold.hold_id, owner_id)
         raise
     except psycopg.errors.CheckViolation as exc:
         # The transaction rolled back: no content, nothing captured.
-        _release_quietly(ledger, hold.hold_id)
+        _release_quietly(ledger, hold.hold_id, owner_id)
         refused = _refused_by_constraint(exc)
         if refused is None:
             raise
@@ -255,7 +255,7 @@ def _content_of_hold(
             f"idempotency key {key} was already used for other content",
             idempotency_key=key,
         )
-    entry = ledger.get_entry(entry_id=row[5], app=APP)
+    entry = ledger.get_entry(entry_id=row[5], app=APP, owner_id=row[1])
     return {
         "content": _content_row(row[:5]),
         "entry": _entry_view(entry),
@@ -264,9 +264,9 @@ def _content_of_hold(
     }
 
 
-def _release_quietly(ledger: Ledger, hold_id: int) -> None:
+def _release_quietly(ledger: Ledger, hold_id: int, owner_id: str) -> None:
     try:
-        ledger.release_hold(hold_id=hold_id, app=APP)
+        ledger.release_hold(hold_id=hold_id, app=APP, owner_id=owner_id)
     except LedgerError as exc:  # expired already, or the database is gone: it expires anyway
         current_app.logger.warning("could not release hold %s: %r", hold_id, exc)
 
@@ -341,7 +341,7 @@ def access_content(content_id: int, query: dict[str, Any], body: dict[str, Any])
                     (content_id, owner_id, entry.entry_id),
                 )
     charged = done is None and not entry.replayed
-    shown: Any = entry if done is None else ledger.get_entry(entry_id=done)
+    shown: Any = entry if done is None else ledger.get_entry(entry_id=done, owner_id=owner_id)
     balance = entry.balance if charged else ledger.get_balance(owner_id=owner_id).balance
     result = {
         "content": _content_row(row),

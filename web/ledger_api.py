@@ -88,10 +88,12 @@ def list_entries(owner_id: str, query: dict[str, Any]) -> Any:
 
 @bp.get("/entries/<int:entry_id>")
 @bp.auth_required(auth)
+@bp.input(s.OwnerQuery, location="query", arg_name="query")
 @bp.output(s.JournalEntryOne)
 @bp.doc(summary="One journal entry", responses=READ_ERRORS)
-def get_entry(entry_id: int) -> Any:
-    return {"entry": ledger().get_entry(entry_id=entry_id, app=reading_app())}
+def get_entry(entry_id: int, query: dict[str, Any]) -> Any:
+    entry = ledger().get_entry(entry_id=entry_id, app=reading_app(), owner_id=query["owner_id"])
+    return {"entry": entry}
 
 
 # ---- entries ----------------------------------------------------------------------------------
@@ -179,10 +181,12 @@ def create_hold(headers: dict[str, Any], body: dict[str, Any]) -> Any:
 
 @bp.get("/holds/<int:hold_id>")
 @bp.auth_required(auth)
+@bp.input(s.OwnerQuery, location="query", arg_name="query")
 @bp.output(s.HoldRecordOne)
 @bp.doc(summary="One hold (status active, captured, released or expired)", responses=READ_ERRORS)
-def get_hold(hold_id: int) -> Any:
-    return {"hold": ledger().get_hold(hold_id=hold_id, app=reading_app())}
+def get_hold(hold_id: int, query: dict[str, Any]) -> Any:
+    hold = ledger().get_hold(hold_id=hold_id, app=reading_app(), owner_id=query["owner_id"])
+    return {"hold": hold}
 
 
 @bp.get("/owners/<path:owner_id>/holds")
@@ -204,16 +208,21 @@ def list_holds(owner_id: str) -> Any:
 )
 def capture_hold(hold_id: int, body: dict[str, Any]) -> Any:
     """Idempotent by hold id: the same capture again is a replay."""
-    entry = ledger().capture_hold(hold_id=hold_id, app=current_app_name(), amount=body["amount"])
+    entry = ledger().capture_hold(
+        hold_id=hold_id, app=current_app_name(), amount=body["amount"], owner_id=body["owner_id"]
+    )
     return answer(_write(entry), entry.replayed)
 
 
 @bp.post("/holds/<int:hold_id>/release")
 @bp.auth_required(auth)
+@bp.input(s.OwnerQuery, location="query", arg_name="query")
 @bp.output(s.HoldWriteOut, description="the released hold (a repeated release: a replay)")
 @bp.doc(summary="Release a hold: nothing is charged", responses={**WRITE_ERRORS})
-def release_hold(hold_id: int) -> Any:
-    hold = ledger().release_hold(hold_id=hold_id, app=current_app_name())
+def release_hold(hold_id: int, query: dict[str, Any]) -> Any:
+    hold = ledger().release_hold(
+        hold_id=hold_id, app=current_app_name(), owner_id=query["owner_id"]
+    )
     return answer({"hold": hold}, hold.replayed, first_status=200)
 
 
@@ -256,6 +265,7 @@ def reverse_entry(headers: dict[str, Any], body: dict[str, Any]) -> Any:
         app=current_app_name(),
         idempotency_key=idempotency_key(headers, body),
         reason=body["reason"],
+        owner_id=body["owner_id"],
     )
     return answer({"entries": entries}, bool(entries) and all(e.replayed for e in entries))
 

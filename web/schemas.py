@@ -83,6 +83,13 @@ class CaptureIn(StrictSchema):
         load_default=None,
         metadata={"description": "1 to the hold's amount; omit to capture it whole"},
     )
+    owner_id = String(
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "the hold's owner, when known: the call goes straight to its rows"
+        },
+    )
 
 
 class TransferIn(StrictSchema):
@@ -97,6 +104,23 @@ class ReversalIn(StrictSchema):
     entry_id = _bigint_id(required=True)
     reason = String(allow_none=True, load_default=None)
     nonce = String(allow_none=True, load_default=None)
+    owner_id = String(
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "the entry's owner, when known: the call goes straight to its rows"
+        },
+    )
+
+
+class OwnerQuery(StrictSchema):
+    owner_id = String(
+        load_default=None,
+        metadata={
+            "description": "the owner, when known: the call goes straight to its rows "
+            "(404 for another owner's)"
+        },
+    )
 
 
 class BatchItemIn(StrictSchema):

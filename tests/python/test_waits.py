@@ -1,8 +1,9 @@
 """Every wait of a ledger call is bounded.
 
 A caller that joins a transaction with `conn=`, posts an entry and keeps the
-transaction open holds the owner's account row (and the idempotency key's
-advisory lock). Another call about that owner must not wait for it without
+transaction open holds the owner's account row (which also orders every
+request of the owner's idempotency keys). Another call about that owner
+must not wait for it without
 limit: the pool's connections carry lock_timeout and statement_timeout as
 connection options, so the call raises LockTimeout / StatementTimeout (both
 LedgerBusy), writes nothing, and a retry with the same key works once the
@@ -89,21 +90,31 @@ def test_a_debit_behind_an_open_transaction_gets_lock_timeout_then_a_retry_works
         ledger.close()
 
 
-def test_the_idempotency_keys_advisory_lock_wait_is_bounded_too(kind: str, db_url: str) -> None:
-    """A call with the key another open transaction just used waits on the
-    key's advisory lock (pg_advisory_xact_lock), which lock_timeout bounds."""
+def test_a_retry_of_a_key_in_an_open_transaction_waits_bounded(kind: str, db_url: str) -> None:
+    """A retry of the key another open transaction just used, for the same
+    owner, waits on that owner's row lock (keys are ordered by it; there is no
+    advisory key lock any more), which lock_timeout bounds. The same key for
+    another owner is another request and does not wait at all."""
     ledger = make_ledger(kind, db_url, lock_timeout=LOCK_TIMEOUT)
     try:
         with open_transaction_holding(db_url, "first-owner", "shared-key"):
             with pytest.raises(LockTimeout):
                 ledger.post_entry(
-                    owner_id="other-owner",
+                    owner_id="first-owner",
                     app="core",
                     operation="CREDIT_ADD",
                     idempotency_key="shared-key",
-                    amount=1,
+                    amount=10,
                 )
-        assert ledger.get_balance(owner_id="other-owner").balance == 0
+            other = ledger.post_entry(
+                owner_id="other-owner",
+                app="core",
+                operation="CREDIT_ADD",
+                idempotency_key="shared-key",
+                amount=1,
+            )
+            assert other.replayed is False
+        assert ledger.get_balance(owner_id="first-owner").balance == 0
     finally:
         ledger.close()
 

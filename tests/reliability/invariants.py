@@ -39,11 +39,12 @@ def ledger_problems(conn: psycopg.Connection[Any]) -> list[str]:
                 f"available {owner}: balance {balance}, held {held}, available {available},"
                 f" active holds {active}"
             )
-    for key, app, count in conn.execute(
-        "SELECT idempotency_key, app, count(*) FROM ledger.entries"
-        " WHERE idempotency_key IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1"
+    # A key belongs to (owner, app).
+    for key, app, owner, count in conn.execute(
+        "SELECT idempotency_key, app, owner_id, count(*) FROM ledger.entries"
+        " WHERE idempotency_key IS NOT NULL GROUP BY 1, 2, 3 HAVING count(*) > 1"
     ).fetchall():
-        problems.append(f"key {app}/{key} used by {count} entries")
+        problems.append(f"key {owner}/{app}/{key} used by {count} entries")
     return problems
 
 

@@ -118,8 +118,9 @@ def test_security_definer_functions_pin_their_search_path(conn: psycopg.Connecti
 @pytest.mark.parametrize(
     "statement",
     [
-        "SELECT * FROM ledger._apply('mint', 'core', (SELECT o FROM ledger.operations o"
-        " WHERE operation = 'CREDIT_ADD'), 1000000, 'k', NULL, '{}')",
+        "SELECT * FROM ledger._apply('mint', 'core', 'CREDIT_ADD', NULL, 1000000, 'k', NULL,"
+        " '{}')",
+        "SELECT * FROM ledger._lock_account('a', true)",
         "SELECT ledger._lock_accounts(ARRAY['a'], true)",
         "SELECT * FROM ledger._post_entries('[]')",
         "SELECT ledger.create_api_key('core', sha256('x'))",

@@ -180,8 +180,12 @@ def test_key_conflicts_with_stored_entries_and_holds(conn):
     )
     ok = item("gus", "CREDIT_ADD", "new", 1)
     batch_error(conn, [ok, item("gus", "CREDIT_ADD", "used", 11)], "LG005", 1)  # different amount
-    batch_error(conn, [ok, item("hal", "CREDIT_ADD", "used", 10)], "LG005", 1)  # different owner
     batch_error(conn, [ok, ok, item("gus", "CREDIT_ADD", "held-key", 1)], "LG005", 2)
+    # keys are per owner: another owner's "used" and "held-key" are new requests
+    rows = batch(
+        conn, [item("hal", "CREDIT_ADD", "used", 10), item("hal", "CREDIT_ADD", "held-key", 1)]
+    )
+    assert [r["replayed"] for r in rows] == [False, False]
     # keys are per app: another app may use the same key
     rows = batch(conn, [item("gus", "CONTENT_ACCESS", "used", app="example_app")])
     assert rows[0]["replayed"] is False
@@ -447,7 +451,8 @@ def test_a_request_key_covers_the_whole_batch(conn):
     # The same key with another batch names another request: LG005, nothing written
     # (the second item is not written on its own).
     before = counts(conn)
-    for other in ([spend("kim", 5), spend("kim", 7)], [spend("kim", 6)], [spend("lou", 5)]):
+    # (Keys are per owner: K:0 of another owner, lou, would be lou's own request.)
+    for other in ([spend("kim", 5), spend("kim", 7)], [spend("kim", 6)]):
         with pytest.raises(psycopg.Error) as info:
             keyed_batch(conn, other, "K")
         assert info.value.sqlstate == "LG005", str(info.value)
@@ -581,17 +586,16 @@ def test_the_same_batch_at_once_is_written_once(db_url, conn):
     assert call(conn, "verify") == []
 
 
-def test_a_key_raced_by_another_owner_is_a_conflict(db_url, conn):
+def test_one_key_raced_by_several_owners_is_several_requests(db_url, conn):
+    """A key belongs to its item's owner: four batches of four owners with one
+    key are four requests (it used to be one winner and three LG005)."""
+
     def work(c, index):
-        try:
-            return batch(c, [item(f"racer{index}", "CREDIT_ADD", "contested", 1)])[0]["owner_id"]
-        except psycopg.Error as exc:
-            assert json.loads(exc.diag.message_detail)["index"] == 0
-            return exc.sqlstate
+        return batch(c, [item(f"racer{index}", "CREDIT_ADD", "contested", 1)])[0]["owner_id"]
 
     results = _threads(db_url, work, 4)
-    assert sorted(r for r in results if r == "LG005") == ["LG005"] * 3
-    assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 1
+    assert sorted(results) == [f"racer{i}" for i in range(4)]
+    assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == 4
 
 
 def _while_uncommitted(db_url: str, first: list[dict[str, Any]], second: Any) -> Any:
@@ -617,8 +621,9 @@ def _while_uncommitted(db_url: str, first: list[dict[str, Any]], second: Any) ->
                 return future.result()
 
 
-# Batches of up to 64 items take the key locks of the single-key functions;
-# larger ones rely on the account locks and the unique index.
+# Batches of every size order their keys by the owners' account locks (the
+# key locks that batches of up to 64 items took are gone): both sizes behave
+# alike.
 SMALL, LARGE = 2, 70
 
 
@@ -630,20 +635,78 @@ def test_a_retry_waits_for_the_first_batch_and_replays(db_url, conn, size):
     assert conn.execute("SELECT count(*) FROM ledger.entries").fetchone()[0] == size
 
 
-def test_a_key_committed_by_another_owner_meanwhile_is_lg005_with_the_index(db_url, conn):
+def test_a_key_committed_meanwhile_is_decided_under_the_owner_lock(db_url, conn):
+    """A large batch whose last item reuses, with another amount, a key that a
+    batch in flight writes for the same owner: it waits for that owner's lock,
+    then sees the entry: LG005 naming the item (never a unique violation)."""
     filler = [item("zoe", "CREDIT_ADD", f"z-free-{i}", 1) for i in range(LARGE - 1)]
 
     def second(c):
         with pytest.raises(psycopg.Error) as info:
-            batch(c, [*filler, item("zoe", "CREDIT_ADD", "z-shared", 1)])
+            batch(c, [*filler, item("yan", "CREDIT_ADD", "z-shared", 2)])
         return info.value
 
-    # the large batch checks the key before the first commits, then its INSERT
-    # waits on the unique index and loses: LG005 naming the item, not 23505
     error = _while_uncommitted(db_url, [item("yan", "CREDIT_ADD", "z-shared", 1)], second)
     assert error.sqlstate == "LG005"
     assert json.loads(error.diag.message_detail)["index"] == LARGE - 1
     assert conn.execute("SELECT owner_id FROM ledger.entries").fetchall() == [("yan",)]
+
+
+def test_a_create_hold_racing_a_large_batch_cannot_reuse_its_key(db_url, conn):
+    """The gap batches of more than 64 items left (they took no key locks, and
+    entries and holds share no index): a create_hold with one of the batch's
+    keys, sent while the batch is in flight, waits for the owner's lock and
+    then sees the batch's entry: LG005, and no hold has the key."""
+    post(conn, "hank", "CREDIT_ADD", "fund-hank", amount=100)
+    items = [item("hank", "CREDIT_ADD", f"h-{i}", 1) for i in range(LARGE)]
+
+    def second(c):
+        with pytest.raises(psycopg.Error) as info:
+            one(
+                c,
+                "create_hold",
+                owner_id="hank",
+                app="core",
+                operation="CREDIT_SPEND",
+                idempotency_key=f"h-{LARGE - 1}",
+                amount=1,
+            )
+        return info.value
+
+    error = _while_uncommitted(db_url, items, second)
+    assert error.sqlstate == "LG005"
+    assert conn.execute("SELECT count(*) FROM ledger.holds").fetchone() == (0,)
+    # and the other way round: a hold in flight, a large batch reusing its key
+    with psycopg.connect(db_url) as holder:
+        one(
+            holder,
+            "create_hold",
+            owner_id="hank",
+            app="core",
+            operation="CREDIT_SPEND",
+            idempotency_key="h-hold",
+            amount=1,
+        )
+        with ThreadPoolExecutor(1) as pool, psycopg.connect(db_url, autocommit=True) as other:
+            late = [
+                *[item("hank", "CREDIT_ADD", f"l-{i}", 1) for i in range(LARGE - 1)],
+                item("hank", "CREDIT_ADD", "h-hold", 1),
+            ]
+            def late_batch() -> Any:
+                with pytest.raises(psycopg.Error) as info:
+                    batch(other, late)
+                return info.value
+
+            future = pool.submit(late_batch)
+            threading.Event().wait(0.3)
+            holder.commit()
+            late_error = future.result()
+    assert late_error.sqlstate == "LG005"
+    assert json.loads(late_error.diag.message_detail)["index"] == LARGE - 1
+    assert conn.execute(
+        "SELECT count(*) FROM ledger.entries WHERE idempotency_key = 'h-hold'"
+    ).fetchone() == (0,)
+    assert call(conn, "verify") == []
 
 
 def test_a_small_batch_and_a_single_call_of_one_request_replay_each_other(db_url, conn):

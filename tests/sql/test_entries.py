@@ -75,7 +75,6 @@ def test_replay_ignores_json_key_order_and_spacing(conn):
     "change",
     [
         {"amount": 8},
-        {"owner_id": "erin"},
         {"metadata": '{"order": 2}'},
         {"operation": "CREDIT_SPEND"},
         {"amount": None},  # NULL (the default) is a different request from an explicit 7
@@ -235,10 +234,11 @@ def test_daily_reward_once_per_utc_day(conn):
 def test_daily_reward_claimed_yesterday_can_be_claimed_today(conn):
     # A backdated claim, planted as the schema owner (no public parameter moves the clock).
     conn.execute("SET ROLE ledger_schema_owner")
-    conn.execute("INSERT INTO ledger.accounts (owner_id, balance) VALUES ('pat', 1)")
+    conn.execute("INSERT INTO ledger.accounts (owner_id, balance, last_seq) VALUES ('pat', 1, 1)")
     conn.execute(
-        "INSERT INTO ledger.entries (owner_id, app, operation, amount, balance, created_at, created_by)"
-        " VALUES ('pat', 'core', 'DAILY_REWARD', 1, 1,"
+        "INSERT INTO ledger.entries"
+        " (owner_id, seq, app, operation, amount, balance, created_at, created_by)"
+        " VALUES ('pat', 1, 'core', 'DAILY_REWARD', 1, 1,"
         " date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 second', 'test')"
     )
     conn.execute("RESET ROLE")

@@ -292,3 +292,124 @@ def test_upgrade_from_the_release_where_ledger_owner_owned_the_tables(blank_db_u
             conn.execute("ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only")
         conn.execute("RESET ROLE")
     _works(blank_db_url)
+
+
+# The release before owner-scoped keys and seq (migration 0013): its
+# migrations and sql/ are taken from git, as that release shipped them.
+BEFORE_OWNER_SCOPE = "0c68ac7"
+
+
+def _git_show(commit: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{commit}:{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+
+
+def _git_ls(commit: str, folder: str) -> list[str]:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", commit, f"{folder}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+
+
+def test_a_ledger_of_the_previous_release_migrates_forward_with_seq_filled(blank_db_url, tmp_path):
+    """A ledger migrated and written by the release before owner scope (keys per
+    app, no seq) migrates forward without losing an entry: each owner's entries
+    are numbered 1..n in their existing order (entry_id order, which was lock
+    order then), the accounts know their last seq, verify() is empty, old keys
+    still replay for their owner, and new entries continue each owner's seq."""
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for path in _git_ls(BEFORE_OWNER_SCOPE, "migrations"):
+        if path.endswith(".sql"):
+            (old / Path(path).name).write_text(_git_show(BEFORE_OWNER_SCOPE, path))
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(yoyo_url(blank_db_url))
+    try:
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(read_migrations(str(old))))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(blank_db_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE ledger_schema_owner")
+            for path in _git_ls(BEFORE_OWNER_SCOPE, "sql"):
+                conn.execute(_git_show(BEFORE_OWNER_SCOPE, path))
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_schema = 'ledger' AND table_name = 'entries' AND column_name = 'seq'"
+        ).fetchone() == (0,)
+        # Interleaved writes of three owners: credits, a debit, a transfer, a
+        # captured hold, a reversal, a batch.
+        for n in range(3):
+            for owner in ("ann", "bob", "cy"):
+                conn.execute(
+                    "SELECT ledger.post_entry(%s, 'core', 'CREDIT_ADD', %s, 10)",
+                    (owner, f"{owner}-c{n}"),
+                )
+        conn.execute("SELECT ledger.post_entry('bob', 'core', 'CREDIT_SPEND', 'bob-s', 4)")
+        conn.execute("SELECT * FROM ledger.transfer('cy', 'ann', 5, 'core', 'cy-t')")
+        hold_id = conn.execute(
+            "SELECT hold_id FROM ledger.create_hold('ann', 'core', 'CREDIT_SPEND', 'ann-h', 3)"
+        ).fetchone()[0]
+        conn.execute("SELECT * FROM ledger.capture_hold(%s, 'core')", (hold_id,))
+        first_bob = conn.execute(
+            "SELECT min(entry_id) FROM ledger.entries WHERE owner_id = 'bob'"
+        ).fetchone()[0]
+        conn.execute("SELECT * FROM ledger.reverse_entry(%s, 'core', 'bob-r')", (first_bob,))
+        conn.execute(
+            "SELECT * FROM ledger.post_entries(%s)",
+            (
+                '[{"owner_id": "cy", "app": "core", "operation": "CREDIT_ADD",'
+                ' "idempotency_key": "cy-b1", "amount": 1},'
+                ' {"owner_id": "ann", "app": "core", "operation": "CREDIT_ADD",'
+                ' "idempotency_key": "ann-b1", "amount": 1}]',
+            ),
+        )
+        before = conn.execute(
+            "SELECT entry_id, owner_id, amount, balance, idempotency_key, created_at"
+            " FROM ledger.entries ORDER BY entry_id"
+        ).fetchall()
+        balances = dict(conn.execute("SELECT owner_id, balance FROM ledger.accounts").fetchall())
+
+    assert "0013_owner_scoped" in migrate(blank_db_url)
+
+    with psycopg.connect(blank_db_url, autocommit=True) as conn:
+        after = conn.execute(
+            "SELECT entry_id, owner_id, amount, balance, idempotency_key, created_at"
+            " FROM ledger.entries ORDER BY entry_id"
+        ).fetchall()
+        assert after == before
+        for owner in ("ann", "bob", "cy"):
+            rows = conn.execute(
+                "SELECT entry_id, seq FROM ledger.entries WHERE owner_id = %s ORDER BY entry_id",
+                (owner,),
+            ).fetchall()
+            assert [seq for _, seq in rows] == list(range(1, len(rows) + 1))
+            assert conn.execute(
+                "SELECT last_seq, balance FROM ledger.accounts WHERE owner_id = %s", (owner,)
+            ).fetchone() == (len(rows), balances[owner])
+        assert conn.execute("SELECT * FROM ledger.verify()").fetchall() == []
+        # An old key replays for its owner; for another owner it is a new request.
+        replay = conn.execute(
+            "SELECT entry_id, replayed FROM ledger.post_entry('ann', 'core', 'CREDIT_ADD', 'ann-c0', 10)"
+        ).fetchone()
+        assert replay == (before[0][0], True)
+        fresh = conn.execute(
+            "SELECT replayed FROM ledger.post_entry('bob', 'core', 'CREDIT_ADD', 'ann-c0', 10)"
+        ).fetchone()
+        assert fresh == (False,)
+        n_bob = sum(1 for row in before if row[1] == "bob")
+        assert conn.execute(
+            "SELECT max(seq) FROM ledger.entries WHERE owner_id = 'bob'"
+        ).fetchone() == (n_bob + 1,)
+        assert conn.execute("SELECT * FROM ledger.verify()").fetchall() == []
+    _works(blank_db_url)

@@ -113,15 +113,16 @@ def test_an_unknown_app_is_refused(conn, written, statement):
 
 
 def test_each_read_has_one_signature(conn):
-    """The trailing app replaced the old signatures (no ambiguous overloads)."""
+    """The trailing app, then the trailing owner_id, replaced the old signatures
+    (no ambiguous overloads)."""
     rows = conn.execute(
         "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
         " WHERE n.nspname = 'ledger' AND p.proname IN ('get_entry', 'list_entries', 'get_hold', 'list_holds')"
         " ORDER BY 1"
     ).fetchall()
     assert [r[0] for r in rows] == [
-        "ledger.get_entry(bigint,text)",
-        "ledger.get_hold(bigint,text)",
+        "ledger.get_entry(bigint,text,text)",
+        "ledger.get_hold(bigint,text,text)",
         "ledger.list_entries(text,bigint,integer,text)",
         "ledger.list_holds(text,text)",
     ]

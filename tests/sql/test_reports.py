@@ -175,14 +175,17 @@ def _plant_leg(
 ) -> None:
     """A transfer leg written past the functions, with the account kept equal to its entries."""
     conn.execute(
-        "INSERT INTO ledger.entries (owner_id, app, operation, amount, balance, created_at,"
+        "INSERT INTO ledger.entries (owner_id, seq, app, operation, amount, balance, created_at,"
         " created_by,"
-        " transfer_id) SELECT %s, 'core', %s, %s, a.balance + %s, clock_timestamp(), 'test', %s"
+        " transfer_id) SELECT %s, a.last_seq + 1, 'core', %s, %s, a.balance + %s,"
+        " clock_timestamp(), 'test', %s"
         " FROM ledger.accounts a WHERE a.owner_id = %s",
         (owner, operation, amount, amount, transfer_id, owner),
     )
     conn.execute(
-        "UPDATE ledger.accounts SET balance = balance + %s WHERE owner_id = %s", (amount, owner)
+        "UPDATE ledger.accounts SET balance = balance + %s, last_seq = last_seq + 1"
+        " WHERE owner_id = %s",
+        (amount, owner),
     )
 
 
