@@ -90,20 +90,24 @@ BEGIN
     v_fp := ledger._fingerprint(jsonb_build_array('transfer', transfer.from_owner, transfer.to_owner,
                                                   transfer.amount, v_meta));
 
-    -- Both accounts locked, one at a time in owner_id order (the receiver's
-    -- made if new); then the key, which belongs to the sender, is looked at
-    -- under the sender's lock: a replay writes nothing.
-    PERFORM ledger._lock_accounts(ARRAY[transfer.from_owner, transfer.to_owner], true);
-    v_prior := ledger._key_entry(transfer.from_owner, transfer.app, transfer.idempotency_key);
-    IF v_prior.entry_id IS NOT NULL THEN
-        PERFORM ledger._require_same_request(transfer.app, transfer.idempotency_key, v_prior.fingerprint, v_fp);
-        RETURN ledger._transfer_result(v_prior.transfer_id, v_prior.entry_id, v_prior.amount, v_prior.balance,
-                                       transfer.to_owner, true);
+    -- The accounts are locked one at a time in owner_id order: a receiver
+    -- that sorts first is locked (made if new) before anything else; the
+    -- sending leg's ledger._apply then locks the sender and looks at the key,
+    -- which belongs to the sender, under that lock: a replay (or LG005)
+    -- before anything is written. The receiving leg's credit locks the
+    -- receiver when it sorts last.
+    IF transfer.to_owner < transfer.from_owner THEN
+        PERFORM ledger._lock_account(transfer.to_owner, true);
     END IF;
-
     v_id := nextval('ledger.transfer_id_seq');
     v_out := ledger._apply(transfer.from_owner, transfer.app, v_out_op.operation, NULL, -v_amount,
                            transfer.idempotency_key, v_fp, v_meta, p_transfer_id => v_id);
+    IF v_out.replayed THEN
+        SELECT e.* INTO v_prior FROM ledger.entries e
+        WHERE e.owner_id = transfer.from_owner AND e.entry_id = v_out.entry_id;
+        RETURN ledger._transfer_result(v_prior.transfer_id, v_prior.entry_id, v_prior.amount, v_prior.balance,
+                                       transfer.to_owner, true);
+    END IF;
     v_in := ledger._apply(transfer.to_owner, transfer.app, v_in_op.operation, NULL, v_amount,
                           NULL, NULL, v_meta, p_transfer_id => v_id);
     RETURN (v_id, v_out.entry_id, v_in.entry_id, v_amount, v_out.balance, v_in.balance, false)::ledger.transfer_result;
