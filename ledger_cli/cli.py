@@ -371,12 +371,19 @@ def db_status(ctx: click.Context) -> None:
 
 @cli.command()
 @click.argument("database_url", required=False, metavar="[DATABASE_URL]")
+@click.option(
+    "--citus",
+    is_flag=True,
+    help="Create the citus extension first if the database lacks it (a Citus coordinator).",
+)
 @click.pass_context
-def migrate(ctx: click.Context, database_url: str | None) -> None:
+def migrate(ctx: click.Context, database_url: str | None, citus: bool) -> None:
     """Apply pending migrations and reload changed sql/ functions.
 
     Uses DATABASE_URL if given, else LEDGER_DATABASE_URL, else the embedded
-    cluster (started if needed).
+    cluster (started if needed). On a Citus coordinator (the citus extension
+    exists, or --citus) it also distributes the tables and the single-owner
+    functions; on plain PostgreSQL nothing Citus-specific runs.
     """
     from ledger_py.migrate import migrate as run_migrations
 
@@ -384,7 +391,7 @@ def migrate(ctx: click.Context, database_url: str | None) -> None:
     if database_url:
         settings.database_url = database_url
     url = settings.url(start=True)
-    done = run_migrations(url)
+    done = run_migrations(url, citus=citus)
     click.echo(
         f"migrated {mask_url(url)}: " + (", ".join(done) if done else "nothing to do (up to date)")
     )

@@ -50,6 +50,61 @@ def sql_files() -> list[Path]:
     return sorted(sql_dir().glob("*.sql"))
 
 
+def citus_file() -> Path:
+    """The one file of Citus-specific SQL (the distribution), run only on Citus."""
+    return sql_dir() / "citus" / "distribute.sql"
+
+
+def citus_enabled(cursor: Any) -> bool:
+    """Whether the database has the citus extension (then migrate distributes)."""
+    cursor.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'")
+    return cursor.fetchone() is not None
+
+
+def _schema_owner_login(conn: psycopg.Connection[Any]) -> None:
+    """On Citus, before the migrations: the schema owner can reach the workers.
+
+    Committed on its own: a worker sees the role's LOGIN and password only
+    once committed, and Citus connects to the workers as the schema owner as
+    soon as a function is created as it (sql/citus/distribute.sql).
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(citus_file().read_text(encoding="utf-8"))
+        cur.execute("SELECT pg_temp.ledger_schema_owner_login()")
+
+
+def _sequential(cursor: Any) -> None:
+    # DDL on distributed and reference tables in one transaction (the
+    # distribution, the GRANTs of sql/) must use one connection per node.
+    cursor.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+
+
+def _distribute_tables(conn: psycopg.Connection[Any]) -> bool:
+    """On Citus, after the migrations: distribute the tables that are not yet.
+
+    Committed before sql/ is loaded: Citus creates each function on the
+    workers through connections of the schema owner, which see only committed
+    tables. Returns True when something was distributed: every sql/ file is
+    then reloaded, so that each function exists on every node.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        _sequential(cur)
+        cur.execute(citus_file().read_text(encoding="utf-8"))
+        cur.execute("SELECT pg_temp.ledger_distribute_tables()")
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def _distribute_functions(conn: psycopg.Connection[Any]) -> None:
+    """On Citus, once sql/ is loaded and committed: the single-owner functions
+    are distributed by owner_id, colocated with ledger.accounts."""
+    with conn.transaction(), conn.cursor() as cur:
+        _sequential(cur)
+        cur.execute(citus_file().read_text(encoding="utf-8"))
+        cur.execute("SELECT pg_temp.ledger_distribute_functions()")
+        cur.fetchone()
+
+
 # A clear error, before SET ROLE would give a bare "permission denied".
 _CAN_ACT_AS_SCHEMA_OWNER = f"""
 DO $check$
@@ -71,7 +126,8 @@ def apply_sql_files(cursor: Any, only_changed: bool) -> list[str]:
     """Load sql/ files as SCHEMA_OWNER, recording each file's hash.
 
     Works with any DB-API cursor (yoyo hands its post-apply step a psycopg2
-    or psycopg cursor). Returns the names of the files loaded.
+    or psycopg cursor). Returns the names of the files loaded. On Citus,
+    migrate() distributes the tables before and the functions after.
     """
     cursor.execute("SELECT file_name, sha256 FROM ledger.sql_files")
     loaded = dict(cursor.fetchall())
@@ -117,15 +173,40 @@ def _migrate_lock(url: str) -> Iterator[psycopg.Connection[Any]]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_KEY,))
 
 
-def migrate(url: str) -> list[str]:
+def _create_citus_extension(conn: psycopg.Connection[Any]) -> None:
+    """migrate(citus=True): the extension, if the database does not have it yet."""
+    with conn.cursor() as cur:
+        if citus_enabled(cur):
+            return
+        try:
+            cur.execute("CREATE EXTENSION citus")
+        except psycopg.Error as error:
+            raise RuntimeError(
+                "cannot create the citus extension in this database"
+                f" ({error.diag.message_primary or error}): Citus must be installed and in"
+                " shared_preload_libraries, and the migrating user a superuser"
+            ) from None
+
+
+def migrate(url: str, citus: bool = False) -> list[str]:
     """Apply pending migrations, then reload changed sql/ files.
 
-    Returns what was done: migration ids applied and sql files loaded.
+    On a database with the citus extension the tables and the single-owner
+    functions are distributed (sql/citus/distribute.sql), idempotently;
+    `citus=True` creates the extension first. On plain PostgreSQL nothing
+    Citus-specific runs. Returns what was done: migration ids applied and
+    sql files loaded.
     """
     from yoyo import get_backend, read_migrations
 
     done: list[str] = []
     with _migrate_lock(url) as conn:
+        if citus:
+            _create_citus_extension(conn)
+        with conn.cursor() as cur:
+            on_citus = citus_enabled(cur)
+        if on_citus:
+            _schema_owner_login(conn)
         backend = get_backend(yoyo_url(url))
         try:
             migrations = read_migrations(str(migrations_dir()))
@@ -136,8 +217,15 @@ def migrate(url: str) -> list[str]:
                 backend.apply_migrations(pending)
         finally:
             backend.connection.close()
+        reload_all = _distribute_tables(conn) if on_citus else False
+        if reload_all:
+            done.append("citus: tables distributed")
         with conn.transaction(), conn.cursor() as cur:
-            done.extend(apply_sql_files(cur, only_changed=True))
+            if on_citus:
+                _sequential(cur)
+            done.extend(apply_sql_files(cur, only_changed=not reload_all))
+        if on_citus:
+            _distribute_functions(conn)
     return done
 
 

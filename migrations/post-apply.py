@@ -10,15 +10,20 @@ from pathlib import Path
 from yoyo import step
 
 try:
-    from ledger_py.migrate import apply_sql_files
+    from ledger_py.migrate import apply_sql_files, citus_enabled
 except ImportError:  # yoyo run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from ledger_py.migrate import apply_sql_files
+    from ledger_py.migrate import apply_sql_files, citus_enabled
 
 
 def load_functions(conn):
     cursor = conn.cursor()
     try:
+        if citus_enabled(cursor):
+            # On Citus, `ledger migrate` loads sql/ itself once the new tables
+            # are distributed (a function made before its tables are distributed
+            # would not reach the workers).
+            return
         apply_sql_files(cursor, only_changed=False)
     finally:
         cursor.close()

@@ -2,6 +2,21 @@
 -- (no EXECUTE for ledger_app or ledger_reader): an app's operations arrive
 -- through a migration, not at run time.
 
+-- Guarantees: the name of the table constraint an error reports, as
+-- migrations/ declare it. On Citus a row is checked on a shard (or on the
+-- coordinator's placement of a reference table), whose constraints carry the
+-- shard's id (apps_app_format_102104), and an error relayed from a worker
+-- has no CONSTRAINT_NAME field, only the message ('... violates check
+-- constraint "apps_app_format_102104"'). The ledger's constraint names never
+-- end in digits: on plain PostgreSQL this returns p_name unchanged.
+CREATE OR REPLACE FUNCTION ledger._declared_constraint(p_name text, p_message text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT regexp_replace(coalesce(nullif(p_name, ''), substring(p_message FROM 'constraint "([^"]+)"')),
+                          '_[0-9]+$', '')
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.define_app(app text, description text DEFAULT NULL)
 RETURNS ledger.apps
 LANGUAGE plpgsql SECURITY DEFINER
@@ -10,6 +25,7 @@ AS $$
 DECLARE
     v_app  ledger.apps;
     v_name text;
+    v_message text;
 BEGIN
     PERFORM ledger._require_id('app', define_app.app);
     -- The apps table's CHECK apps_app_format is the rule of a name: its
@@ -20,7 +36,8 @@ BEGIN
             SET description = coalesce(excluded.description, a.description)
         RETURNING a.* INTO v_app;
     EXCEPTION WHEN check_violation THEN
-        GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME;
+        GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME, v_message = MESSAGE_TEXT;
+        v_name := ledger._declared_constraint(v_name, v_message);
         IF v_name IS DISTINCT FROM 'apps_app_format' THEN
             RAISE;
         END IF;
@@ -79,6 +96,7 @@ DECLARE
     v_exists   boolean;
     v_op       ledger.operations;
     v_name     text;
+    v_message  text;
     v_field    text;
 BEGIN
     PERFORM ledger._require_app(define_operation.app);
@@ -122,7 +140,8 @@ BEGIN
                 description = coalesce(excluded.description, o.description)
         RETURNING o.* INTO v_op;
     EXCEPTION WHEN check_violation THEN
-        GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME;
+        GET STACKED DIAGNOSTICS v_name = CONSTRAINT_NAME, v_message = MESSAGE_TEXT;
+        v_name := ledger._declared_constraint(v_name, v_message);
         v_field := CASE v_name
                        WHEN 'operations_operation_format' THEN 'operation'
                        WHEN 'operations_direction_valid' THEN 'direction'

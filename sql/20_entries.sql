@@ -187,6 +187,9 @@ $$;
 -- Scalars, not a row of ledger.operations (a whole-row argument fails on
 -- Citus shards); no clock call inside the UPDATE (Citus refuses one).
 DROP FUNCTION IF EXISTS ledger._apply(text, text, ledger.operations, bigint, text, uuid, jsonb, bigint, bigint, bigint);
+-- p_at: the instant of the write when the caller already read it under the
+-- owner's lock (post_entries on Citus: one instant per batch); NULL, read here.
+DROP FUNCTION IF EXISTS ledger._apply(text, text, text, text, bigint, text, uuid, jsonb, bigint, bigint, bigint);
 CREATE OR REPLACE FUNCTION ledger._apply(
     p_owner_id    text,
     p_app         text,
@@ -198,7 +201,8 @@ CREATE OR REPLACE FUNCTION ledger._apply(
     p_metadata    jsonb,
     p_hold_id     bigint DEFAULT NULL,
     p_transfer_id bigint DEFAULT NULL,
-    p_reverses    bigint DEFAULT NULL)
+    p_reverses    bigint DEFAULT NULL,
+    p_at          timestamptz DEFAULT NULL)
 RETURNS ledger.entry_result
 LANGUAGE plpgsql
 AS $$
@@ -206,12 +210,13 @@ DECLARE
     v_account record;
     v_held    bigint := 0;
     v_at      timestamptz;
+    v_writer  text;
     v_result  ledger.entry_result;
 BEGIN
     v_account := ledger._lock_account(p_owner_id, p_amount > 0);
     -- The call's one clock reading, under the lock: created_at (so time order
     -- follows lock order) and every expiry decision.
-    v_at := clock_timestamp();
+    v_at := coalesce(p_at, clock_timestamp());
     IF v_account.balance IS NULL THEN
         -- No account, so nothing of this owner (no key either): a debit of nothing.
         PERFORM ledger._insufficient(p_owner_id, -p_amount, 0);
@@ -242,6 +247,9 @@ BEGIN
         PERFORM ledger._insufficient(p_owner_id, -p_amount, v_account.balance - v_held);
     END IF;
 
+    -- The writer read here, not in the statement: on Citus the statement runs
+    -- on the owner's worker, whose session is the schema owner's.
+    v_writer := ledger._writer();
     WITH a AS (
         UPDATE ledger.accounts a
         SET balance = a.balance + p_amount, last_seq = a.last_seq + 1, updated_at = v_at
@@ -257,7 +265,7 @@ BEGIN
         (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
          created_at, created_by, hold_id, transfer_id, reverses_entry_id)
     SELECT p_owner_id, a.last_seq, p_app, p_operation, p_amount, a.balance, p_key, p_fingerprint, p_metadata,
-           v_at, ledger._writer(), p_hold_id, p_transfer_id, p_reverses
+           v_at, v_writer, p_hold_id, p_transfer_id, p_reverses
     FROM a
     RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
     INTO v_result;

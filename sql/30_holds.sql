@@ -122,6 +122,7 @@ DECLARE
     v_account record;
     v_held    bigint;
     v_at      timestamptz;
+    v_writer  text;
 BEGIN
     PERFORM ledger._require_id('owner_id', create_hold.owner_id);
     PERFORM ledger._require_id('idempotency_key', create_hold.idempotency_key);
@@ -171,11 +172,14 @@ BEGIN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, v_account.balance - v_held);
     END IF;
 
+    -- The writer read here, not in the INSERT: on Citus the statement runs on
+    -- the owner's worker, whose session is the schema owner's.
+    v_writer := ledger._writer();
     INSERT INTO ledger.holds AS h
         (owner_id, app, operation, amount, idempotency_key, fingerprint, created_at, expires_at, created_by)
     VALUES
         (create_hold.owner_id, create_hold.app, v_op.operation, v_amount, create_hold.idempotency_key, v_fp,
-         v_at, v_at + create_hold.ttl, ledger._writer())
+         v_at, v_at + create_hold.ttl, v_writer)
     RETURNING h.* INTO v_hold;
     PERFORM ledger._count_open_hold(create_hold.owner_id, 1);
     RETURN (v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation, v_hold.amount, v_hold.status,

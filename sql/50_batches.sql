@@ -340,6 +340,27 @@ BEGIN
         v_at := clock_timestamp();
         v_writer := ledger._writer();
 
+        -- On Citus (the ledger distributed by owner: docs/CITUS.md) the
+        -- whole-batch queries below join the items with several owners'
+        -- shards, which Citus cannot plan ("complex joins are only supported
+        -- when all distributed tables are co-located and joined on their
+        -- distribution columns"). There the items go, in input order, through
+        -- the one write path of post_entry, each on its owner's shard, under
+        -- the locks taken above: the same results and the same first error
+        -- (a sequence of post_entry calls stops at it), the entries of one
+        -- owner in input order, one created_at for the batch. Plain
+        -- PostgreSQL never takes this branch.
+        IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+            v_phase := 'one by one';
+            FOR v_i IN 1 .. v_count LOOP
+                v_blame := v_i - 1;
+                RETURN NEXT ledger._apply(v_owner[v_i], v_app[v_i], v_operation[v_i], v_limit[v_i],
+                                          v_amount[v_i], v_key[v_i], v_fp[v_i], v_meta[v_i],
+                                          p_at => v_at);
+            END LOOP;
+            RETURN;
+        END IF;
+
         -- 3. Under the locks: keys, limits and running balances of the whole batch.
         WITH items AS (
             SELECT t.ord - 1 AS idx, t.owner_id, t.app, t.operation, t.idempotency_key, t.amount,

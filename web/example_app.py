@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -96,9 +97,21 @@ _FIELD_BY_CONSTRAINT = {
 }
 
 
+def _declared_constraint(exc: psycopg.errors.CheckViolation) -> str:
+    """The constraint's name as migrations/0007 declares it. On Citus the row is
+    checked on a shard, whose constraint carries the shard's id
+    (content_title_length_102108), and an error relayed from another node
+    names it only in its message (as ledger._declared_constraint does in SQL)."""
+    name = exc.diag.constraint_name or ""
+    if not name:
+        found = re.search(r'constraint "([^"]+)"', exc.diag.message_primary or "")
+        name = found.group(1) if found else ""
+    return re.sub(r"_[0-9]+$", "", name)
+
+
 def _refused_by_constraint(exc: psycopg.errors.CheckViolation) -> HTTPError | None:
     """The 422 for a row a CHECK constraint of the content table refused."""
-    constraint = exc.diag.constraint_name or ""
+    constraint = _declared_constraint(exc)
     field = _FIELD_BY_CONSTRAINT.get(constraint)
     if field is None:
         return None

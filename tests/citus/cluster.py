@@ -44,6 +44,8 @@ _SETTINGS = {
     "shared_preload_libraries": "citus",
     "max_connections": "200",
     "max_prepared_transactions": "200",
+    # Citus runs a maintenance daemon per database: the tests make many.
+    "max_worker_processes": "64",
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
@@ -297,12 +299,97 @@ def create_database(coordinator_url: str, name: str) -> str:
     return new_url
 
 
+def _rollback_prepared(node_url: str, name: str) -> None:
+    """Roll back the prepared transactions of database `name` on one node."""
+    with psycopg.connect(node_url, autocommit=True) as conn:
+        gids = [
+            gid
+            for (gid,) in conn.execute(
+                "SELECT gid FROM pg_prepared_xacts WHERE database = %s", (name,)
+            ).fetchall()
+        ]
+    if not gids:
+        return
+    with psycopg.connect(_with_database(node_url, name), autocommit=True) as conn:
+        for gid in gids:
+            try:
+                conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+            except psycopg.errors.UndefinedObject:
+                pass  # resolved meanwhile
+
+
 def drop_database(coordinator_url: str, name: str) -> None:
     """Drop a database of create_database() on every node."""
     _, workers = nodes_of(coordinator_url)
     worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     for node_url in [coordinator_url, *worker_urls]:
         with psycopg.connect(node_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn.execute(statement)
+                    break
+                except psycopg.errors.ObjectInUse:
+                    # FORCE ends client sessions only: Citus's maintenance daemon
+                    # of that database may still be there for a moment, and a
+                    # worker may keep a prepared transaction of a two-phase commit
+                    # whose coordinator is gone (rolled back here: the database goes).
+                    if time.monotonic() > deadline:
+                        raise
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,),
+                    )
+                    _rollback_prepared(node_url, name)
+                    time.sleep(0.05)
+
+
+def freeze_template(coordinator_url: str, name: str) -> None:
+    """Make a database of create_database() a template that clone_database() copies.
+
+    CREATE DATABASE ... TEMPLATE needs a source nobody is connected to, and
+    Citus keeps a maintenance daemon (and cached connections) in every
+    database that has the extension: connections are refused from now on and
+    the present ones ended, on every node.
+    """
+    _, workers = nodes_of(coordinator_url)
+    worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
+    for node_url in [_with_database(coordinator_url, "postgres"), *worker_urls]:
+        with psycopg.connect(node_url, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name))
             )
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
+def clone_database(coordinator_url: str, template: str, name: str) -> str:
+    """A copy of a frozen template (freeze_template) on every node; its coordinator URL.
+
+    The copy of each node's database carries that node's shards and Citus
+    metadata, so the copies together form the same distributed database,
+    in about a tenth of a second per node instead of seconds for a migration.
+    """
+    _, workers = nodes_of(coordinator_url)
+    worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template)
+    )
+    for node_url in [_with_database(coordinator_url, "postgres"), *worker_urls]:
+        with psycopg.connect(node_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn.execute(statement)
+                    break
+                except psycopg.errors.ObjectInUse:
+                    # A backend of the template still exiting.
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+    return _with_database(coordinator_url, name)

@@ -33,6 +33,9 @@ from dockerfile_parse import DockerfileParser
 from .helpers import REPO
 
 SERVICES = {"postgres", "postgres_test", "pgadmin", "web"}
+# Profile citus: the ledger on a Citus cluster (README, "Scaling out on Citus").
+CITUS_NODES = {"citus_coordinator", "citus_worker1", "citus_worker2"}
+CITUS_SERVICES = CITUS_NODES | {"citus_setup", "web_citus"}
 PACKAGE_FOLDERS = {"ledger_py", "web", "ledger_cli", "sql", "migrations"}
 
 
@@ -78,9 +81,23 @@ def compose() -> dict[str, Any]:
     return normalized
 
 
+def port_bindings(service: dict[str, Any]) -> set[tuple[str, int, int]]:
+    """(host address, published, target) of a normalized service: Compose 1 prints a
+    port bound to one host address as "address:published:target/protocol", others as
+    a mapping; the address is "" when the port is published on every address."""
+    bindings = set()
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            address, published, target = port.split("/")[0].rsplit(":", 2)
+            bindings.add((address, int(published), int(target)))
+        else:
+            bindings.add((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+    return bindings
+
+
 def ports(service: dict[str, Any]) -> set[tuple[int, int]]:
     """(published, target) pairs of a normalized service."""
-    return {(int(port["published"]), int(port["target"])) for port in service.get("ports", [])}
+    return {(published, target) for _, published, target in port_bindings(service)}
 
 
 def named_volumes(service: dict[str, Any]) -> dict[str, str]:
@@ -124,7 +141,7 @@ def test_the_validator_refuses_a_broken_file(tmp_path: Path, service: str, compl
 
 def test_the_services_and_their_ports(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == SERVICES
+    assert set(services) == SERVICES | CITUS_SERVICES
     assert ports(services["postgres"]) == {(5432, 5432)}
     assert ports(services["postgres_test"]) == {(5433, 5432)}
     assert ports(services["pgadmin"]) == {(5050, 80)}
@@ -197,6 +214,53 @@ def test_web_migrates_then_serves_the_compose_database(compose: dict[str, Any]) 
     check = web["healthcheck"]
     assert check["test"][0] == "CMD"
     assert f"http://127.0.0.1:{env['LEDGER_PORT']}/health" in " ".join(check["test"][1:])
+
+
+def test_the_citus_profile_is_a_registered_cluster_the_api_can_use(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    # Only `--profile citus` starts them; the default services stay as they are.
+    for name in CITUS_SERVICES:
+        assert services[name].get("profiles") == ["citus"], name
+    for name in SERVICES:
+        assert not services[name].get("profiles"), name
+    # A coordinator and two workers of the Citus 12.1 image, each with its own data.
+    coordinator_env = services["citus_coordinator"]["environment"]
+    for name in CITUS_NODES:
+        node = services[name]
+        assert node["image"] == "citusdata/citus:12.1", name
+        assert node["environment"] == coordinator_env, name
+        assert "/var/lib/postgresql/data" in named_volumes(node).values(), name
+        probe = node["healthcheck"]["test"][1].split()
+        assert probe[0] == "pg_isready" and probe[probe.index("-d") + 1] == "ledger_db", name
+    assert "UTF8" in coordinator_env["POSTGRES_INITDB_ARGS"].split()
+    # The coordinator on the host's loopback only; the workers not at all.
+    assert port_bindings(services["citus_coordinator"]) == {("127.0.0.1", 5434, 5432)}
+    assert not services["citus_worker1"].get("ports") and not services["citus_worker2"].get("ports")
+    # The one-shot registration: after every node is healthy, on the coordinator,
+    # the coordinator's host then each worker, stopping at the first error.
+    setup = services["citus_setup"]
+    assert healthy_dependencies(setup) == CITUS_NODES
+    assert setup["environment"]["PGHOST"] == "citus_coordinator"
+    assert setup["environment"]["PGDATABASE"] == coordinator_env["POSTGRES_DB"]
+    assert setup["restart"] == "no"
+    command = setup["command"]
+    assert command[0] == "psql" and "ON_ERROR_STOP=1" in command
+    statements = [command[i + 1] for i, word in enumerate(command) if word == "-c"]
+    assert statements == [
+        "SELECT citus_set_coordinator_host('citus_coordinator', 5432)",
+        "SELECT citus_add_node('citus_worker1', 5432)",
+        "SELECT citus_add_node('citus_worker2', 5432)",
+    ]
+    # The API on the coordinator, once the cluster is registered: migrate (which
+    # distributes there), then serve; the same image and command as web.
+    web, web_citus = services["web"], services["web_citus"]
+    assert web_citus["build"] == web["build"] and web_citus["command"] == web["command"]
+    assert web_citus["depends_on"] == {"citus_setup": {"condition": "service_completed_successfully"}}
+    url = urlsplit(web_citus["environment"]["LEDGER_DATABASE_URL"])
+    assert (url.hostname, url.port, url.path) == ("citus_coordinator", 5432, "/ledger_db")
+    assert ports(web_citus) == {(8001, int(web_citus["environment"]["LEDGER_PORT"]))}
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,9 @@ def test_a_transfer_writes_two_linked_legs(funded):
     )
     with conn.cursor(row_factory=dict_row) as cur:
         legs = cur.execute(
-            "SELECT * FROM ledger.entries WHERE transfer_id = %s ORDER BY entry_id",
+            # the sending leg first (not by entry_id: on Citus each worker draws
+            # ids from a range of its own)
+            "SELECT * FROM ledger.entries WHERE transfer_id = %s ORDER BY amount",
             (result["transfer_id"],),
         ).fetchall()
     assert [
