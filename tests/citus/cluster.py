@@ -299,6 +299,25 @@ def create_database(coordinator_url: str, name: str) -> str:
     return new_url
 
 
+def _rollback_prepared(node_url: str, name: str) -> None:
+    """Roll back the prepared transactions of database `name` on one node."""
+    with psycopg.connect(node_url, autocommit=True) as conn:
+        gids = [
+            gid
+            for (gid,) in conn.execute(
+                "SELECT gid FROM pg_prepared_xacts WHERE database = %s", (name,)
+            ).fetchall()
+        ]
+    if not gids:
+        return
+    with psycopg.connect(_with_database(node_url, name), autocommit=True) as conn:
+        for gid in gids:
+            try:
+                conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+            except psycopg.errors.UndefinedObject:
+                pass  # resolved meanwhile
+
+
 def drop_database(coordinator_url: str, name: str) -> None:
     """Drop a database of create_database() on every node."""
     _, workers = nodes_of(coordinator_url)
@@ -313,7 +332,9 @@ def drop_database(coordinator_url: str, name: str) -> None:
                     break
                 except psycopg.errors.ObjectInUse:
                     # FORCE ends client sessions only: Citus's maintenance daemon
-                    # of that database may still be there for a moment.
+                    # of that database may still be there for a moment, and a
+                    # worker may keep a prepared transaction of a two-phase commit
+                    # whose coordinator is gone (rolled back here: the database goes).
                     if time.monotonic() > deadline:
                         raise
                     conn.execute(
@@ -321,6 +342,7 @@ def drop_database(coordinator_url: str, name: str) -> None:
                         " WHERE datname = %s AND pid <> pg_backend_pid()",
                         (name,),
                     )
+                    _rollback_prepared(node_url, name)
                     time.sleep(0.05)
 
 
