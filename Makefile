@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv test run bench bench-quick lint generate docs clean
+.PHONY: venv test run bench bench-quick bench-citus lint generate docs clean
 
 $(BIN)/ledger: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(VENV)/.bench-extra
 
 bench-quick: $(VENV)/.bench-extra
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# The Citus scenario: the tests' local cluster (a coordinator and two workers, needs
+# Citus installed) against one plain server, about 4 minutes: bench/results/citus.{md,json}.
+bench-citus: $(VENV)/.bench-extra
+	$(BIN)/python -m bench --citus $(BENCH_ARGS)
 
 $(VENV)/.lint-extra: pyproject.toml $(BIN)/ledger
 	$(BIN)/pip install --quiet -e ".[test,lint]"

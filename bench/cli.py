@@ -34,6 +34,8 @@ class Plan:
     out: Path
     only: frozenset[str] | None
     debug: bool = False
+    citus: bool = False  # the Citus scenario (bench/citus.py) instead of the main run
+    citus_url: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> Plan:
@@ -58,8 +60,34 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of a failing scenario"
     )
+    parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="the Citus scenario: start the local 3-node cluster of the tests and compare each "
+        "call with the same call on one plain server (bench/results/citus.md); 3 runs of 6 s",
+    )
+    parser.add_argument(
+        "--citus-url",
+        metavar="URL",
+        help="the Citus scenario on a running cluster: the coordinator's superuser URL "
+        "(its workers must accept the same user)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    citus = bool(args.citus or args.citus_url)
+    if citus:
+        return Plan(
+            mode="quick" if quick else "full",
+            runs=args.runs or (1 if quick else 3),
+            seconds=args.seconds or (1.0 if quick else 6.0),
+            scale=0,
+            growth_rows=0,
+            out=args.out or (RESULTS / "tmp" if quick else RESULTS),
+            only=None,
+            debug=args.debug,
+            citus=True,
+            citus_url=args.citus_url,
+        )
     return Plan(
         mode="quick" if quick else "full",
         runs=args.runs or (1 if quick else 3),
@@ -419,6 +447,17 @@ def growth_scenarios(
 
 def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
+    if plan.citus:
+        # Imported here: it brings in the tests' cluster harness, which the main run never needs.
+        from bench import citus
+
+        return citus.main(
+            mode=plan.mode,
+            runs=plan.runs,
+            seconds=plan.seconds,
+            out=plan.out,
+            citus_url=plan.citus_url,
+        )
     started = time.monotonic()
     say(
         f"bench ({plan.mode}): {plan.runs} run(s) of {plan.seconds:g} s per scenario, "
