@@ -640,7 +640,9 @@ def _while_uncommitted(db_url: str, first: list[dict[str, Any]], second: Any) ->
                 future = pool.submit(second, other)
                 # the second session waits on the first one's lock (the account row or the
                 # key's index entry)
-                for _ in range(100):
+                # Up to 15 s (within the second session's lock_timeout): on a loaded
+                # machine a Citus cluster can take seconds to reach the wait.
+                for _ in range(300):
                     waiting = lock_waits(holder)
                     if waiting:
                         break
