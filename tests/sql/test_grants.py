@@ -64,7 +64,9 @@ def grant_of(conn: psycopg.Connection[Any], entry_id: int) -> dict[str, Any]:
         (entry_id,),
     ).fetchone()
     assert row is not None
-    return dict(zip(("grant_id", "remaining", "status", "expires_at", "priority"), row, strict=True))
+    return dict(
+        zip(("grant_id", "remaining", "status", "expires_at", "priority"), row, strict=True)
+    )
 
 
 def spent_by(conn: psycopg.Connection[Any], owner: str, entry_id: int) -> dict[int, int]:
@@ -97,9 +99,16 @@ def test_spending_order_priority_then_soonest_expiry_then_oldest(conn):
     ]
     # One debit across four grants, in that order.
     debit = post(conn, "ann", "CREDIT_SPEND", "spend", amount=17)
-    ids = {name: grant_of(conn, e["entry_id"])["grant_id"]
-           for name, e in {"urgent": urgent, "promo": promo, "soon": soon, "late": late,
-                           "plain_old": plain_old}.items()}
+    ids = {
+        name: grant_of(conn, e["entry_id"])["grant_id"]
+        for name, e in {
+            "urgent": urgent,
+            "promo": promo,
+            "soon": soon,
+            "late": late,
+            "plain_old": plain_old,
+        }.items()
+    }
     assert spent_by(conn, "ann", debit["entry_id"]) == {
         ids["urgent"]: -5,
         ids["promo"]: -5,
@@ -127,18 +136,38 @@ def test_promo_credit_is_registered_with_its_expiry_and_priority(conn):
 
 
 def test_operation_expiry_and_priority_from_define_operation(conn):
-    one(conn, "define_operation", app="core", operation="WEEKLY_ALLOWANCE", direction="credit",
-        default_amount=7, expires_after=timedelta(days=7), grant_priority=20)
+    one(
+        conn,
+        "define_operation",
+        app="core",
+        operation="WEEKLY_ALLOWANCE",
+        direction="credit",
+        default_amount=7,
+        expires_after=timedelta(days=7),
+        grant_priority=20,
+    )
     made = post(conn, "wes", "WEEKLY_ALLOWANCE", "w1")
     g = grant_of(conn, made["entry_id"])
     assert (g["priority"], g["expires_at"] - made["created_at"]) == (20, timedelta(days=7))
-    for bad in ({"expires_after": timedelta(0)}, {"grant_priority": 1001},
-                {"direction": "debit", "expires_after": timedelta(days=1)}):
-        params = {"app": "core", "operation": "BAD_ONE", "direction": "credit", "default_amount": 1, **bad}
+    for bad in (
+        {"expires_after": timedelta(0)},
+        {"grant_priority": 1001},
+        {"direction": "debit", "expires_after": timedelta(days=1)},
+    ):
+        params = {
+            "app": "core",
+            "operation": "BAD_ONE",
+            "direction": "credit",
+            "default_amount": 1,
+            **bad,
+        }
         with pytest.raises(psycopg.Error) as err:
             call(conn, "define_operation", **params)
         assert err.value.sqlstate == "LG007"
-        assert json.loads(err.value.diag.message_detail)["field"] in {"expires_after", "grant_priority"}
+        assert json.loads(err.value.diag.message_detail)["field"] in {
+            "expires_after",
+            "grant_priority",
+        }
 
 
 def test_grant_credits_input_rules(conn):
@@ -152,8 +181,14 @@ def test_grant_credits_input_rules(conn):
         ({"operation": "CREDIT_SPEND"}, "operation"),
     ]
     for extra, field in cases:
-        params = {"owner_id": "gus", "app": "core", "operation": "CREDIT_ADD",
-                  "idempotency_key": "g", "amount": 5, **extra}
+        params = {
+            "owner_id": "gus",
+            "app": "core",
+            "operation": "CREDIT_ADD",
+            "idempotency_key": "g",
+            "amount": 5,
+            **extra,
+        }
         with pytest.raises(psycopg.Error) as err:
             call(conn, "grant_credits", **params)
         assert err.value.sqlstate == "LG007", extra
@@ -173,9 +208,10 @@ def test_expiry_boundary_usable_strictly_before_expires_at(conn):
     expires = _now(conn) + timedelta(seconds=1)
     made = grant(conn, "bo", "short", 10, expires_at=expires)
     assert balance(conn, "bo") == 13
-    assert one(conn, "balance_at", owner_id="bo", at=expires - timedelta(microseconds=1))[
-        "balance_at"
-    ] == 13
+    assert (
+        one(conn, "balance_at", owner_id="bo", at=expires - timedelta(microseconds=1))["balance_at"]
+        == 13
+    )
     # At expires_at itself the credits are gone, before any EXPIRE entry exists.
     assert one(conn, "balance_at", owner_id="bo", at=expires)["balance_at"] == 3
     _sleep_until(conn, expires)
@@ -183,11 +219,15 @@ def test_expiry_boundary_usable_strictly_before_expires_at(conn):
     assert balance(conn, "bo") == 3
     assert one(conn, "get_balance", owner_id="bo")["available"] == 3
     assert [g["entry_id"] for g in grants(conn, "bo")] == [
-        e["entry_id"] for e in call(conn, "list_entries", owner_id="bo") if e["operation"] == "CREDIT_ADD"
-        and e["idempotency_key"] == "base"
+        e["entry_id"]
+        for e in call(conn, "list_entries", owner_id="bo")
+        if e["operation"] == "CREDIT_ADD" and e["idempotency_key"] == "base"
     ]
     closed = {g["entry_id"]: g for g in grants(conn, "bo", closed=True)}
-    assert (closed[made["entry_id"]]["status"], closed[made["entry_id"]]["remaining"]) == ("expired", 0)
+    assert (closed[made["entry_id"]]["status"], closed[made["entry_id"]]["remaining"]) == (
+        "expired",
+        0,
+    )
     assert counts(conn)[0] == entries_before  # reads wrote nothing
     # No debit can use them; the refused debit wrote nothing, its EXPIRE included.
     with pytest.raises(psycopg.Error) as err:
@@ -198,11 +238,15 @@ def test_expiry_boundary_usable_strictly_before_expires_at(conn):
     # The owner's next write records the expiry, under its lock.
     spent = post(conn, "bo", "CREDIT_SPEND", "ok", amount=1)
     history = call(conn, "list_entries", owner_id="bo")
-    assert [(e["operation"], e["amount"]) for e in history[:2]] == [("CREDIT_SPEND", -1), ("EXPIRE", -10)]
-    expire = history[1]
-    assert expire["app"] == "core" and expire["metadata"]["grant_id"] == grant_of(conn, made["entry_id"])[
-        "grant_id"
+    assert [(e["operation"], e["amount"]) for e in history[:2]] == [
+        ("CREDIT_SPEND", -1),
+        ("EXPIRE", -10),
     ]
+    expire = history[1]
+    assert (
+        expire["app"] == "core"
+        and expire["metadata"]["grant_id"] == grant_of(conn, made["entry_id"])["grant_id"]
+    )
     assert spent["balance"] == 2
     assert balance(conn, "bo") == 2
     assert call(conn, "verify") == []
@@ -212,8 +256,15 @@ def test_a_hold_reserves_an_amount_not_grants(conn):
     expires = _now(conn) + timedelta(seconds=1)
     grant(conn, "hal", "exp", 10, expires_at=expires)
     post(conn, "hal", "CREDIT_ADD", "keep", amount=2)
-    hold = one(conn, "create_hold", owner_id="hal", app="core", operation="CREDIT_SPEND",
-               idempotency_key="h", amount=6)
+    hold = one(
+        conn,
+        "create_hold",
+        owner_id="hal",
+        app="core",
+        operation="CREDIT_SPEND",
+        idempotency_key="h",
+        amount=6,
+    )
     assert one(conn, "get_balance", owner_id="hal")["available"] == 6
     _sleep_until(conn, expires)
     now_balance = one(conn, "get_balance", owner_id="hal")
@@ -242,15 +293,33 @@ def test_void_grant(conn):
     with pytest.raises(psycopg.Error) as err:
         call(conn, "void_grant", grant_id=g["grant_id"] + 1000, app="core", idempotency_key="x")
     assert err.value.sqlstate == "LG008"
-    voided = one(conn, "void_grant", grant_id=g["grant_id"], app="core", idempotency_key="void-1",
-                 reason="promo withdrawn")
+    voided = one(
+        conn,
+        "void_grant",
+        grant_id=g["grant_id"],
+        app="core",
+        idempotency_key="void-1",
+        reason="promo withdrawn",
+    )
     assert (voided["operation"], voided["amount"], voided["balance"]) == ("VOID", -6, 5)
-    replay = one(conn, "void_grant", grant_id=g["grant_id"], app="core", idempotency_key="void-1",
-                 reason="promo withdrawn")
+    replay = one(
+        conn,
+        "void_grant",
+        grant_id=g["grant_id"],
+        app="core",
+        idempotency_key="void-1",
+        reason="promo withdrawn",
+    )
     assert replay["replayed"] and replay["entry_id"] == voided["entry_id"]
     with pytest.raises(psycopg.Error) as err:
-        call(conn, "void_grant", grant_id=g["grant_id"], app="core", idempotency_key="void-2",
-             owner_id="vi")
+        call(
+            conn,
+            "void_grant",
+            grant_id=g["grant_id"],
+            app="core",
+            idempotency_key="void-2",
+            owner_id="vi",
+        )
     assert err.value.sqlstate == "LG014"
     assert json.loads(err.value.diag.message_detail)["status"] == "voided"
     closed = {x["grant_id"]: x for x in grants(conn, "vi", closed=True)}
@@ -289,7 +358,9 @@ def test_reversing_a_credit_takes_back_its_grant_only_while_untouched(conn):
     assert err.value.sqlstate == "LG001"
     assert json.loads(err.value.diag.message_detail)["available"] == 7
     assert counts(conn) == before
-    rows = call(conn, "reverse_entry", entry_id=second["entry_id"], app="core", idempotency_key="r2")
+    rows = call(
+        conn, "reverse_entry", entry_id=second["entry_id"], app="core", idempotency_key="r2"
+    )
     assert rows[0]["amount"] == -10
     closed = {g["entry_id"]: g["status"] for g in grants(conn, "rex", closed=True)}
     assert closed[second["entry_id"]] == "voided"
@@ -302,12 +373,21 @@ def test_transfer_keeps_expiry_and_priority_and_its_reversal_restores_both(conn)
     soon = now + timedelta(days=3)
     grant(conn, "tom", "promo", 4, operation="PROMO_CREDIT", expires_at=soon)  # priority 10
     grant(conn, "tom", "plain", 10)
-    moved = one(conn, "transfer", from_owner="tom", to_owner="una", amount=6, app="core",
-                idempotency_key="t")
+    moved = one(
+        conn,
+        "transfer",
+        from_owner="tom",
+        to_owner="una",
+        amount=6,
+        app="core",
+        idempotency_key="t",
+    )
     received = sorted((g["amount"], g["priority"], g["expires_at"]) for g in grants(conn, "una"))
     assert received == [(2, 50, None), (4, 10, soon)]
     assert all(g["operation"] == "TRANSFER_IN" for g in grants(conn, "una"))
-    rows = call(conn, "reverse_entry", entry_id=moved["from_entry_id"], app="core", idempotency_key="tr")
+    rows = call(
+        conn, "reverse_entry", entry_id=moved["from_entry_id"], app="core", idempotency_key="tr"
+    )
     assert sorted(r["amount"] for r in rows) == [-6, 6]
     assert grants(conn, "una") == []
     tom = sorted((g["remaining"], g["priority"], g["expires_at"]) for g in grants(conn, "tom"))
@@ -318,8 +398,13 @@ def test_transfer_keeps_expiry_and_priority_and_its_reversal_restores_both(conn)
 def test_a_batch_of_1000_debits_over_50_grants(conn):
     now = _now(conn)
     items = [
-        {"owner_id": "bat", "app": "core", "operation": "CREDIT_ADD", "idempotency_key": f"c{i}",
-         "amount": 40}
+        {
+            "owner_id": "bat",
+            "app": "core",
+            "operation": "CREDIT_ADD",
+            "idempotency_key": f"c{i}",
+            "amount": 40,
+        }
         for i in range(50)
     ]
     call(conn, "post_entries", entries=json.dumps(items))
@@ -327,8 +412,13 @@ def test_a_batch_of_1000_debits_over_50_grants(conn):
         grant(conn, "bat", f"e{i}", 10, expires_at=now + timedelta(days=1 + i), priority=i)
     total = 50 * 40 + 10 * 10
     debits = [
-        {"owner_id": "bat", "app": "core", "operation": "CREDIT_SPEND", "idempotency_key": f"d{i}",
-         "amount": 2}
+        {
+            "owner_id": "bat",
+            "app": "core",
+            "operation": "CREDIT_SPEND",
+            "idempotency_key": f"d{i}",
+            "amount": 2,
+        }
         for i in range(1000)
     ]
     rows = call(conn, "post_entries", entries=json.dumps(debits))
@@ -346,9 +436,27 @@ def test_a_batch_of_1000_debits_over_50_grants(conn):
 def test_a_batch_item_spends_only_grants_made_before_it(conn):
     post(conn, "bea", "CREDIT_ADD", "base", amount=5)
     items = [
-        {"owner_id": "bea", "app": "core", "operation": "CREDIT_SPEND", "idempotency_key": "d1", "amount": 3},
-        {"owner_id": "bea", "app": "core", "operation": "PROMO_CREDIT", "idempotency_key": "p", "amount": 9},
-        {"owner_id": "bea", "app": "core", "operation": "CREDIT_SPEND", "idempotency_key": "d2", "amount": 4},
+        {
+            "owner_id": "bea",
+            "app": "core",
+            "operation": "CREDIT_SPEND",
+            "idempotency_key": "d1",
+            "amount": 3,
+        },
+        {
+            "owner_id": "bea",
+            "app": "core",
+            "operation": "PROMO_CREDIT",
+            "idempotency_key": "p",
+            "amount": 9,
+        },
+        {
+            "owner_id": "bea",
+            "app": "core",
+            "operation": "CREDIT_SPEND",
+            "idempotency_key": "d2",
+            "amount": 4,
+        },
     ]
     rows = call(conn, "post_entries", entries=json.dumps(items))
     base = grants(conn, "bea", closed=True)
@@ -375,7 +483,7 @@ def test_expire_grants_sweeps_and_skips_a_locked_owner(db_url, conn):
     assert one(conn, "expire_grants", max_rows=100)["expire_grants"] == 1
     assert one(conn, "expire_grants", max_rows=100)["expire_grants"] == 0
     for owner in ("sa", "sb", "sc"):
-        assert [e["operation"] for e in call(conn, "list_entries", owner_id=owner)][0] == "EXPIRE"
+        assert next(e["operation"] for e in call(conn, "list_entries", owner_id=owner)) == "EXPIRE"
         assert balance(conn, owner) == 1
     assert call(conn, "verify") == []
 
@@ -384,8 +492,15 @@ def test_expire_grants_from_four_sessions_expires_each_grant_once(db_url, conn):
     expires = _now(conn) + timedelta(seconds=1)
     items = []
     for i in range(40):
-        items.append({"owner_id": f"o{i}", "app": "core", "operation": "CREDIT_ADD",
-                      "idempotency_key": "k", "amount": 1})
+        items.append(
+            {
+                "owner_id": f"o{i}",
+                "app": "core",
+                "operation": "CREDIT_ADD",
+                "idempotency_key": "k",
+                "amount": 1,
+            }
+        )
     call(conn, "post_entries", entries=json.dumps(items))
     for i in range(40):
         for j in range(3):
@@ -464,11 +579,25 @@ def test_app_report_counts_expired_and_voided_credits(conn):
     expires = start + timedelta(seconds=1)
     grant(conn, "rep", "e", 3, operation="PROMO_CREDIT", expires_at=expires)
     v = grant(conn, "rep", "v", 4, operation="PROMO_CREDIT")
-    one(conn, "void_grant", grant_id=grant_of(conn, v["entry_id"])["grant_id"], app="core", idempotency_key="vv")
+    one(
+        conn,
+        "void_grant",
+        grant_id=grant_of(conn, v["entry_id"])["grant_id"],
+        app="core",
+        idempotency_key="vv",
+    )
     _sleep_until(conn, expires)
     assert one(conn, "expire_grants")["expire_grants"] == 1
-    rows = {r["operation"]: r for r in call(conn, "app_report", app="core", from_time=start,
-                                            to_time=_now(conn) + timedelta(seconds=1))}
+    rows = {
+        r["operation"]: r
+        for r in call(
+            conn,
+            "app_report",
+            app="core",
+            from_time=start,
+            to_time=_now(conn) + timedelta(seconds=1),
+        )
+    }
     assert (rows["PROMO_CREDIT"]["expired"], rows["PROMO_CREDIT"]["voided"]) == (3, 4)
     assert (rows["EXPIRE"]["debited"], rows["VOID"]["debited"]) == (3, 4)
 
@@ -483,7 +612,9 @@ def test_list_spending_answers_where_the_credits_went(conn):
         (debit["entry_id"], "CREDIT_SPEND", -2),
     ]
     promo_grant = grant_of(conn, promo["entry_id"])["grant_id"]
-    assert [r["amount"] for r in call(conn, "list_spending", owner_id="wh", grant_id=promo_grant)] == [-5]
+    assert [
+        r["amount"] for r in call(conn, "list_spending", owner_id="wh", grant_id=promo_grant)
+    ] == [-5]
     assert grant_of(conn, plain["entry_id"])["remaining"] == 3
     with pytest.raises(psycopg.Error) as err:
         call(conn, "list_spending", owner_id="wh", max_rows=0)
