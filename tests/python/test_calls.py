@@ -239,7 +239,7 @@ def test_apps_operations_report_and_verify(ledger: Any) -> None:
     )
     ledger.post_entry(owner_id="jon", app="core", operation="SIGNUP_CREDIT", idempotency_key="s1")
     report = ledger.app_report(app="shop", from_time=before, to_time=datetime.now(timezone.utc))
-    assert report == [ReportRow("shop", "SHOP_BUY", 1, 0, 7, 1)]
+    assert report == [ReportRow("shop", "SHOP_BUY", 1, 0, 7, 1, 0, 0)]
     core = ledger.app_report(app="core", from_time=before, to_time=datetime.now(timezone.utc))
     assert [(r.operation, r.entries, r.credited) for r in core] == [
         ("CREDIT_ADD", 1, 10),
