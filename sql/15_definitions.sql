@@ -77,6 +77,8 @@ BEGIN
 END
 $$;
 
+-- It gained expires_after and grant_priority (trailing, with defaults).
+DROP FUNCTION IF EXISTS ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text);
 CREATE OR REPLACE FUNCTION ledger.define_operation(
     app                text,
     operation          text,
@@ -86,7 +88,9 @@ CREATE OR REPLACE FUNCTION ledger.define_operation(
     max_amount         bigint DEFAULT NULL,
     caller_sets_amount boolean DEFAULT false,
     limit_per          text DEFAULT NULL,
-    description        text DEFAULT NULL)
+    description        text DEFAULT NULL,
+    expires_after      interval DEFAULT NULL,
+    grant_priority     integer DEFAULT 50)
 RETURNS ledger.operations
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -124,12 +128,13 @@ BEGIN
     BEGIN
         INSERT INTO ledger.operations AS o
             (app, operation, direction, default_amount, min_amount, max_amount,
-             caller_sets_amount, limit_per, description)
+             caller_sets_amount, limit_per, description, expires_after, grant_priority)
         VALUES
             (define_operation.app, define_operation.operation, define_operation.direction,
              define_operation.default_amount, coalesce(define_operation.min_amount, 1),
              define_operation.max_amount, coalesce(define_operation.caller_sets_amount, false),
-             define_operation.limit_per, define_operation.description)
+             define_operation.limit_per, define_operation.description, define_operation.expires_after,
+             coalesce(define_operation.grant_priority, 50))
         ON CONFLICT ON CONSTRAINT operations_pkey DO UPDATE
             SET direction = excluded.direction,
                 default_amount = excluded.default_amount,
@@ -137,6 +142,8 @@ BEGIN
                 max_amount = excluded.max_amount,
                 caller_sets_amount = excluded.caller_sets_amount,
                 limit_per = excluded.limit_per,
+                expires_after = excluded.expires_after,
+                grant_priority = excluded.grant_priority,
                 description = coalesce(excluded.description, o.description)
         RETURNING o.* INTO v_op;
     EXCEPTION WHEN check_violation THEN
@@ -147,6 +154,9 @@ BEGIN
                        WHEN 'operations_direction_valid' THEN 'direction'
                        WHEN 'operations_direction_required' THEN 'direction'
                        WHEN 'operations_limit_per_valid' THEN 'limit_per'
+                       WHEN 'operations_expires_after_valid' THEN 'expires_after'
+                       WHEN 'operations_expiry_on_credits' THEN 'expires_after'
+                       WHEN 'operations_grant_priority_range' THEN 'grant_priority'
                    END;
         IF v_field IS NOT NULL THEN
             RAISE EXCEPTION '%', CASE v_field
@@ -154,6 +164,9 @@ BEGIN
                         'invalid argument: operation name %s must be uppercase letters, digits and _',
                         define_operation.operation)
                     WHEN 'direction' THEN 'invalid argument: direction must be credit or debit'
+                    WHEN 'expires_after' THEN 'invalid argument: expires_after is for credit operations, '
+                                              'more than 0 and at most 100 years'
+                    WHEN 'grant_priority' THEN 'invalid argument: grant_priority must be between 0 and 1000'
                     ELSE 'invalid argument: limit_per must be NULL, ever or day'
                 END
                 USING ERRCODE = 'LG007',
@@ -181,14 +194,18 @@ BEGIN
     RETURN v_op;
 END
 $$;
-COMMENT ON FUNCTION ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text) IS $$
+COMMENT ON FUNCTION ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text,
+                                            interval, integer) IS $$
 Registers an operation of an app or updates it, under a lock on the
 operation's row. The operations table's constraints are the rules, and a
 violation is reported by the constraint's name: the name is uppercase
 letters, digits and _, direction is credit or debit, limit_per is NULL,
 ever or day (LG007); amounts are positive, default_amount lies within
 min_amount..max_amount, and an operation whose amount the caller may not
-set has a default_amount (LG006). Refuses a name another app owns or a
+set has a default_amount (LG006); expires_after (how long a credit's grant
+lasts, NULL never) is for credit operations, more than 0 and at most 100
+years, and grant_priority (lower is spent first; NULL: 50) is 0 to 1000
+(LG007). Refuses a name another app owns or a
 system operation (LG003), and a change of direction once the operation has
 entries (LG012). LG011 for an unknown app.$$;
 

@@ -103,19 +103,20 @@ $$;
 -- otherwise nothing is locked and no row is returned (the owner has no entry
 -- and no hold). One owner per statement, so that on Citus the lock is taken
 -- on one shard.
-CREATE OR REPLACE FUNCTION ledger._lock_account(
+DROP FUNCTION IF EXISTS ledger._lock_account(text, boolean);  -- it returned no next_expiry before
+CREATE FUNCTION ledger._lock_account(
     p_owner_id text, p_create boolean,
-    OUT balance bigint, OUT open_holds integer, OUT last_seq bigint)
+    OUT balance bigint, OUT open_holds integer, OUT last_seq bigint, OUT next_expiry timestamptz)
 RETURNS record
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    SELECT a.balance, a.open_holds, a.last_seq INTO balance, open_holds, last_seq
+    SELECT a.balance, a.open_holds, a.last_seq, a.next_expiry INTO balance, open_holds, last_seq, next_expiry
     FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
     IF NOT FOUND AND p_create THEN
         INSERT INTO ledger.accounts AS a (owner_id, balance) VALUES (p_owner_id, 0)
         ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING;
-        SELECT a.balance, a.open_holds, a.last_seq INTO balance, open_holds, last_seq
+        SELECT a.balance, a.open_holds, a.last_seq, a.next_expiry INTO balance, open_holds, last_seq, next_expiry
         FROM ledger.accounts a WHERE a.owner_id = p_owner_id FOR UPDATE;
     END IF;
 END
@@ -170,13 +171,18 @@ $$;
 
 -- Guarantees: the one write path of every entry. It takes the owner's
 -- account row lock (ledger._lock_account; a credit makes the account), reads
--- the clock once under it (created_at, and every expiry decision), and then,
+-- the clock once under it (created_at, and every expiry decision), writes
+-- the EXPIRE entries of the owner's grants that expired by then
+-- (ledger._expire_due), and then,
 -- with everything the owner's earlier writers committed in view: replays the
 -- request p_key already names (or LG005), checks the operation's per-owner
 -- limit (LG004) and, for a debit, that `available` (balance minus active
 -- holds other than p_hold_id) covers it (LG001); then it updates the running
 -- balance and the owner's last seq and appends the entry with the next seq,
--- in one statement. p_amount is signed. The accounts CHECK (balance >= 0)
+-- in one statement; last, the entry's grant rows (ledger._grant_rows: a
+-- credit makes a grant expiring at p_expires_at, or p_expires_after after
+-- the write, with p_priority; a debit spends grants; a reversal gives back
+-- or takes back). p_amount is signed. The accounts CHECK (balance >= 0)
 -- backs the debit check.
 --
 -- Because every request of a key of (owner, app) takes the owner's lock
@@ -190,6 +196,8 @@ DROP FUNCTION IF EXISTS ledger._apply(text, text, ledger.operations, bigint, tex
 -- p_at: the instant of the write when the caller already read it under the
 -- owner's lock (post_entries on Citus: one instant per batch); NULL, read here.
 DROP FUNCTION IF EXISTS ledger._apply(text, text, text, text, bigint, text, uuid, jsonb, bigint, bigint, bigint);
+DROP FUNCTION IF EXISTS ledger._apply(text, text, text, text, bigint, text, uuid, jsonb, bigint, bigint, bigint,
+                                      timestamptz);  -- it made no grants before
 CREATE OR REPLACE FUNCTION ledger._apply(
     p_owner_id    text,
     p_app         text,
@@ -202,7 +210,11 @@ CREATE OR REPLACE FUNCTION ledger._apply(
     p_hold_id     bigint DEFAULT NULL,
     p_transfer_id bigint DEFAULT NULL,
     p_reverses    bigint DEFAULT NULL,
-    p_at          timestamptz DEFAULT NULL)
+    p_at          timestamptz DEFAULT NULL,
+    p_priority    integer DEFAULT 50,
+    p_expires_after interval DEFAULT NULL,
+    p_expires_at  timestamptz DEFAULT NULL,
+    p_parts       jsonb DEFAULT NULL)
 RETURNS ledger.entry_result
 LANGUAGE plpgsql
 AS $$
@@ -212,6 +224,7 @@ DECLARE
     v_at      timestamptz;
     v_writer  text;
     v_result  ledger.entry_result;
+    v_seq     bigint;
 BEGIN
     v_account := ledger._lock_account(p_owner_id, p_amount > 0);
     -- The call's one clock reading, under the lock: created_at (so time order
@@ -220,6 +233,9 @@ BEGIN
     IF v_account.balance IS NULL THEN
         -- No account, so nothing of this owner (no key either): a debit of nothing.
         PERFORM ledger._insufficient(p_owner_id, -p_amount, 0);
+    END IF;
+    IF v_account.next_expiry <= v_at THEN
+        v_account.balance := ledger._expire_due(p_owner_id, v_at);
     END IF;
 
     IF p_limit_per IS NOT NULL THEN
@@ -267,12 +283,15 @@ BEGIN
     SELECT p_owner_id, a.last_seq, p_app, p_operation, p_amount, a.balance, p_key, p_fingerprint, p_metadata,
            v_at, v_writer, p_hold_id, p_transfer_id, p_reverses
     FROM a
-    RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false
-    INTO v_result;
+    RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false, e.seq
+    INTO v_result.entry_id, v_result.owner_id, v_result.app, v_result.operation, v_result.amount,
+         v_result.balance, v_result.created_at, v_result.replayed, v_seq;
     IF NOT FOUND THEN
         -- The key already names a request of this owner and app.
-        v_result := ledger._replay(p_owner_id, p_app, p_key, p_fingerprint);
+        RETURN ledger._replay(p_owner_id, p_app, p_key, p_fingerprint);
     END IF;
+    PERFORM ledger._grant_rows(p_owner_id, v_result.entry_id, v_seq, p_app, p_operation, p_amount, p_reverses,
+                               p_priority, coalesce(p_expires_at, v_at + p_expires_after), p_parts, v_at);
     RETURN v_result;
 END
 $$;
@@ -311,7 +330,8 @@ BEGIN
     -- The key is checked under the owner's lock, inside ledger._apply.
     RETURN ledger._apply(post_entry.owner_id, post_entry.app, v_op.operation, v_op.limit_per,
                          CASE v_op.direction WHEN 'debit' THEN -v_amount ELSE v_amount END,
-                         post_entry.idempotency_key, v_fp, v_meta);
+                         post_entry.idempotency_key, v_fp, v_meta,
+                         p_priority => v_op.grant_priority, p_expires_after => v_op.expires_after);
 END
 $$;
 COMMENT ON FUNCTION ledger.post_entry(text, text, text, text, numeric, text) IS $$
@@ -366,6 +386,27 @@ DROP FUNCTION IF EXISTS ledger._require_key_unused_by_entries(text, text);
 -- to save and restore on the hottest read): it runs as the caller, so every
 -- name and operator is qualified and the caller's search_path cannot change
 -- its meaning. The holds are read only when the account has open ones.
+-- Credits of an owner's grants that expired at or before p_at but whose
+-- EXPIRE entry is not written yet: the stored balance still counts them,
+-- readers must not. Qualified throughout: get_balance runs it under the
+-- caller's search_path.
+CREATE OR REPLACE FUNCTION ledger._expired_unwritten(p_owner_id text, p_at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_gone pg_catalog.int8;
+BEGIN
+    SELECT pg_catalog.sum(g.remaining)::pg_catalog.int8 INTO v_gone
+    FROM ledger.grants g
+    WHERE g.owner_id OPERATOR(pg_catalog.=) p_owner_id
+      AND g.status OPERATOR(pg_catalog.=) 'active'
+      AND g.remaining OPERATOR(pg_catalog.>) 0
+      AND g.expires_at OPERATOR(pg_catalog.<=) p_at;
+    RETURN COALESCE(v_gone, 0::pg_catalog.int8);
+END
+$$;
+
 DROP FUNCTION IF EXISTS ledger.get_balance(text);  -- it returned a set before
 CREATE FUNCTION ledger.get_balance(owner_id text)
 RETURNS ledger.balance_result
@@ -377,23 +418,37 @@ DECLARE
     v_balance pg_catalog.int8;
     v_open    pg_catalog.int4;
     v_updated pg_catalog.timestamptz;
+    v_next    pg_catalog.timestamptz;
+    v_at      pg_catalog.timestamptz;
     v_held    pg_catalog.int8 := 0;
 BEGIN
-    SELECT a.balance, a.open_holds, a.updated_at INTO v_balance, v_open, v_updated
+    SELECT a.balance, a.open_holds, a.updated_at, a.next_expiry INTO v_balance, v_open, v_updated, v_next
     FROM ledger.accounts a WHERE a.owner_id OPERATOR(pg_catalog.=) v_owner;
-    IF v_open OPERATOR(pg_catalog.>) 0 THEN
-        v_held := ledger._active_holds(v_owner);
+    IF v_open OPERATOR(pg_catalog.>) 0 OR v_next IS NOT NULL THEN
+        v_at := pg_catalog.clock_timestamp();
+        IF v_open OPERATOR(pg_catalog.>) 0 THEN
+            v_held := ledger._active_holds(v_owner, NULL, v_at);
+        END IF;
+        IF v_next OPERATOR(pg_catalog.<=) v_at THEN
+            -- Grants past their expiry count no more, EXPIRE entry written or not.
+            v_balance := v_balance OPERATOR(pg_catalog.-) ledger._expired_unwritten(v_owner, v_at);
+        END IF;
     END IF;
     v_balance := COALESCE(v_balance, 0::pg_catalog.int8);
-    RETURN ROW(v_owner, v_balance, v_held, v_balance OPERATOR(pg_catalog.-) v_held, v_updated)::ledger.balance_result;
+    RETURN ROW(v_owner, v_balance, v_held,
+               pg_catalog.int8larger(v_balance OPERATOR(pg_catalog.-) v_held, 0::pg_catalog.int8),
+               v_updated)::ledger.balance_result;
 END
 $$;
 COMMENT ON FUNCTION ledger.get_balance(text) IS $$
 An owner's balance, the credits its active holds reserve (held) and what is
-available (balance - held); an owner without entries reads zeros with
-updated_at NULL. A hold past its expires_at no longer counts. One indexed
-row plus the owner's active holds, never a sum over history. LG007 for a
-missing or malformed owner_id. Read-only, takes no lock.$$;
+available (balance - held, never below 0: grants that expire or are voided
+under an open hold can leave it uncovered); an owner without entries reads
+zeros with updated_at NULL. A hold past its expires_at no longer counts,
+nor do the credits of a grant past its expires_at, even before its EXPIRE
+entry is written. One indexed row, plus the owner's active holds when it
+has some and its expired grants when one is due, never a sum over history.
+LG007 for a missing or malformed owner_id. Read-only, takes no lock.$$;
 
 -- The read functions take a trailing owner_id (given: straight to that
 -- owner's rows; NULL: the entry is found by its id); the old signatures go,
@@ -521,6 +576,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_balance bigint;
+    v_seq     bigint;
+    v_gone    bigint;
 BEGIN
     PERFORM ledger._require_id('owner_id', balance_at.owner_id);
     IF balance_at.at IS NULL THEN
@@ -529,15 +586,27 @@ BEGIN
     END IF;
     -- created_at is read under the owner's lock, so it follows seq; entries
     -- of one instant (a batch) are ordered by seq.
-    SELECT e.balance INTO v_balance FROM ledger.entries e
+    SELECT e.balance, e.seq INTO v_balance, v_seq FROM ledger.entries e
     WHERE e.owner_id = balance_at.owner_id AND e.created_at <= balance_at.at
     ORDER BY e.created_at DESC, e.seq DESC
     LIMIT 1;
-    RETURN coalesce(v_balance, 0);
+    IF v_seq IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- Grants that had expired by `at` still held, as of that entry, what
+    -- their EXPIRE entries (written later) removed: not part of the balance.
+    SELECT coalesce(sum(g.amount + coalesce(m.moved, 0)), 0) INTO v_gone
+    FROM ledger.grants g
+    LEFT JOIN LATERAL (SELECT sum(s.amount) AS moved FROM ledger.grant_spending s
+                       WHERE s.owner_id = g.owner_id AND s.grant_id = g.grant_id AND s.seq <= v_seq) m ON true
+    WHERE g.owner_id = balance_at.owner_id AND g.expires_at <= balance_at.at AND g.seq <= v_seq;
+    RETURN v_balance - v_gone;
 END
 $$;
 COMMENT ON FUNCTION ledger.balance_at(text, timestamptz) IS $$
 The owner's balance as of an instant: the running balance of the last
-entry (in the owner's order, seq) created at or before `at`, 0 before the
+entry (in the owner's order, seq) created at or before `at`, less what
+was left then of grants that had expired by `at` (their credits are gone
+from expires_at on, even where the EXPIRE entry came later); 0 before the
 first entry (holds do not count). LG007 for a NULL `at` or a malformed
 owner_id. Read-only.$$;

@@ -151,6 +151,9 @@ BEGIN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, 0);
     END IF;
     v_at := clock_timestamp();  -- one reading under the lock: what counts, and the new hold's start
+    IF v_account.next_expiry <= v_at THEN
+        v_account.balance := ledger._expire_due(create_hold.owner_id, v_at);
+    END IF;
     SELECT h.* INTO v_hold FROM ledger.holds h
     WHERE h.owner_id = create_hold.owner_id AND h.app = create_hold.app
       AND h.idempotency_key = create_hold.idempotency_key;

@@ -8,7 +8,7 @@
 -- lock (an owner without an account, when not p_create, is left out).
 DROP FUNCTION IF EXISTS ledger._lock_accounts(text[], boolean);
 CREATE FUNCTION ledger._lock_accounts(p_owners text[], p_create boolean)
-RETURNS TABLE (owner_id text, balance bigint, last_seq bigint)
+RETURNS TABLE (owner_id text, balance bigint, last_seq bigint, next_expiry timestamptz)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -21,6 +21,7 @@ BEGIN
             owner_id := v_owner;
             balance := v_account.balance;
             last_seq := v_account.last_seq;
+            next_expiry := v_account.next_expiry;
             RETURN NEXT;
         END IF;
     END LOOP;
@@ -108,8 +109,11 @@ BEGIN
         RETURN ledger._transfer_result(v_prior.transfer_id, v_prior.entry_id, v_prior.amount, v_prior.balance,
                                        transfer.to_owner, true);
     END IF;
+    -- The receiver's grants mirror the sender's grants the credits came
+    -- from: their expiry and priority travel with them.
     v_in := ledger._apply(transfer.to_owner, transfer.app, v_in_op.operation, NULL, v_amount,
-                          NULL, NULL, v_meta, p_transfer_id => v_id);
+                          NULL, NULL, v_meta, p_transfer_id => v_id,
+                          p_parts => ledger._transfer_parts(transfer.from_owner, v_out.entry_id));
     RETURN (v_id, v_out.entry_id, v_in.entry_id, v_amount, v_out.balance, v_in.balance, false)::ledger.transfer_result;
 END
 $$;

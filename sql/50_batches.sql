@@ -243,6 +243,19 @@ DECLARE
     v_fp        uuid[];
     v_request   uuid;         -- fingerprint of the whole request (items keyed by p_key)
     v_meta      jsonb[];
+    v_priority  integer[];    -- a credit's grant: priority
+    v_expires   interval[];   --   and expiry after the write (NULL never)
+    v_next      timestamptz[];  -- the locked owners' next_expiry
+    v_due       text[];       -- owners with a grant expired by v_at
+    r_entry     bigint[];     -- the results, in input order
+    r_owner     text[];
+    r_app       text[];
+    r_operation text[];
+    r_amount    bigint[];
+    r_balance   bigint[];
+    r_created   timestamptz[];
+    r_replayed  boolean[];
+    r_seq       bigint[];     -- the seq of an entry this batch wrote (else NULL)
     v_status    text[];       -- write | replay | repeat | LG005 | LG004 | LG001 | LG006
     v_balance   numeric[];    -- balance after the item (items to write)
     v_available numeric[];    -- available before the item (debits to write)
@@ -306,6 +319,7 @@ BEGIN
                    ledger._require_id('owner_id', r.item ->> 'owner_id') AS owner_id,
                    ledger._require_id('idempotency_key', r.key_given) AS idempotency_key,
                    o.app, (o.op).operation, (o.op).direction, (o.op).limit_per,
+                   (o.op).grant_priority, (o.op).expires_after,
                    ledger._amount_for((o.op).operation, (o.op).default_amount, (o.op).min_amount,
                                       (o.op).max_amount, (o.op).caller_sets_amount, r.amount_given) AS magnitude,
                    ledger._metadata(r.item ->> 'metadata') AS metadata
@@ -321,8 +335,10 @@ BEGIN
                               ELSE ledger._fingerprint(jsonb_build_array('post_entry', c.owner_id, c.operation,
                                                                          c.amount_given, c.metadata)) END
                          ORDER BY c.ord),
-               array_agg(c.metadata ORDER BY c.ord)
-        INTO v_valid, v_shape_ok, v_owner, v_app, v_operation, v_key, v_amount, v_limit, v_fp, v_meta
+               array_agg(c.metadata ORDER BY c.ord),
+               array_agg(c.grant_priority ORDER BY c.ord), array_agg(c.expires_after ORDER BY c.ord)
+        INTO v_valid, v_shape_ok, v_owner, v_app, v_operation, v_key, v_amount, v_limit, v_fp, v_meta,
+             v_priority, v_expires
         FROM checked c;
         IF v_valid <> v_count OR NOT v_shape_ok THEN
             RAISE EXCEPTION 'a batch item is invalid';  -- the error path names it
@@ -334,11 +350,26 @@ BEGIN
         -- here on what the keys name is final until we commit.
         v_phase := 'decide';
         SELECT array_agg(l.owner_id ORDER BY l.owner_id), array_agg(l.balance ORDER BY l.owner_id),
-               array_agg(l.last_seq ORDER BY l.owner_id)
-        INTO v_locked, v_base, v_base_seq
+               array_agg(l.last_seq ORDER BY l.owner_id),
+               array_agg(l.next_expiry ORDER BY l.owner_id)
+        INTO v_locked, v_base, v_base_seq, v_next
         FROM ledger._lock_accounts(v_owner, true) l;
         v_at := clock_timestamp();
         v_writer := ledger._writer();
+        SELECT array_agg(l.owner_id ORDER BY l.owner_id) INTO v_due
+        FROM unnest(v_locked, v_next) AS l(owner_id, next_expiry) WHERE l.next_expiry <= v_at;
+        -- The owners' grants that expired by now leave first (their EXPIRE
+        -- entries), as at any write; then their balances and seqs are read again.
+        IF v_due IS NOT NULL THEN
+            FOR v_i IN 1 .. cardinality(v_due) LOOP
+                PERFORM ledger._expire_due(v_due[v_i], v_at);
+            END LOOP;
+            SELECT array_agg(a.balance ORDER BY l.o), array_agg(a.last_seq ORDER BY l.o)
+            INTO v_base, v_base_seq
+            FROM unnest(v_locked) WITH ORDINALITY AS l(owner_id, o)
+            CROSS JOIN LATERAL (SELECT x.balance, x.last_seq FROM ledger.accounts x
+                                WHERE x.owner_id = l.owner_id) a;
+        END IF;
 
         -- On Citus (the ledger distributed by owner: docs/CITUS.md) the
         -- whole-batch queries below join the items with several owners'
@@ -356,7 +387,8 @@ BEGIN
                 v_blame := v_i - 1;
                 RETURN NEXT ledger._apply(v_owner[v_i], v_app[v_i], v_operation[v_i], v_limit[v_i],
                                           v_amount[v_i], v_key[v_i], v_fp[v_i], v_meta[v_i],
-                                          p_at => v_at);
+                                          p_at => v_at, p_priority => v_priority[v_i],
+                                          p_expires_after => v_expires[v_i]);
             END LOOP;
             RETURN;
         END IF;
@@ -466,15 +498,18 @@ BEGIN
         END IF;
 
         -- 4. Write: the new entries in input order, the accounts, the results.
+        -- Each credit makes its grant in the same statement; the debits spend
+        -- grants after it, in input order (ledger._spend: an item spends only
+        -- grants made before it).
         v_phase := 'write';
-        RETURN QUERY
         WITH items AS (
             SELECT t.ord, t.owner_id, t.app, t.operation, t.idempotency_key, t.amount, t.fingerprint,
-                   t.metadata, t.status, t.balance, t.prior, t.seq
+                   t.metadata, t.status, t.balance, t.prior, t.seq, t.priority,
+                   v_at + t.expires_after AS expires_at
             FROM unnest(v_owner, v_app, v_operation, v_key, v_amount, v_fp, v_meta, v_status, v_balance, v_prior,
-                        v_seq)
+                        v_seq, v_priority, v_expires)
                  WITH ORDINALITY AS t(owner_id, app, operation, idempotency_key, amount, fingerprint,
-                                      metadata, status, balance, prior, seq, ord)
+                                      metadata, status, balance, prior, seq, priority, expires_after, ord)
         ), replayed AS MATERIALIZED (
             -- The stored entries that replays return (an inner join by owner and id).
             SELECT e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at
@@ -490,22 +525,50 @@ BEGIN
             WHERE it.status = 'write'
             ORDER BY it.ord
             RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at,
-                      e.idempotency_key
+                      e.idempotency_key, e.seq
+        ), made AS (
+            INSERT INTO ledger.grants
+                (owner_id, entry_id, seq, app, operation, amount, remaining, priority, expires_at, created_at)
+            SELECT w.owner_id, w.entry_id, w.seq, w.app, w.operation, w.amount, w.amount, it.priority,
+                   it.expires_at, v_at
+            FROM written w
+            JOIN items it ON it.owner_id = w.owner_id AND it.seq = w.seq
+            WHERE w.amount > 0
         ), accounts AS (
             UPDATE ledger.accounts a
-            SET balance = (a.balance + s.total)::bigint, last_seq = s.last_seq, updated_at = v_at
-            FROM (SELECT it.owner_id, sum(it.amount) AS total, max(it.seq) AS last_seq
+            SET balance = (a.balance + s.total)::bigint, last_seq = s.last_seq, updated_at = v_at,
+                next_expiry = CASE WHEN s.next_expiry IS NULL THEN a.next_expiry
+                                   ELSE least(a.next_expiry, s.next_expiry) END
+            FROM (SELECT it.owner_id, sum(it.amount) AS total, max(it.seq) AS last_seq,
+                         min(it.expires_at) FILTER (WHERE it.amount > 0) AS next_expiry
                   FROM items it WHERE it.status = 'write' GROUP BY it.owner_id) s
             WHERE a.owner_id = s.owner_id
         )
-        SELECT coalesce(w.entry_id, p.entry_id), coalesce(w.owner_id, p.owner_id), coalesce(w.app, p.app),
-               coalesce(w.operation, p.operation), coalesce(w.amount, p.amount), coalesce(w.balance, p.balance),
-               coalesce(w.created_at, p.created_at), it.status <> 'write'
+        SELECT array_agg(coalesce(w.entry_id, p.entry_id) ORDER BY it.ord),
+               array_agg(coalesce(w.owner_id, p.owner_id) ORDER BY it.ord),
+               array_agg(coalesce(w.app, p.app) ORDER BY it.ord),
+               array_agg(coalesce(w.operation, p.operation) ORDER BY it.ord),
+               array_agg(coalesce(w.amount, p.amount) ORDER BY it.ord),
+               array_agg(coalesce(w.balance, p.balance) ORDER BY it.ord),
+               array_agg(coalesce(w.created_at, p.created_at) ORDER BY it.ord),
+               array_agg(it.status <> 'write' ORDER BY it.ord),
+               array_agg(CASE WHEN it.status = 'write' THEN w.seq END ORDER BY it.ord)
+        INTO r_entry, r_owner, r_app, r_operation, r_amount, r_balance, r_created, r_replayed, r_seq
         FROM items it
         -- A repeat inside the batch returns the entry its key's first item wrote.
         LEFT JOIN written w ON w.owner_id = it.owner_id AND w.app = it.app AND w.idempotency_key = it.idempotency_key
-        LEFT JOIN (SELECT DISTINCT * FROM replayed) p ON p.owner_id = it.owner_id AND p.entry_id = it.prior
-        ORDER BY it.ord;
+        LEFT JOIN (SELECT DISTINCT * FROM replayed) p ON p.owner_id = it.owner_id AND p.entry_id = it.prior;
+
+        FOR v_i IN 1 .. v_count LOOP
+            IF r_seq[v_i] IS NOT NULL AND r_amount[v_i] < 0 THEN
+                PERFORM ledger._spend(r_owner[v_i], r_entry[v_i], r_seq[v_i], -r_amount[v_i], v_at);
+            END IF;
+        END LOOP;
+        RETURN QUERY
+            SELECT t.entry_id, t.owner_id, t.app, t.operation, t.amount, t.balance, t.created_at, t.replayed
+            FROM unnest(r_entry, r_owner, r_app, r_operation, r_amount, r_balance, r_created, r_replayed)
+                 WITH ORDINALITY AS t(entry_id, owner_id, app, operation, amount, balance, created_at, replayed, o)
+            ORDER BY t.o;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
                                 v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,

@@ -6,7 +6,8 @@
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC, ledger_owner;
 REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_app, ledger_reader, ledger_owner;
 
-GRANT SELECT ON ledger.apps, ledger.operations, ledger.accounts, ledger.entries, ledger.holds
+GRANT SELECT ON ledger.apps, ledger.operations, ledger.accounts, ledger.entries, ledger.holds,
+                ledger.grants, ledger.grant_spending
     TO ledger_app, ledger_reader, ledger_owner;
 
 -- The API of section 2 for services.
@@ -25,6 +26,11 @@ GRANT EXECUTE ON FUNCTION
     ledger.transfer(text, text, numeric, text, text, text),
     ledger.transfer(jsonb, text, text, numeric, text, text),
     ledger.reverse_entry(bigint, text, text, text, text),
+    ledger.grant_credits(text, text, text, text, numeric, timestamptz, integer, text),
+    ledger.list_grants(text, boolean),
+    ledger.list_spending(text, bigint, bigint, integer),
+    ledger.void_grant(bigint, text, text, text, text),
+    ledger.expire_grants(integer),
     ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
@@ -38,6 +44,8 @@ GRANT EXECUTE ON FUNCTION
     ledger.balance_at(text, timestamptz),
     ledger.get_hold(bigint, text, text),
     ledger.list_holds(text, text),
+    ledger.list_grants(text, boolean),
+    ledger.list_spending(text, bigint, bigint, integer),
     ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
@@ -49,7 +57,8 @@ TO ledger_reader, ledger_owner;
 -- of their reach.
 GRANT EXECUTE ON FUNCTION
     ledger.define_app(text, text),
-    ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text),
+    ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text, interval, integer),
+    ledger.expire_grants(integer),
     ledger.create_api_key(text, bytea, text, text),
     ledger.list_api_keys(),
     ledger.revoke_api_key(text)
@@ -59,7 +68,8 @@ TO ledger_owner;
 -- hottest read), so the helpers it calls do too. _require_id inlines a call
 -- of _invalid_id, checked when the query starts.
 GRANT EXECUTE ON FUNCTION ledger._require_id(text, text), ledger._invalid_id(text, text),
-                          ledger._active_holds(text, bigint, timestamptz)
+                          ledger._active_holds(text, bigint, timestamptz),
+                          ledger._expired_unwritten(text, timestamptz)
     TO ledger_app, ledger_reader, ledger_owner;
 
 -- HTTP API keys (sql/70_api_keys.sql): the web service only resolves a token

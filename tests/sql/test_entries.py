@@ -245,6 +245,12 @@ def test_daily_reward_claimed_yesterday_can_be_claimed_today(conn):
         " VALUES ('pat', 1, 'core', 'DAILY_REWARD', 1, 1,"
         " date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 second', 'test')"
     )
+    conn.execute(
+        "INSERT INTO ledger.grants"
+        " (owner_id, entry_id, seq, app, operation, amount, remaining, priority, created_at)"
+        " SELECT owner_id, entry_id, seq, app, operation, amount, amount, 50, created_at"
+        " FROM ledger.entries WHERE owner_id = 'pat'"
+    )
     conn.execute("RESET ROLE")
     today = post(conn, "pat", "DAILY_REWARD", "today")
     assert today["balance"] == 2

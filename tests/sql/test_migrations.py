@@ -259,6 +259,17 @@ def _at_previous_release(path: str) -> str:
     ).stdout
 
 
+def _previous_release_sql_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{PREVIOUS_RELEASE}:sql"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    return [f"sql/{name}" for name in sorted(listed) if name.endswith(".sql")]
+
+
 def test_upgrade_from_the_release_where_ledger_owner_owned_the_tables(blank_db_url, tmp_path):
     """The previous release: migrations up to 0008, functions loaded as
     ledger_owner, entries written. migrate() moves every object to
@@ -267,7 +278,7 @@ def test_upgrade_from_the_release_where_ledger_owner_owned_the_tables(blank_db_u
     old.mkdir()
     for path in sorted((ROOT / "migrations").glob("000[1-8]_*.sql")):
         (old / path.name).write_text(path.read_text())
-    old_sql = [_at_previous_release(f"sql/{path.name}") for path in sql_files()]
+    old_sql = [_at_previous_release(path) for path in _previous_release_sql_files()]
     from yoyo import get_backend, read_migrations
 
     backend = get_backend(yoyo_url(blank_db_url))

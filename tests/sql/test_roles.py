@@ -116,7 +116,11 @@ def test_verify_reports_a_planted_discrepancy(conn, funded):
     conn.execute("UPDATE ledger.accounts SET balance = balance + 7 WHERE owner_id = 'alice'")
     conn.execute("RESET ROLE")
     rows = call(conn, "verify")
-    assert {r["check_name"] for r in rows} == {"balance_matches_entries", "last_entry_balance"}
+    assert {r["check_name"] for r in rows} == {
+        "balance_matches_entries",
+        "last_entry_balance",
+        "balance_matches_grants",
+    }
     assert {r["owner_id"] for r in rows} == {"alice"}
 
 
