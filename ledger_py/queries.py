@@ -301,7 +301,7 @@ VOID_GRANT = Call(
     callers=(APP,),
 )
 EXPIRE_GRANTS = Call(
-    "expire_grants", (), (("max_rows", "integer"),), returns="integer", callers=(APP,)
+    "expire_grants", (), (("max_rows", "integer"),), returns="integer", callers=(APP, OWNER)
 )
 LIST_SPENDING = Call(
     "list_spending",
@@ -414,6 +414,12 @@ NOT_WRAPPED: tuple[NotWrapped, ...] = (
     ),
     NotWrapped(
         "_active_holds(text, bigint, timestamptz)",
+        READERS,
+        "internal; granted because get_balance (not SECURITY DEFINER, the cheapest read) "
+        "runs it as the caller",
+    ),
+    NotWrapped(
+        "_expired_unwritten(text, timestamptz)",
         READERS,
         "internal; granted because get_balance (not SECURITY DEFINER, the cheapest read) "
         "runs it as the caller",

@@ -169,43 +169,44 @@ def test_expire_loop_runs_until_a_signal_then_exits_cleanly(
             expires_at=expires_at,
         )
     env = {**cli_env, "LEDGER_DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+    with subprocess.Popen(
         ledger_command("grants", "expire", "--loop", "0.2"),
         env=env,
         cwd=str(REPO),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
+    ) as process:
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.put(line)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 30
-        while not any(line.endswith("expired 1 grant\n") for line in seen):
-            assert time.monotonic() < deadline, seen
-            assert process.poll() is None, (seen, process.stderr.read() if process.stderr else "")
-            try:
-                seen.append(lines.get(timeout=0.5))
-            except queue.Empty:
-                pass
-        process.send_signal(signum)
-        process.wait(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    reader.join(timeout=5)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not any(line.endswith("expired 1 grant\n") for line in seen):
+                assert time.monotonic() < deadline, seen
+                assert process.poll() is None, seen
+                try:
+                    seen.append(lines.get(timeout=0.5))
+                except queue.Empty:
+                    pass
+            process.send_signal(signum)
+            process.wait(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        reader.join(timeout=5)
+        assert process.stderr is not None
+        stderr = process.stderr.read()
     while not lines.empty():
         seen.append(lines.get())
-    stderr = process.stderr.read() if process.stderr else ""
     assert process.returncode == 0, (seen, stderr)
     assert seen[0].startswith("expiring grants every 0.2 s")
     assert seen[-1] == "stopped\n"

@@ -255,7 +255,11 @@ def test_verify_reports_discrepancies(ledger: Any, conn: psycopg.Connection[Any]
     conn.execute("UPDATE ledger.accounts SET balance = 4 WHERE owner_id = 'kim'")
     findings = ledger.verify()
     assert findings and all(isinstance(f, Discrepancy) for f in findings)
-    assert {f.check_name for f in findings} == {"balance_matches_entries", "last_entry_balance"}
+    assert {f.check_name for f in findings} == {
+        "balance_matches_entries",
+        "last_entry_balance",
+        "balance_matches_grants",
+    }
     assert {f.owner_id for f in findings} == {"kim"}
 
 

@@ -89,7 +89,11 @@ def test_operations_carry_expiry_and_priority(ledger: Any) -> None:
 
     with pytest.raises(InvalidArgument):
         ledger.define_operation(
-            app="club", operation="CLUB_FEE", direction="debit", expires_after=timedelta(days=1)
+            app="club",
+            operation="CLUB_FEE",
+            direction="debit",
+            default_amount=1,
+            expires_after=timedelta(days=1),
         )
 
 
