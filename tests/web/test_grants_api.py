@@ -2,7 +2,8 @@
 GET /owners/{owner_id}/grants and GET /owners/{owner_id}/spending, each
 against the real database, with the statuses and codes of bad input. Every
 response is also checked against the served OpenAPI document (the client
-fixture)."""
+fixture). The module runs on plain PostgreSQL and on the Citus cluster
+(tests/conftest.py, CITUS_CONTRACT)."""
 
 from __future__ import annotations
 
