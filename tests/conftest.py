@@ -59,6 +59,7 @@ CITUS_CONTRACT = {
     "sql/test_concurrency.py",
     "sql/test_definitions.py",
     "sql/test_reports.py",
+    "sql/test_grants.py",
     "web/test_example_app.py",
     "web/test_grants_api.py",
 }

@@ -723,6 +723,7 @@ def test_a_create_hold_racing_a_large_batch_cannot_reuse_its_key(db_url, conn):
                 *[item("hank", "CREDIT_ADD", f"l-{i}", 1) for i in range(LARGE - 1)],
                 item("hank", "CREDIT_ADD", "h-hold", 1),
             ]
+
             def late_batch() -> Any:
                 with pytest.raises(psycopg.Error) as info:
                     batch(other, late)

@@ -175,10 +175,24 @@ def test_define_app_reports_the_name_constraint(conn):
 def test_a_refused_direction_change_leaves_the_operation_as_it_was(conn):
     """LG012 is decided after the upsert: the failed call must not leave the update behind."""
     one(conn, "define_app", app="shop")
-    one(conn, "define_operation", app="shop", operation="SHOP_B", direction="credit", default_amount=1)
+    one(
+        conn,
+        "define_operation",
+        app="shop",
+        operation="SHOP_B",
+        direction="credit",
+        default_amount=1,
+    )
     post(conn, "bo", "SHOP_B", "b1", app="shop")
     with pytest.raises(psycopg.Error) as err:
-        one(conn, "define_operation", app="shop", operation="SHOP_B", direction="debit", default_amount=9)
+        one(
+            conn,
+            "define_operation",
+            app="shop",
+            operation="SHOP_B",
+            direction="debit",
+            default_amount=9,
+        )
     assert err.value.sqlstate == "LG012"
     # A flip that also breaks the amount rules is refused for the flip first.
     with pytest.raises(psycopg.Error) as err:

@@ -82,8 +82,6 @@ def test_errors_come_from_the_bodies_of_called_functions(db_url: str) -> None:
     """get_balance raises nothing itself: LG007 comes from ledger._require_id,
     which calls ledger._invalid_id."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        functions: dict[str, Any] = {
-            f.signature: f for f in sql_reference.read_functions(conn)
-        }
+        functions: dict[str, Any] = {f.signature: f for f in sql_reference.read_functions(conn)}
     assert functions["ledger.get_balance(text)"].errors == ("LG007",)
     assert "LG001" in functions["ledger.post_entries(jsonb,text)"].errors
