@@ -185,24 +185,28 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
         "(priority, soonest expiry, oldest) and record what they took.",
         [
             Example(
-                "ledger.grant_credits(text,text,text,text,numeric,timestamp with time zone,integer,text)",
+                "ledger.grant_credits(text,text,text,text,numeric,"
+                "timestamp with time zone,integer,text)",
                 "SELECT * FROM ledger.grant_credits(owner_id => 'user-7', app => 'shop',"
                 " operation => 'PROMO_CREDIT', idempotency_key => 'welcome-7', amount => 20,"
                 " expires_at => now() + interval '7 days');",
             ),
             Example(
                 "ledger.post_entry(text,text,text,text,numeric,text)",
-                "SELECT entry_id, operation, amount, balance FROM ledger.post_entry(owner_id => 'user-7',"
-                " app => 'shop', operation => 'SHOP_PURCHASE', idempotency_key => 'order-20', amount => 15);",
+                "SELECT entry_id, operation, amount, balance FROM ledger.post_entry("
+                "owner_id => 'user-7', app => 'shop', operation => 'SHOP_PURCHASE',"
+                " idempotency_key => 'order-20', amount => 15);",
             ),
             Example(
                 "ledger.list_grants(text,boolean)",
-                "SELECT grant_id, operation, amount, remaining, priority, expires_at IS NOT NULL AS expires,"
-                " status FROM ledger.list_grants(owner_id => 'user-7');",
+                "SELECT grant_id, operation, amount, remaining, priority,"
+                " expires_at IS NOT NULL AS expires, status"
+                " FROM ledger.list_grants(owner_id => 'user-7');",
             ),
             Example(
                 "ledger.list_spending(text,bigint,bigint,integer)",
-                "SELECT entry_id, grant_id, operation, amount FROM ledger.list_spending(owner_id => 'user-7');",
+                "SELECT entry_id, grant_id, operation, amount"
+                " FROM ledger.list_spending(owner_id => 'user-7');",
             ),
             Example(
                 "ledger.void_grant(bigint,text,text,text,text)",
