@@ -64,7 +64,8 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 "ledger_owner",
             ),
             Example(
-                "ledger.define_operation(text,text,text,bigint,bigint,bigint,boolean,text,text)",
+                "ledger.define_operation(text,text,text,bigint,bigint,bigint,boolean,text,text,interval,"
+                "integer)",
                 "SELECT * FROM ledger.define_operation(app => 'shop', operation => 'SHOP_PURCHASE',"
                 " direction => 'debit', default_amount => 5, max_amount => 100,"
                 " caller_sets_amount => true, description => 'Buying an item');",
@@ -175,6 +176,48 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 "ledger.reverse_entry(bigint,text,text,text,text)",
                 "SELECT * FROM ledger.reverse_entry(entry_id => 2, app => 'shop',"
                 " idempotency_key => 'refund-order-7', reason => 'order cancelled');",
+            ),
+        ],
+    ),
+    (
+        "Credit grants",
+        "Every credit is a grant with a priority that may expire; debits spend grants in order "
+        "(priority, soonest expiry, oldest) and record what they took.",
+        [
+            Example(
+                "ledger.grant_credits(text,text,text,text,numeric,"
+                "timestamp with time zone,integer,text)",
+                "SELECT * FROM ledger.grant_credits(owner_id => 'user-7', app => 'shop',"
+                " operation => 'PROMO_CREDIT', idempotency_key => 'welcome-7', amount => 20,"
+                " expires_at => now() + interval '7 days');",
+            ),
+            Example(
+                "ledger.post_entry(text,text,text,text,numeric,text)",
+                "SELECT entry_id, operation, amount, balance FROM ledger.post_entry("
+                "owner_id => 'user-7', app => 'shop', operation => 'SHOP_PURCHASE',"
+                " idempotency_key => 'order-20', amount => 15);",
+            ),
+            Example(
+                "ledger.list_grants(text,boolean)",
+                "SELECT grant_id, operation, amount, remaining, priority,"
+                " expires_at IS NOT NULL AS expires, status"
+                " FROM ledger.list_grants(owner_id => 'user-7');",
+            ),
+            Example(
+                "ledger.list_spending(text,bigint,bigint,integer)",
+                "SELECT entry_id, grant_id, operation, amount"
+                " FROM ledger.list_spending(owner_id => 'user-7');",
+            ),
+            Example(
+                "ledger.void_grant(bigint,text,text,text,text)",
+                "SELECT * FROM ledger.void_grant(grant_id => (SELECT grant_id FROM"
+                " ledger.list_grants('user-7') WHERE operation = 'PROMO_CREDIT'), app => 'shop',"
+                " idempotency_key => 'void-welcome-7', reason => 'campaign withdrawn',"
+                " owner_id => 'user-7');",
+            ),
+            Example(
+                "ledger.expire_grants(integer)",
+                "SELECT ledger.expire_grants(max_rows => 1000);",
             ),
         ],
     ),

@@ -55,7 +55,9 @@ def client(ledger: Ledger) -> Iterator[FlaskClient]:
 
 @pytest.fixture
 def tokens(ledger: Ledger) -> dict[str, str]:
-    return {app: create_api_key(ledger, app=app).token for app in ("core", "example_app", "other_app")}
+    return {
+        app: create_api_key(ledger, app=app).token for app in ("core", "example_app", "other_app")
+    }
 
 
 def bearer(token: str, key: str | None = None) -> dict[str, str]:

@@ -118,8 +118,7 @@ def test_security_definer_functions_pin_their_search_path(conn: psycopg.Connecti
 @pytest.mark.parametrize(
     "statement",
     [
-        "SELECT * FROM ledger._apply('mint', 'core', 'CREDIT_ADD', NULL, 1000000, 'k', NULL,"
-        " '{}')",
+        "SELECT * FROM ledger._apply('mint', 'core', 'CREDIT_ADD', NULL, 1000000, 'k', NULL, '{}')",
         "SELECT * FROM ledger._lock_account('a', true)",
         "SELECT ledger._lock_accounts(ARRAY['a'], true)",
         "SELECT * FROM ledger._post_entries('[]')",
@@ -287,9 +286,7 @@ def test_an_operator_login_defines_apps_but_cannot_alter_the_journal(
     with operator:
         assert one(operator, "define_app", app="op_app")["app"] == "op_app"
         operator.execute("SELECT ledger.define_operation('op_app', 'OP_SPEND', 'debit', 2)")
-        operator.execute(
-            "SELECT ledger.create_api_key('op_app', sha256('t'::bytea))"
-        )
+        operator.execute("SELECT ledger.create_api_key('op_app', sha256('t'::bytea))")
         assert operator.execute("SELECT count(*) FROM ledger.list_api_keys()").fetchone() == (1,)
         assert call(operator, "verify") == []
         for become in ("RESET ROLE", "SET ROLE ledger_owner"):

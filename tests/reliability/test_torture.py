@@ -8,6 +8,12 @@ the business errors a random mix provokes (LG001 insufficient credits, LG010
 already reversed); any other error (a deadlock, a unique violation, a lock
 timeout, a PostgreSQL error) fails the test.
 
+Credit grants join the mix: promotional credits that expire within a
+second or two while the others spend (their EXPIRE entries written by the
+owners' next writes and by expire_grants, which one action runs), grants
+with a priority, and voids. EXPIRE entries are the ledger's own, so they
+are checked against the grants they closed rather than counted per thread.
+
 Default 20 s (LEDGER_TORTURE_SECONDS overrides); the slow variant runs 120 s
 (pytest --run-slow).
 """
@@ -30,7 +36,8 @@ from .invariants import entries_by_operation, ledger_problems
 
 THREADS = 16
 HOT_OWNERS = [f"hot-{i}" for i in range(4)]
-ALLOWED = {"LG001", "LG009", "LG010"}  # LG009: a short hold expired first
+# LG009: a short hold expired first; LG014: a grant spent or expired before its void
+ALLOWED = {"LG001", "LG009", "LG010", "LG014"}
 SHARED_KEYS = 300  # keys every thread may use, each always for the same request
 REPORT: dict[str, Any] = {}
 
@@ -44,6 +51,7 @@ class Worker:
         self.calls: Counter[str] = Counter()  # action -> ok / refused
         self.errors: list[str] = []
         self.my_holds: list[int] = []
+        self.my_grants: list[tuple[str, int]] = []  # (owner, entry_id) of grants to void
         self.my_entries: list[int] = []
         self.replayable: list[tuple[str, dict[str, Any], int]] = []
         self.seq = 0
@@ -211,6 +219,40 @@ class Worker:
             assert not row["replayed"]
             self.entry(row)
 
+    def expiring(self, cur: psycopg.Cursor[Any]) -> None:
+        """Credits that expire within a second or two, spent first (priority)."""
+        owner = self.rng.choice(HOT_OWNERS)
+        row = self.one(
+            cur,
+            GRANT,
+            {
+                "owner_id": owner,
+                "key": self.key(),
+                "amount": self.rng.randint(1, 80),
+                "seconds": self.rng.choice([1, 2]),
+                "priority": self.rng.choice([None, 0, 10, 90]),
+            },
+        )
+        assert not row["replayed"]
+        self.entry(row)
+        self.my_grants.append((owner, row["entry_id"]))
+
+    def void(self, cur: psycopg.Cursor[Any]) -> None:
+        if not self.my_grants:
+            return self.expiring(cur)
+        owner, entry_id = self.my_grants.pop(self.rng.randrange(len(self.my_grants)))
+        found = self.one(
+            cur,
+            "SELECT grant_id FROM ledger.grants WHERE owner_id = %(owner)s AND entry_id = %(entry)s",
+            {"owner": owner, "entry": entry_id},
+        )
+        row = self.one(cur, VOID, {"grant_id": found["grant_id"], "key": self.key()})
+        assert not row["replayed"] and row["amount"] < 0
+        self.entry(row)
+
+    def sweep(self, cur: psycopg.Cursor[Any]) -> None:
+        cur.execute("SELECT ledger.expire_grants(max_rows => 50)")
+
     def read(self, cur: psycopg.Cursor[Any]) -> None:
         row = self.one(
             cur,
@@ -231,6 +273,9 @@ class Worker:
         "reverse": 2,
         "batch": 2,
         "read": 2,
+        "expiring": 2,
+        "void": 1,
+        "sweep": 1,
     }
 
     def run(self, start: threading.Barrier) -> None:
@@ -278,6 +323,15 @@ REVERSE = (
     " idempotency_key => %(key)s, reason => 'torture')"
 )
 BATCH = "SELECT * FROM ledger.post_entries(entries => %(entries)s::text)"
+GRANT = (
+    "SELECT * FROM ledger.grant_credits(owner_id => %(owner_id)s, app => 'core',"
+    " operation => 'PROMO_CREDIT', idempotency_key => %(key)s, amount => %(amount)s,"
+    " expires_at => clock_timestamp() + %(seconds)s * interval '1 second', priority => %(priority)s)"
+)
+VOID = (
+    "SELECT * FROM ledger.void_grant(grant_id => %(grant_id)s, app => 'core',"
+    " idempotency_key => %(key)s, reason => 'torture')"
+)
 
 
 def _torture(db_url: str, seconds: float) -> dict[str, Any]:
@@ -308,9 +362,21 @@ def _torture(db_url: str, seconds: float) -> dict[str, Any]:
         assert not thread.is_alive(), "a torture thread hung"
     elapsed = time.monotonic() - began
 
-    time.sleep(2.2)  # let every short hold expire: the checks below then read a still clock
+    time.sleep(2.2)  # let every short hold and grant expire: the checks below read a still clock
     errors = [e for w in workers for e in w.errors]
     assert errors == [], errors[:10]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # Readers already leave expired credits out; the sweep writes their entries.
+        seen = {
+            owner: conn.execute("SELECT balance FROM ledger.get_balance(%s)", (owner,)).fetchone()[
+                0
+            ]  # type: ignore[index]
+            for owner in HOT_OWNERS
+        }
+        while conn.execute("SELECT ledger.expire_grants(max_rows => 1000)").fetchone()[0]:  # type: ignore[index]
+            pass
+        stored = dict(conn.execute("SELECT owner_id, balance FROM ledger.accounts").fetchall())
+        assert {owner: stored[owner] for owner in HOT_OWNERS} == seen
     written = sum((w.written for w in workers), Counter())
     written["CREDIT_ADD"] += len(HOT_OWNERS)  # the seeds
     holds = sum((w.holds for w in workers), Counter())
@@ -319,7 +385,31 @@ def _torture(db_url: str, seconds: float) -> dict[str, Any]:
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert ledger_problems(conn) == []
         in_table = entries_by_operation(conn)
+        expired = in_table.pop("EXPIRE", 0)
+        # A reversal giving credits back to a voided grant voids them again at
+        # once: a VOID entry of the ledger's own, without a key.
+        revoided = conn.execute(
+            "SELECT count(*) FROM ledger.entries WHERE operation = 'VOID' AND idempotency_key IS NULL"
+        ).fetchone()[0]  # type: ignore[index]
+        if revoided:
+            in_table["VOID"] -= revoided
         assert in_table == {k: v for k, v in written.items() if v}, (in_table, dict(written))
+        # Every EXPIRE entry closed what one grant had left (or what a reversal
+        # gave back to a grant already closed), and every expired grant has one.
+        assert conn.execute(
+            "SELECT count(*) FROM ledger.entries e JOIN ledger.grant_spending s"
+            " ON s.owner_id = e.owner_id AND s.entry_id = e.entry_id WHERE e.operation = 'EXPIRE'"
+        ).fetchone() == (expired,)
+        assert conn.execute(
+            "SELECT count(*) FROM ledger.grants g WHERE g.status = 'expired' AND NOT EXISTS"
+            " (SELECT 1 FROM ledger.grant_spending s JOIN ledger.entries e"
+            "  ON e.owner_id = s.owner_id AND e.entry_id = s.entry_id"
+            "  WHERE s.owner_id = g.owner_id AND s.grant_id = g.grant_id AND e.operation = 'EXPIRE')"
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM ledger.grants WHERE status = 'active' AND remaining > 0"
+            " AND expires_at <= clock_timestamp()"
+        ).fetchone() == (0,)
         hold_rows = dict(
             conn.execute("SELECT status, count(*) FROM ledger.holds GROUP BY 1").fetchall()
         )
@@ -337,6 +427,8 @@ def _torture(db_url: str, seconds: float) -> dict[str, Any]:
         "calls": sum(calls.values()),
         "by_outcome": dict(sorted(calls.items())),
         "entries": dict(sorted(in_table.items())),
+        "expire_entries": expired,
+        "void_entries_given_back": revoided,
         "holds": dict(hold_rows),
         "shared_keys_written": shared[0] if shared else 0,
         "final_balances": balances,

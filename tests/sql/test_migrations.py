@@ -259,17 +259,6 @@ def _at_previous_release(path: str) -> str:
     ).stdout
 
 
-def _previous_release_sql_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{PREVIOUS_RELEASE}:sql"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout.split()
-    return [f"sql/{name}" for name in sorted(listed) if name.endswith(".sql")]
-
-
 def test_upgrade_from_the_release_where_ledger_owner_owned_the_tables(blank_db_url, tmp_path):
     """The previous release: migrations up to 0008, functions loaded as
     ledger_owner, entries written. migrate() moves every object to
@@ -278,7 +267,11 @@ def test_upgrade_from_the_release_where_ledger_owner_owned_the_tables(blank_db_u
     old.mkdir()
     for path in sorted((ROOT / "migrations").glob("000[1-8]_*.sql")):
         (old / path.name).write_text(path.read_text())
-    old_sql = [_at_previous_release(path) for path in _previous_release_sql_files()]
+    old_sql = [
+        _at_previous_release(path)
+        for path in _git_ls(PREVIOUS_RELEASE, "sql")
+        if path.endswith(".sql")
+    ]
     from yoyo import get_backend, read_migrations
 
     backend = get_backend(yoyo_url(blank_db_url))
@@ -422,5 +415,81 @@ def test_a_ledger_of_the_previous_release_migrates_forward_with_seq_filled(blank
         assert conn.execute(
             "SELECT max(seq) FROM ledger.entries WHERE owner_id = 'bob'"
         ).fetchone() == (n_bob + 1,)
+        assert conn.execute("SELECT * FROM ledger.verify()").fetchall() == []
+    _works(blank_db_url)
+
+
+# The last commit before credit grants.
+BEFORE_GRANTS = "fabe939"
+
+
+def test_a_ledger_of_the_release_before_grants_gets_one_grant_per_owner(blank_db_url, tmp_path):
+    """Credits that existed before grants become one never-expiring grant per
+    owner (OPENING_BALANCE, no entry); debits written before have no spending
+    rows and verify() checks from the migration on; afterwards debits spend
+    the opening grant, and reversing an entry of before grants still works."""
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for path in _git_ls(BEFORE_GRANTS, "migrations"):
+        if path.endswith(".sql"):
+            (old / Path(path).name).write_text(_git_show(BEFORE_GRANTS, path))
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(yoyo_url(blank_db_url))
+    try:
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(read_migrations(str(old))))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(blank_db_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE ledger_schema_owner")
+            for path in _git_ls(BEFORE_GRANTS, "sql"):
+                if path.endswith(".sql"):
+                    conn.execute(_git_show(BEFORE_GRANTS, path))
+        assert conn.execute("SELECT to_regclass('ledger.grants')").fetchone() == (None,)
+        for owner, credit, debit in (("ann", 10, 4), ("bob", 5, 5), ("cy", 7, 0)):
+            conn.execute(
+                "SELECT ledger.post_entry(%s, 'core', 'CREDIT_ADD', 'c', %s)", (owner, credit)
+            )
+            if debit:
+                conn.execute(
+                    "SELECT ledger.post_entry(%s, 'core', 'CREDIT_SPEND', 'd', %s)", (owner, debit)
+                )
+        old_debit, old_credit = conn.execute(
+            "SELECT max(entry_id) FILTER (WHERE amount < 0), max(entry_id) FILTER (WHERE amount > 0)"
+            " FROM ledger.entries WHERE owner_id = 'ann'"
+        ).fetchone()
+        before = conn.execute("SELECT * FROM ledger.entries ORDER BY entry_id").fetchall()
+
+    assert "0014_credit_grants" in migrate(blank_db_url)
+
+    with psycopg.connect(blank_db_url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT entry_id, owner_id, amount, balance FROM ledger.entries ORDER BY entry_id"
+        ).fetchall() == [(r[0], r[1], r[4], r[5]) for r in before]
+        opening = conn.execute(
+            "SELECT owner_id, amount, remaining, expires_at, priority, operation, entry_id"
+            " FROM ledger.grants ORDER BY owner_id"
+        ).fetchall()
+        assert opening == [
+            ("ann", 6, 6, None, 50, "OPENING_BALANCE", None),
+            ("cy", 7, 7, None, 50, "OPENING_BALANCE", None),
+        ]
+        assert conn.execute("SELECT * FROM ledger.verify()").fetchall() == []
+        conn.execute("SELECT ledger.post_entry('ann', 'core', 'CREDIT_SPEND', 'd2', 2)")
+        assert conn.execute(
+            "SELECT remaining FROM ledger.grants WHERE owner_id = 'ann'"
+        ).fetchone() == (4,)
+        # A debit of before grants gives its credits back as a new grant; a
+        # credit of before grants is taken back in spending order.
+        conn.execute("SELECT * FROM ledger.reverse_entry(%s, 'core', 'r1')", (old_debit,))
+        assert conn.execute("SELECT balance FROM ledger.get_balance('ann')").fetchone() == (8,)
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT * FROM ledger.reverse_entry(%s, 'core', 'r2')", (old_credit,))
+        assert err.value.sqlstate == "LG001"
+        conn.execute("SELECT ledger.post_entry('ann', 'core', 'CREDIT_ADD', 'c2', 2)")
+        conn.execute("SELECT * FROM ledger.reverse_entry(%s, 'core', 'r2')", (old_credit,))
+        assert conn.execute("SELECT balance FROM ledger.get_balance('ann')").fetchone() == (0,)
         assert conn.execute("SELECT * FROM ledger.verify()").fetchall() == []
     _works(blank_db_url)
