@@ -134,8 +134,7 @@ def measure(
     def keep(diag: psycopg.errors.Diagnostic) -> None:
         notices.append(diag.message_primary or "")
 
-    row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    pid = int(row[0]) if row else 0
+    pid = conn.info.backend_pid
     conn.add_notice_handler(keep)
     try:
         before = _backend_cpu_ns(pid)

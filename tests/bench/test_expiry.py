@@ -11,7 +11,6 @@ import psycopg
 
 from bench import expiry
 
-
 ACCOUNT = "balance, open_holds, last_seq, grants_since_seq, next_expiry - updated_at"
 ENTRY = (
     "seq, app, operation, amount, balance, metadata, created_by, transfer_id, hold_id,"
@@ -25,7 +24,7 @@ GRANT = (
 
 def _row(conn: psycopg.Connection[Any], columns: str, table: str, owner: str) -> tuple[Any, ...]:
     rows = conn.execute(
-        f"SELECT {columns} FROM ledger.{table} WHERE owner_id = %s",  # noqa: S608 - constants
+        f"SELECT {columns} FROM ledger.{table} WHERE owner_id = %s",
         (owner,),
     ).fetchall()
     assert len(rows) == 1, (table, owner, rows)
