@@ -59,27 +59,27 @@ class LatencyTarget:
 # `python -m bench.serverloop` (backend CPU per call, one session).
 _CALL_COST = (
     "CPU-bound: the floor's statement inside a PL/pgSQL SECURITY DEFINER function alone "
-    "reaches about 0.88 (diagnostics); post_entry also locks the owner's row in a statement "
-    "of its own (SELECT ... FOR UPDATE), reads the operation, validates, fingerprints, checks "
-    "the key inside its write statement (two index probes) and then writes the credit's grant "
-    "row (an INSERT with four indexes and a foreign key, through two function calls): about "
-    "210 us of backend CPU per call against the bare floor's 70 and the grants floor's 115 "
-    "(bench.serverloop; before grants, 150 against 65)"
+    "reaches 0.75 to 0.9 of the floor (diagnostics); post_entry also locks the owner's row in "
+    "a statement of its own (SELECT ... FOR UPDATE), reads the operation, validates, "
+    "fingerprints, checks the key inside its write statement (two index probes) and then "
+    "writes the credit's grant row (an INSERT with four indexes and a foreign key, through two "
+    "function calls): about 2.9x the bare floor's backend CPU per call and 1.9x the grants "
+    "floor's (bench.serverloop; 2.0x to 2.3x the bare floor's before grants)"
 )
 _GRANTS_CALL_COST = (
-    "the same work as the grants floor's statement, plus the lock statement, the operation "
-    "query, validation, the fingerprint and the calls into _apply, _grant_rows and _grant: "
-    "about 95 us of backend CPU per call beyond the grants floor's 115 (bench.serverloop)"
+    "the grants floor's rows, plus the lock statement, the operation query, validation, the "
+    "fingerprint and the calls into _apply, _grant_rows and _grant: about 1.9x the grants "
+    "floor's backend CPU per call (bench.serverloop)"
 )
 _HOT_COST = (
     "every client queues for the owner's row lock, which post_entry takes in a statement of "
     "its own (SELECT ... FOR UPDATE) and holds through its write statement, the spending of "
     "the first grant (_spend: a query, then the grant's UPDATE and the spending row) and the "
     "commit; the floor holds it for its one statement and the commit. Backend CPU per call "
-    "(one session): post_entry about 290 us, the grants floor 140, the bare floor 60 "
-    "(bench.serverloop). The grant's UPDATE cannot be a HOT update (its spending-order "
-    "index has remaining in its predicate): four index entries per debit, on the one row "
-    "every client updates"
+    "(one session, bench.serverloop): post_entry about 4x the bare floor's and 1.7x to 1.8x "
+    "the grants floor's (2.1x to 2.4x the bare floor's before grants). The grant's UPDATE "
+    "cannot be a HOT update (remaining is in the predicate of its spending-order index): four "
+    "new index entries per debit, on the one row every client updates"
 )
 
 RATE_TARGETS = (
@@ -133,6 +133,10 @@ RATE_TARGETS = (
         "floor_uniform",
         0.45,
         "a transfer is two entries",
+        if_missed="both legs write grant rows now: the sending leg spends (a query, the grant's "
+        "UPDATE, a spending row), the receiving leg reads what it spent (_transfer_parts) and "
+        "makes the mirroring grant; backend CPU per transfer about 7x to 8x the bare floor's "
+        "(3.3x to 3.5x before grants; bench.serverloop)",
     ),
     RateTarget(
         "get_balance / select-only",
@@ -147,10 +151,10 @@ RATE_TARGETS = (
         "post_entries_batch",
         "post_entry_single_client",
         15.0,
-        if_missed="the bare floor of a batch (without grant rows) is itself about 18x single "
-        "calls here (diagnostics); validation, key probes, running balances, account locks and "
-        "now the credits' grant rows (inserted in its write statement) cost post_entries about "
-        "half of that floor",
+        if_missed="the bare floor of a batch (no grant rows) is itself 18x to 30x single calls "
+        "here (diagnostics, across runs); validation, key probes, running balances, account "
+        "locks and now the credits' grant rows (inserted in its write statement) leave "
+        "post_entries at about 0.4 of that floor (0.56 before grants)",
     ),
     RateTarget(
         "Python Ledger.post_entry / raw psycopg (8 threads)", "python_wrapper", "python_raw", 0.85
