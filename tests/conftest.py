@@ -60,6 +60,7 @@ CITUS_CONTRACT = {
     "sql/test_definitions.py",
     "sql/test_reports.py",
     "sql/test_grants.py",
+    "sql/test_webhooks.py",
     "web/test_example_app.py",
 }
 _TESTS = Path(__file__).resolve().parent
