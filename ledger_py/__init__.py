@@ -44,9 +44,14 @@ from .results import (
     JournalEntry,
     KeyHolder,
     NewApiKey,
+    NewWebhookEndpoint,
     Operation,
     ReportRow,
     Transfer,
+    WebhookAttempt,
+    WebhookClaim,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 __all__ = [
@@ -75,6 +80,7 @@ __all__ = [
     "LedgerUnavailable",
     "LockTimeout",
     "NewApiKey",
+    "NewWebhookEndpoint",
     "NotFound",
     "Operation",
     "OperationInUse",
@@ -85,6 +91,10 @@ __all__ = [
     "Transfer",
     "UnknownApp",
     "UnknownOperation",
+    "WebhookAttempt",
+    "WebhookClaim",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "migrate",
     "translate_errors",
 ]
