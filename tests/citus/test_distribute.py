@@ -31,7 +31,13 @@ def backend() -> str:
     return "citus"
 
 
-PER_OWNER = {"ledger.accounts", "ledger.entries", "ledger.holds"}
+PER_OWNER = {
+    "ledger.accounts",
+    "ledger.entries",
+    "ledger.holds",
+    "ledger.grants",
+    "ledger.grant_spending",
+}
 REFERENCE = {"ledger.apps", "ledger.operations", "ledger.api_keys"}
 SINGLE_OWNER_FUNCTIONS = {
     "post_entry",
@@ -40,6 +46,9 @@ SINGLE_OWNER_FUNCTIONS = {
     "balance_at",
     "create_hold",
     "list_holds",
+    "grant_credits",
+    "list_grants",
+    "list_spending",
 }
 _names = itertools.count()
 
