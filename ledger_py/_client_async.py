@@ -40,6 +40,8 @@ from .results import (
     Balance,
     Discrepancy,
     Entry,
+    Event,
+    Grant,
     Hold,
     HoldRecord,
     JournalEntry,
@@ -47,6 +49,7 @@ from .results import (
     NewWebhookEndpoint,
     Operation,
     ReportRow,
+    Spending,
     Transfer,
     WebhookAttempt,
     WebhookClaim,
@@ -275,9 +278,14 @@ class AsyncLedger:
         caller_sets_amount: bool | None = None,
         limit_per: str | None = None,
         description: str | None = None,
+        expires_after: timedelta | None = None,
+        grant_priority: int | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> Operation:
-        """Register or update an operation of an app (None: the SQL default)."""
+        """Register or update an operation of an app (None: the SQL default).
+        For a credit operation, expires_after is how long each of its grants
+        lasts (None: forever) and grant_priority the order its grants are
+        spent in (lower first)."""
         result: Operation = await self._one(
             q.DEFINE_OPERATION,
             conn,
@@ -291,6 +299,8 @@ class AsyncLedger:
                 "caller_sets_amount": caller_sets_amount,
                 "limit_per": limit_per,
                 "description": description,
+                "expires_after": expires_after,
+                "grant_priority": grant_priority,
             },
         )
         return result
@@ -533,6 +543,169 @@ class AsyncLedger:
                 "owner_id": owner_id,
             },
         )
+
+    # -- grants ----------------------------------------------------------------
+
+    async def grant_credits(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        expires_at: datetime | None = None,
+        priority: int | None = None,
+        metadata: Json = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """Credit the owner through a credit operation, as one grant:
+        expires_at None takes the operation's expiry (the database refuses
+        one later than the operation allows), priority None the operation's.
+        A replay returns the first entry with replayed=True."""
+        result: Entry = await self._one(
+            q.GRANT_CREDITS,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "expires_at": expires_at,
+                "priority": priority,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    async def list_grants(
+        self,
+        *,
+        owner_id: str,
+        include_closed: bool | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Grant]:
+        """The owner's active grants in the order debits spend them; with
+        include_closed=True, then the spent, expired and voided ones, newest first."""
+        return await self._rows(
+            q.LIST_GRANTS, conn, {"owner_id": owner_id, "include_closed": include_closed}
+        )
+
+    async def void_grant(
+        self,
+        *,
+        grant_id: int,
+        app: str,
+        idempotency_key: str,
+        reason: str | None = None,
+        owner_id: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """Remove what is left of a grant the app made: the VOID entry (a
+        negative amount). The key belongs to the grant's owner; pass owner_id
+        when known: the call goes straight to that owner's grants."""
+        result: Entry = await self._one(
+            q.VOID_GRANT,
+            conn,
+            {
+                "grant_id": grant_id,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "reason": reason,
+                "owner_id": owner_id,
+            },
+        )
+        return result
+
+    async def expire_grants(
+        self,
+        *,
+        max_rows: int | None = None,
+        warn_before: timedelta | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> int:
+        """Write the EXPIRE entries of up to max_rows grants past their expiry
+        (None: the SQL default), skipping owners another session holds; the
+        number of grants expired. On the way: hold.expired events, balance
+        alerts, and grant.expiring events warn_before ahead of an expiry
+        (None: the SQL default, a day). Safe to run from several processes at once."""
+        return int(
+            (
+                await self._one(
+                    q.EXPIRE_GRANTS, conn, {"max_rows": max_rows, "warn_before": warn_before}
+                )
+            )[0]
+        )
+
+    async def list_spending(
+        self,
+        *,
+        owner_id: str,
+        entry_id: int | None = None,
+        grant_id: int | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Spending]:
+        """Where the owner's credits went, newest first: with entry_id, what
+        that entry took from or gave back to which grants; with grant_id,
+        every movement of that grant."""
+        return await self._rows(
+            q.LIST_SPENDING,
+            conn,
+            {
+                "owner_id": owner_id,
+                "entry_id": entry_id,
+                "grant_id": grant_id,
+                "max_rows": max_rows,
+            },
+        )
+
+    # -- events ----------------------------------------------------------------
+
+    async def list_events(
+        self,
+        *,
+        app: str,
+        after: str | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Event]:
+        """The events after cursor `after` (None: from the oldest kept), oldest
+        first; pass the last one's `cursor` as `after` for the next page. A
+        reader that follows cursors never skips an event."""
+        return await self._rows(
+            q.LIST_EVENTS, conn, {"app": app, "after": after, "max_rows": max_rows}
+        )
+
+    async def relay_events(
+        self, *, max_rows: int | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        """Give committed events their feed positions (one session at a time;
+        0 when another is relaying); how many it relayed."""
+        return int((await self._one(q.RELAY_EVENTS, conn, {"max_rows": max_rows}))[0])
+
+    async def set_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """Register an alert threshold of available credits for the app
+        (idempotent); the app's thresholds."""
+        row = await self._one(q.SET_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(t) for t in row[0]]
+
+    async def remove_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """Remove one of the app's thresholds; the ones left."""
+        rows = await self._rows(q.REMOVE_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(row[0]) for row in rows]
+
+    async def list_balance_alerts(
+        self, *, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """The app's alert thresholds, lowest first."""
+        row = await self._one(q.LIST_BALANCE_ALERTS, conn, {"app": app})
+        return [int(t) for t in row[0]]
 
     # -- reports ---------------------------------------------------------------
 

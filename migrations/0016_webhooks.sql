@@ -26,7 +26,7 @@
 -- webhooks run`): it may relay events, fan them out, claim deliveries (the
 -- only call that returns secrets) and record attempts, nothing else. Roles
 -- are cluster-wide: the CREATE ROLE is guarded.
--- depends: 0014_credit_grants
+-- depends: 0015_events
 
 DO $roles$
 BEGIN

@@ -22,15 +22,20 @@
 -- Functions that act for an app take it (LG011 when unknown): an endpoint,
 -- delivery or attempt of another app is LG008, as one that does not exist.
 
--- The event types an endpoint may subscribe to (NULL: every type).
+-- The event types an endpoint may subscribe to (NULL: every type): those the
+-- outbox's constraint events_type_valid allows, read from it (one list).
 CREATE OR REPLACE FUNCTION ledger._event_types()
 RETURNS text[]
-LANGUAGE sql IMMUTABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT ARRAY['entry.posted', 'hold.created', 'hold.captured', 'hold.released', 'hold.expired',
-                 'transfer.posted', 'entry.reversed', 'grant.expired', 'grant.voided',
-                 'grant.expiring', 'balance.below_threshold', 'balance.depleted',
-                 'balance.recovered']::text[]
+DECLARE
+    v_types text[];
+BEGIN
+    SELECT array_agg(m[1] ORDER BY m[1]) INTO v_types
+    FROM pg_constraint c, regexp_matches(pg_get_constraintdef(c.oid), '''([a-z_.]+)''', 'g') AS m
+    WHERE c.conrelid = 'ledger.events'::regclass AND c.conname = 'events_type_valid';
+    RETURN v_types;
+END
 $$;
 
 -- Guarantees: the endpoint row of that app (FOR UPDATE when p_lock), or
@@ -97,14 +102,15 @@ AS $$
     SELECT to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
--- The cursor of the app feed's newest stamped event: where a new endpoint
--- starts (it is sent the events that come after its registration).
+-- The cursor of the feed's newest event: where a new endpoint starts (it is
+-- sent the events relayed after its registration, and those committed before
+-- it that were not relayed yet).
 CREATE OR REPLACE FUNCTION ledger._events_head_cursor()
 RETURNS text
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-    RETURN NULL;
+    RETURN 'p' || coalesce((SELECT max(f.position) FROM ledger.event_feed f), 0)::text;
 END
 $$;
 
