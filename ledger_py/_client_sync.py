@@ -857,3 +857,32 @@ class Ledger:
                 {"outcomes": _json(list(outcomes), "outcomes"), "horizon": horizon},
             )[0]
         )
+
+    def prune_events(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> int:
+        """Delete up to max_rows events older than the window (None: the SQL
+        defaults, 30 days and 1000) that no active webhook endpoint still needs;
+        how many."""
+        return int(
+            self._one(q.PRUNE_EVENTS, conn, {"older_than": older_than, "max_rows": max_rows})[0]
+        )
+
+    def prune_webhook_deliveries(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> int:
+        """Delete up to max_rows deliveries delivered or failed before the window,
+        with their attempts; how many."""
+        return int(
+            self._one(
+                q.PRUNE_WEBHOOK_DELIVERIES, conn, {"older_than": older_than, "max_rows": max_rows}
+            )[0]
+        )

@@ -445,6 +445,20 @@ RECORD_WEBHOOK_ATTEMPTS = Call(
     returns="integer",
     callers=(DISPATCHER,),
 )
+PRUNE_EVENTS = Call(
+    "prune_events",
+    (),
+    (("older_than", "interval"), ("max_rows", "integer")),
+    returns="integer",
+    callers=(OWNER, DISPATCHER),
+)
+PRUNE_WEBHOOK_DELIVERIES = Call(
+    "prune_webhook_deliveries",
+    (),
+    (("older_than", "interval"), ("max_rows", "integer")),
+    returns="integer",
+    callers=(OWNER, DISPATCHER),
+)
 
 ALL_CALLS: tuple[Call, ...] = (
     DEFINE_APP,
@@ -490,6 +504,8 @@ ALL_CALLS: tuple[Call, ...] = (
     FAN_OUT_WEBHOOKS,
     CLAIM_WEBHOOK_DELIVERIES,
     RECORD_WEBHOOK_ATTEMPTS,
+    PRUNE_EVENTS,
+    PRUNE_WEBHOOK_DELIVERIES,
 )
 """Every function the wrapper calls: Ledger and AsyncLedger have one method
 of each name, with exactly these parameters (and conn)."""

@@ -102,14 +102,16 @@ AS $$
     SELECT to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
--- The cursor of the feed's newest event: where a new endpoint starts (it is
--- sent the events relayed after its registration, and those committed before
--- it that were not relayed yet).
+-- The cursor of the feed's newest event, once what has committed is relayed:
+-- where a new endpoint starts (it is sent the events that commit after its
+-- registration; if another session is relaying right now, perhaps a few
+-- that committed just before).
 CREATE OR REPLACE FUNCTION ledger._events_head_cursor()
 RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql
 AS $$
 BEGIN
+    PERFORM ledger.relay_events(10000);
     RETURN 'p' || coalesce((SELECT max(f.position) FROM ledger.event_feed f), 0)::text;
 END
 $$;
@@ -630,3 +632,95 @@ then the delivery is failed. Each outcome is added to the delivery log.
 An outcome of an older claim (the delivery was claimed again after its
 lease ran out) or of a deleted endpoint is ignored. Returns how many were
 recorded. LG007 for outcomes that are not a JSON array.$$;
+
+
+-- ---- retention ----------------------------------------------------------------------------
+
+-- Guarantees: raises LG007 unless older_than is at least 0.
+CREATE OR REPLACE FUNCTION ledger._retention_window(p_older_than interval)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '0' THEN
+        RAISE EXCEPTION 'invalid argument: older_than must be an interval of at least 0 (% given)', p_older_than
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'older_than', 'reason', 'out of range')::text;
+    END IF;
+    RETURN clock_timestamp() - p_older_than;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.prune_events(
+    older_than interval DEFAULT interval '30 days',
+    max_rows   integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cutoff timestamptz := ledger._retention_window(prune_events.older_than);
+    v_keep   bigint;
+    v_owners text[];
+    v_ids    bigint[];
+    v_done   integer;
+BEGIN
+    PERFORM ledger._webhook_rows(prune_events.max_rows, 100000);
+    -- The feed from the oldest cursor of an active endpoint on is still to be
+    -- fanned out: kept, however old.
+    SELECT min(ledger._cursor_position(e.cursor)) INTO v_keep
+    FROM ledger.webhook_endpoints e WHERE e.active;
+    WITH gone AS (
+        DELETE FROM ledger.event_feed f
+        WHERE f.position IN (SELECT g.position FROM ledger.event_feed g
+                             WHERE g.relayed_at < v_cutoff AND (v_keep IS NULL OR g.position <= v_keep)
+                             ORDER BY g.position
+                             LIMIT prune_events.max_rows)
+        RETURNING f.owner_id, f.event_id
+    )
+    SELECT array_agg(gone.owner_id), array_agg(gone.event_id), count(*) INTO v_owners, v_ids, v_done FROM gone;
+    IF v_done > 0 THEN
+        -- Their rows of the outbox, copied to the feed by the relay.
+        DELETE FROM ledger.events e
+        WHERE e.relayed AND e.owner_id = ANY (v_owners) AND e.event_id = ANY (v_ids);
+    END IF;
+    RETURN v_done;
+END
+$$;
+COMMENT ON FUNCTION ledger.prune_events(interval, integer) IS $$
+Deletes up to max_rows (1 to 100000) of the oldest events that joined the
+feed more than older_than ago (default 30 days; at least 0, else LG007),
+with their rows of the outbox, in one transaction; returns how many (call
+it again until it returns less than max_rows: `ledger events prune` does).
+Never an event not relayed yet, nor one an active webhook endpoint has not
+fanned out yet (its cursor has not passed it; a disabled endpoint holds
+nothing back). A delivery keeps its own copy of the body it sends, so
+pruning events never loses one. A cursor reader must read within the
+window: an event pruned before it was read is not returned.$$;
+
+CREATE OR REPLACE FUNCTION ledger.prune_webhook_deliveries(
+    older_than interval DEFAULT interval '30 days',
+    max_rows   integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cutoff timestamptz := ledger._retention_window(prune_webhook_deliveries.older_than);
+    v_done   integer;
+BEGIN
+    PERFORM ledger._webhook_rows(prune_webhook_deliveries.max_rows, 100000);
+    DELETE FROM ledger.webhook_deliveries d
+    WHERE d.delivery_id IN (SELECT x.delivery_id FROM ledger.webhook_deliveries x
+                            WHERE x.status <> 'pending' AND x.finished_at < v_cutoff
+                            ORDER BY x.finished_at
+                            LIMIT prune_webhook_deliveries.max_rows);
+    GET DIAGNOSTICS v_done = ROW_COUNT;
+    RETURN v_done;
+END
+$$;
+COMMENT ON FUNCTION ledger.prune_webhook_deliveries(interval, integer) IS $$
+Deletes up to max_rows (1 to 100000) deliveries that were delivered or
+failed more than older_than ago (default 30 days; at least 0, else LG007),
+with their attempts, in one transaction; returns how many. A pending
+delivery is never pruned, however old.$$;

@@ -117,3 +117,8 @@ GRANT EXECUTE ON FUNCTION
     ledger.record_webhook_attempts(text, interval),
     ledger.relay_events(integer)
 TO ledger_dispatcher;
+-- Retention (`ledger events prune`): operators, or the dispatcher's login.
+GRANT EXECUTE ON FUNCTION
+    ledger.prune_events(interval, integer),
+    ledger.prune_webhook_deliveries(interval, integer)
+TO ledger_owner, ledger_dispatcher;

@@ -62,6 +62,7 @@ CITUS_CONTRACT = {
     "sql/test_grants.py",
     "sql/test_events.py",
     "sql/test_webhooks.py",
+    "sql/test_webhook_fan_out.py",
     "web/test_example_app.py",
     "web/test_grants_api.py",
 }
