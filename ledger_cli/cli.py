@@ -443,9 +443,21 @@ def _wsgi_target() -> str:
     is_flag=True,
     help=f"Make sure {DEMO_APP} has an API key and print it with a curl example.",
 )
+@click.option(
+    "--dispatcher",
+    is_flag=True,
+    help="Also run a webhook dispatcher (`ledger webhooks run`, default settings) beside the "
+    "API, stopped with it.",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str, port: int, workers: int, pool_size: int, demo: bool
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    pool_size: int,
+    demo: bool,
+    dispatcher: bool,
 ) -> None:
     """Serve the HTTP API with gunicorn (gevent workers, web/gunicorn_conf.py).
 
@@ -466,6 +478,7 @@ def serve(
         )
     cluster = settings.cluster() if settings.embedded else None
     started_here = False
+    webhooks_process: subprocess.Popen[bytes] | None = None
     if cluster is not None:
         started_here = cluster.start(wait_for_lock=60)
     try:
@@ -483,14 +496,40 @@ def serve(
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         if demo:
             _demo_key(settings, url, base)
+        if dispatcher:
+            webhooks_process = _start_dispatcher(url, settings.log_level)
+            click.echo(
+                f"webhook dispatcher running (pid {webhooks_process.pid}); "
+                "`ledger webhooks add APP URL` registers an endpoint"
+            )
         click.echo(f"serving {base}  (docs: {base}/docs, health: {base}/health); Ctrl-C stops")
         status = _run_gunicorn(url, host, port, workers, pool_size, settings.log_level)
     finally:
+        if webhooks_process is not None:
+            _stop_dispatcher(webhooks_process)
         if started_here and cluster is not None:
             cluster.stop(wait_for_lock=60)
             click.echo("embedded PostgreSQL stopped (data kept)")
     if status not in (0, -signal.SIGINT, -signal.SIGTERM):
         raise click.ClickException(f"gunicorn exited with status {status}")
+
+
+def _start_dispatcher(url: str, level: str) -> subprocess.Popen[bytes]:
+    """`ledger webhooks run` in a child process on the database being served."""
+    env = dict(os.environ, LEDGER_DATABASE_URL=url, LEDGER_LOG_LEVEL=level)
+    return subprocess.Popen([sys.executable, "-m", "ledger_cli", "webhooks", "run"], env=env)
+
+
+def _stop_dispatcher(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (it finishes the attempts in flight and records them), then SIGKILL
+    if it has not ended in 30 s: its leases run out and another dispatcher takes over."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, level: str) -> int:

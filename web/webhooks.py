@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
+from flask.views import MethodView
 
 from web import schemas as s
 from web.auth import auth, current_app_name, reading_app
@@ -87,21 +88,27 @@ def list_endpoints() -> Any:
     return {"endpoints": ledger().list_webhook_endpoints(app=reading_app())}
 
 
-@bp.get("/webhooks/<int:endpoint_id>")
-@bp.auth_required(auth)
-@bp.output(s.WebhookEndpointOne)
-@bp.doc(summary="One webhook endpoint", responses=ENDPOINT_READ_ERRORS)
-def get_endpoint(endpoint_id: int) -> Any:
-    return {"endpoint": ledger().get_webhook_endpoint(endpoint_id=endpoint_id, app=reading_app())}
+class EndpointResource(MethodView):
+    """GET and DELETE of one endpoint, one routing rule for both: an id out of
+    the bigint range is then 404 for either method (two rules of one path
+    would make werkzeug answer 405 for the second method)."""
+
+    @bp.auth_required(auth)
+    @bp.output(s.WebhookEndpointOne)
+    @bp.doc(summary="One webhook endpoint", responses=ENDPOINT_READ_ERRORS)
+    def get(self, endpoint_id: int) -> Any:
+        endpoint = ledger().get_webhook_endpoint(endpoint_id=endpoint_id, app=reading_app())
+        return {"endpoint": endpoint}
+
+    @bp.auth_required(auth)
+    @bp.output(s.WebhookEndpointOne, description="the endpoint as it was")
+    @bp.doc(summary="Delete a webhook endpoint with its deliveries and log", responses=WRITE_ERRORS)
+    def delete(self, endpoint_id: int) -> Any:
+        gone = ledger().delete_webhook_endpoint(endpoint_id=endpoint_id, app=current_app_name())
+        return {"endpoint": gone}
 
 
-@bp.delete("/webhooks/<int:endpoint_id>")
-@bp.auth_required(auth)
-@bp.output(s.WebhookEndpointOne, description="the endpoint as it was")
-@bp.doc(summary="Delete a webhook endpoint with its deliveries and log", responses=WRITE_ERRORS)
-def delete_endpoint(endpoint_id: int) -> Any:
-    gone = ledger().delete_webhook_endpoint(endpoint_id=endpoint_id, app=current_app_name())
-    return {"endpoint": gone}
+bp.add_url_rule("/webhooks/<int:endpoint_id>", view_func=EndpointResource.as_view("endpoint"))
 
 
 @bp.post("/webhooks/<int:endpoint_id>/disable")

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -197,3 +198,44 @@ def test_signed_headers_follow_standard_webhooks() -> None:
     digest = hmac.new(key, f"evt_1.1893553445.{body}".encode(), hashlib.sha256).digest()
     assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
     assert headers["content-type"] == "application/json"
+
+
+# ---- `make run`: a dispatcher beside the API ----------------------------------------------------
+
+
+def test_make_run_serves_with_a_dispatcher() -> None:
+    recipe = (REPO / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "ledger serve --demo --dispatcher" in recipe
+
+
+def test_serve_with_a_dispatcher_delivers_and_stops_it(
+    data_dir: Path, cli_env: dict[str, str], cli_base: Path
+) -> None:
+    from tests.reliability.webhook_receiver import Receiver
+
+    from .helpers import free_port
+    from .test_serve import http, serving
+
+    env = dict(cli_env, LEDGER_DATA_DIR=str(data_dir), LEDGER_DB_PORT=str(free_port()))
+    log = cli_base / f"{data_dir.name}.log"
+    with Receiver() as receiver, serving(env, log, "--demo", "--dispatcher") as (base, log):
+        output = log.read_text()
+        token = re.search(r"API key for example_app: (\S+)", output)
+        assert token and "webhook dispatcher running (pid" in output, output
+        status, created = http("POST", f"{base}/webhooks", token[1], {"url": receiver.url})
+        assert status == 201, created
+        receiver.secret = created["secret"]
+        status, _ = http(
+            "POST",
+            f"{base}/ledger",
+            token[1],
+            {"owner_id": "erin", "operation": "CREDIT_ADD", "amount": 7},
+            {"Idempotency-Key": "with-dispatcher"},
+        )
+        assert status == 201
+        receiver.wait_for(lambda r: len(r.received) == 1, timeout=30)
+    [got] = receiver.received
+    assert got.event["type"] == "entry.posted" and got.event["payload"]["amount"] == 7
+    assert receiver.verified == 1
+    # The dispatcher was stopped with the server, cleanly.
+    assert "stopped: 1 attempts, 1 delivered, 0 failed" in log.read_text()
