@@ -239,3 +239,47 @@ def test_serve_with_a_dispatcher_delivers_and_stops_it(
     assert receiver.verified == 1
     # The dispatcher was stopped with the server, cleanly.
     assert "stopped: 1 attempts, 1 delivered, 0 failed" in log.read_text()
+
+
+# ---- the README's example ----------------------------------------------------------------------
+
+
+def test_the_readmes_signature_check_runs_as_written() -> None:
+    """The Python block of the README's webhooks section, as a receiver would
+    paste it: it takes a request the dispatcher signed (signed_headers), and
+    refuses the same request with a changed body, another secret, or an old
+    timestamp."""
+    from datetime import datetime, timezone
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("<!-- section: webhooks -->", 1)[1].split("<!-- /section: webhooks -->")[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, re.S)
+    handled: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+
+    def seen_before(webhook_id: str) -> bool:
+        if webhook_id in seen:
+            return True
+        seen.add(webhook_id)
+        return False
+
+    namespace: dict[str, Any] = {
+        "seen_before": seen_before,
+        "handle": lambda kind, data: handled.append((kind, data)),
+    }
+    exec(compile(block, "README.md", "exec"), namespace)
+    receive = namespace["receive"]
+    secret = re.search(r'Webhook\("(whsec_[^"]+)"\)', block)
+    assert secret
+    body = json.dumps({"type": "entry.posted", "timestamp": "2030-01-02T03:04:05Z",
+                       "data": {"event_id": 7, "owner_id": "alice", "seq": 3}})
+    headers = signed_headers(secret[1], "evt_7", body, datetime.now(timezone.utc))
+    assert receive(body.encode(), headers) == 204
+    assert handled == [("entry.posted", {"event_id": 7, "owner_id": "alice", "seq": 3})]
+    assert receive(body.encode(), headers) == 200  # the same webhook-id again: a repeat
+    assert receive(body.replace("alice", "mallory").encode(), headers) == 400
+    other = signed_headers("whsec_" + "B" * 43 + "=", "evt_7", body, datetime.now(timezone.utc))
+    assert receive(body.encode(), other) == 400
+    old = signed_headers(secret[1], "evt_7", body, datetime(2020, 1, 1, tzinfo=timezone.utc))
+    assert receive(body.encode(), old) == 400
+    assert len(handled) == 1
