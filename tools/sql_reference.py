@@ -341,7 +341,8 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
             ),
             Example(
                 "ledger.prune_webhook_deliveries(interval,integer)",
-                "SELECT ledger.prune_webhook_deliveries(older_than => '30 days', max_rows => 1000);",
+                "SELECT ledger.prune_webhook_deliveries(older_than => '30 days',"
+                " max_rows => 1000);",
                 "ledger_owner",
             ),
         ],

@@ -18,6 +18,7 @@ takes seconds; the events are real (entries posted through the SQL API).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -230,7 +231,7 @@ def test_failing_and_hanging_receivers_back_off_without_delaying_the_others(
         # half its backoff (0.4 s, 0.8 s, 1.6 s: equal jitter).
         for event in list(failing.event_ids())[:5]:
             times = [r.at for r in failing.snapshot() if r.event["event_id"] == event]
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             assert gaps, event
             for n, gap in enumerate(gaps):
                 assert gap >= 0.2 * 2**n * 0.95, (event, gaps)
