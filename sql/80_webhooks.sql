@@ -38,26 +38,32 @@ BEGIN
 END
 $$;
 
--- Guarantees: the endpoint row of that app (FOR UPDATE when p_lock), or
--- LG008 when there is none (another app's endpoint included). p_app NULL:
--- any app's (a trusted SQL caller, an auditor).
+-- Guarantees: the endpoint of that app (its row locked FOR UPDATE when
+-- p_lock), or LG008 when there is none (another app's endpoint included).
+-- p_app NULL: any app's (a trusted SQL caller, an auditor). Never its secret.
+-- (The public type, not the table's row type: a function whose signature
+-- names a coordinator table's row type would not reach Citus's workers.)
 CREATE OR REPLACE FUNCTION ledger._webhook_endpoint(p_endpoint_id bigint, p_app text, p_lock boolean)
-RETURNS ledger.webhook_endpoints
+RETURNS ledger.webhook_endpoint
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_endpoint ledger.webhook_endpoints;
+    v_endpoint ledger.webhook_endpoint;
 BEGIN
     IF p_endpoint_id IS NULL THEN
         RAISE EXCEPTION 'invalid argument: endpoint_id is required'
             USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'endpoint_id', 'reason', 'required')::text;
     END IF;
     IF p_lock THEN
-        SELECT e.* INTO v_endpoint FROM ledger.webhook_endpoints e
+        SELECT e.endpoint_id, e.app, e.url, e.event_types, e.description, e.active, e.created_at, e.disabled_at
+        INTO v_endpoint
+        FROM ledger.webhook_endpoints e
         WHERE e.endpoint_id = p_endpoint_id AND (p_app IS NULL OR e.app = p_app)
         FOR UPDATE;
     ELSE
-        SELECT e.* INTO v_endpoint FROM ledger.webhook_endpoints e
+        SELECT e.endpoint_id, e.app, e.url, e.event_types, e.description, e.active, e.created_at, e.disabled_at
+        INTO v_endpoint
+        FROM ledger.webhook_endpoints e
         WHERE e.endpoint_id = p_endpoint_id AND (p_app IS NULL OR e.app = p_app);
     END IF;
     IF NOT FOUND THEN
@@ -83,15 +89,6 @@ BEGIN
                                              'min', 1, 'max', p_max)::text;
     END IF;
 END
-$$;
-
--- The public shape of an endpoint row: never its secret nor its cursor.
-CREATE OR REPLACE FUNCTION ledger._webhook_endpoint_info(p ledger.webhook_endpoints)
-RETURNS ledger.webhook_endpoint
-LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT ROW(p.endpoint_id, p.app, p.url, p.event_types, p.description, p.active,
-               p.created_at, p.disabled_at)::ledger.webhook_endpoint
 $$;
 
 -- An event's time as the webhook body and the HTTP API write it: UTC, ISO 8601.
@@ -126,7 +123,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_row        ledger.webhook_endpoints;
+    v_row        ledger.webhook_endpoint_created;
     v_types      text[];
     v_unknown    text;
     v_secret     text;
@@ -156,7 +153,9 @@ BEGIN
         INSERT INTO ledger.webhook_endpoints AS e (app, url, event_types, description, secret, cursor, created_at)
         VALUES (create_webhook_endpoint.app, create_webhook_endpoint.url, v_types,
                 create_webhook_endpoint.description, v_secret, ledger._events_head_cursor(), clock_timestamp())
-        RETURNING e.* INTO v_row;
+        RETURNING e.endpoint_id, e.app, e.url, e.event_types, e.description, e.active, e.created_at,
+                  e.disabled_at, e.secret
+        INTO v_row;
     EXCEPTION WHEN check_violation OR not_null_violation THEN
         GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
         RAISE EXCEPTION 'invalid argument: %', CASE v_constraint
@@ -176,8 +175,7 @@ BEGIN
                           WHEN v_constraint = 'webhook_endpoints_description_length' THEN 'too long'
                           ELSE 'invalid' END)::text;
     END;
-    RETURN ROW(v_row.endpoint_id, v_row.app, v_row.url, v_row.event_types, v_row.description,
-               v_row.active, v_row.created_at, v_row.disabled_at, v_row.secret)::ledger.webhook_endpoint_created;
+    RETURN v_row;
 END
 $$;
 COMMENT ON FUNCTION ledger.create_webhook_endpoint(text, text, text[], text) IS $$
@@ -200,7 +198,8 @@ BEGIN
         PERFORM ledger._require_app(list_webhook_endpoints.app);
     END IF;
     RETURN QUERY
-        SELECT (ledger._webhook_endpoint_info(e)).*
+        SELECT e.endpoint_id, e.app, e.url, e.event_types, e.description, e.active, e.created_at,
+               e.disabled_at
         FROM ledger.webhook_endpoints e
         WHERE list_webhook_endpoints.app IS NULL OR e.app = list_webhook_endpoints.app
         ORDER BY e.endpoint_id;
@@ -219,8 +218,7 @@ BEGIN
     IF get_webhook_endpoint.app IS NOT NULL THEN
         PERFORM ledger._require_app(get_webhook_endpoint.app);
     END IF;
-    RETURN ledger._webhook_endpoint_info(
-        ledger._webhook_endpoint(get_webhook_endpoint.endpoint_id, get_webhook_endpoint.app, false));
+    RETURN ledger._webhook_endpoint(get_webhook_endpoint.endpoint_id, get_webhook_endpoint.app, false);
 END
 $$;
 COMMENT ON FUNCTION ledger.get_webhook_endpoint(bigint, text) IS $$
@@ -233,7 +231,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_row ledger.webhook_endpoints;
+    v_row ledger.webhook_endpoint;
 BEGIN
     PERFORM ledger._require_app(set_webhook_endpoint_active.app);
     IF set_webhook_endpoint_active.active IS NULL THEN
@@ -246,9 +244,11 @@ BEGIN
         SET active = set_webhook_endpoint_active.active,
             disabled_at = CASE WHEN set_webhook_endpoint_active.active THEN NULL ELSE clock_timestamp() END
         WHERE e.endpoint_id = v_row.endpoint_id
-        RETURNING e.* INTO v_row;
+        RETURNING e.endpoint_id, e.app, e.url, e.event_types, e.description, e.active, e.created_at,
+                  e.disabled_at
+        INTO v_row;
     END IF;
-    RETURN ledger._webhook_endpoint_info(v_row);
+    RETURN v_row;
 END
 $$;
 COMMENT ON FUNCTION ledger.set_webhook_endpoint_active(bigint, text, boolean) IS $$
@@ -265,12 +265,12 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_row ledger.webhook_endpoints;
+    v_row ledger.webhook_endpoint;
 BEGIN
     PERFORM ledger._require_app(delete_webhook_endpoint.app);
     v_row := ledger._webhook_endpoint(delete_webhook_endpoint.endpoint_id, delete_webhook_endpoint.app, true);
     DELETE FROM ledger.webhook_endpoints e WHERE e.endpoint_id = v_row.endpoint_id;
-    RETURN ledger._webhook_endpoint_info(v_row);
+    RETURN v_row;
 END
 $$;
 COMMENT ON FUNCTION ledger.delete_webhook_endpoint(bigint, text) IS $$
@@ -290,7 +290,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_endpoint ledger.webhook_endpoints;
+    v_endpoint ledger.webhook_endpoint;
 BEGIN
     PERFORM ledger._webhook_rows(list_webhook_deliveries.max_rows, 1000);
     IF list_webhook_deliveries.status IS NOT NULL
@@ -333,7 +333,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_endpoint ledger.webhook_endpoints;
+    v_endpoint ledger.webhook_endpoint;
 BEGIN
     PERFORM ledger._webhook_rows(list_webhook_attempts.max_rows, 1000);
     IF list_webhook_attempts.app IS NOT NULL THEN

@@ -14,6 +14,11 @@ takes seconds; the events are real (entries posted through the SQL API).
   and fails for a tampered body or another secret;
 * 10,000 events written by 8 writers all arrive, each exactly once, at a
   receiver that never fails.
+
+The signature scenario runs on the Citus cluster too (tests/conftest.py,
+CITUS_CONTRACT): the dispatcher end to end on the coordinator, the events
+written on the workers. The others are about the dispatcher's own
+behaviour, the same on either server, and run on plain PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+@pytest.mark.plain_only("the dispatcher's behaviour, the same on either server")
 def test_sigkill_mid_delivery_loses_nothing(db_url, conn, tmp_path):
     with Receiver(delay=0.1) as receiver:
         hook = endpoint(conn, receiver.url)
@@ -159,6 +165,7 @@ def test_sigkill_mid_delivery_loses_nothing(db_url, conn, tmp_path):
     assert retried is not None and retried[0] >= len(duplicates)
 
 
+@pytest.mark.plain_only("the dispatcher's behaviour, the same on either server")
 def test_a_receiver_down_for_a_while_gets_everything_when_it_returns(db_url, conn, tmp_path):
     port = free_port()
     down = Receiver(port=port)
@@ -187,6 +194,7 @@ def test_a_receiver_down_for_a_while_gets_everything_when_it_returns(db_url, con
                 time.sleep(0.1)
 
 
+@pytest.mark.plain_only("the dispatcher's behaviour, the same on either server")
 def test_failing_and_hanging_receivers_back_off_without_delaying_the_others(
     db_url, conn, tmp_path
 ):
@@ -249,6 +257,7 @@ def test_failing_and_hanging_receivers_back_off_without_delaying_the_others(
         assert errors == [("timeout after 1 s",)]
 
 
+@pytest.mark.plain_only("the dispatcher's behaviour, the same on either server")
 def test_past_the_horizon_a_delivery_is_failed(db_url, conn, tmp_path):
     with Receiver(lambda _: 500) as failing:
         hook = endpoint(conn, failing.url)
@@ -290,6 +299,7 @@ def test_the_receivers_signature_check_passes_and_a_tampered_body_fails(db_url, 
         Webhook(secrets["mine"]).verify(sample.body, {**sample.headers, "webhook-id": "evt_0"})
 
 
+@pytest.mark.plain_only("the dispatcher's behaviour, the same on either server")
 def test_10000_events_from_8_writers_each_arrive_exactly_once(db_url, conn, tmp_path):
     writers, per_writer = 8, 1250
     with Receiver() as receiver:
