@@ -1333,7 +1333,8 @@ def webhooks_resend(
     type=AsciiInt(1, 1000),
     default=8,
     show_default=True,
-    help="Attempts in flight at once to one endpoint [env LEDGER_WEBHOOK_PER_ENDPOINT].",
+    help="One endpoint's share: claimed at most this many at a time, none while this many are "
+    "in flight [env LEDGER_WEBHOOK_PER_ENDPOINT].",
 )
 @click.option(
     "--backoff-base",
