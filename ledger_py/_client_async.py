@@ -40,6 +40,7 @@ from .results import (
     Balance,
     Discrepancy,
     Entry,
+    Event,
     Grant,
     Hold,
     HoldRecord,
@@ -613,12 +614,24 @@ class AsyncLedger:
         return result
 
     async def expire_grants(
-        self, *, max_rows: int | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+        self,
+        *,
+        max_rows: int | None = None,
+        warn_before: timedelta | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> int:
         """Write the EXPIRE entries of up to max_rows grants past their expiry
         (None: the SQL default), skipping owners another session holds; the
-        number of grants expired. Safe to run from several processes at once."""
-        return int((await self._one(q.EXPIRE_GRANTS, conn, {"max_rows": max_rows}))[0])
+        number of grants expired. On the way: hold.expired events, balance
+        alerts, and grant.expiring events warn_before ahead of an expiry
+        (None: the SQL default, a day). Safe to run from several processes at once."""
+        return int(
+            (
+                await self._one(
+                    q.EXPIRE_GRANTS, conn, {"max_rows": max_rows, "warn_before": warn_before}
+                )
+            )[0]
+        )
 
     async def list_spending(
         self,
@@ -642,6 +655,52 @@ class AsyncLedger:
                 "max_rows": max_rows,
             },
         )
+
+    # -- events ----------------------------------------------------------------
+
+    async def list_events(
+        self,
+        *,
+        app: str,
+        after: str | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Event]:
+        """The events after cursor `after` (None: from the oldest kept), oldest
+        first; pass the last one's `cursor` as `after` for the next page. A
+        reader that follows cursors never skips an event."""
+        return await self._rows(
+            q.LIST_EVENTS, conn, {"app": app, "after": after, "max_rows": max_rows}
+        )
+
+    async def relay_events(
+        self, *, max_rows: int | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        """Give committed events their feed positions (one session at a time;
+        0 when another is relaying); how many it relayed."""
+        return int((await self._one(q.RELAY_EVENTS, conn, {"max_rows": max_rows}))[0])
+
+    async def set_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """Register an alert threshold of available credits for the app
+        (idempotent); the app's thresholds."""
+        row = await self._one(q.SET_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(t) for t in row[0]]
+
+    async def remove_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """Remove one of the app's thresholds; the ones left."""
+        rows = await self._rows(q.REMOVE_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(row[0]) for row in rows]
+
+    async def list_balance_alerts(
+        self, *, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """The app's alert thresholds, lowest first."""
+        row = await self._one(q.LIST_BALANCE_ALERTS, conn, {"app": app})
+        return [int(t) for t in row[0]]
 
     # -- reports ---------------------------------------------------------------
 

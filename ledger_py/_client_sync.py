@@ -39,6 +39,7 @@ from .results import (
     Balance,
     Discrepancy,
     Entry,
+    Event,
     Grant,
     Hold,
     HoldRecord,
@@ -554,12 +555,20 @@ class Ledger:
         return result
 
     def expire_grants(
-        self, *, max_rows: int | None = None, conn: psycopg.Connection[Any] | None = None
+        self,
+        *,
+        max_rows: int | None = None,
+        warn_before: timedelta | None = None,
+        conn: psycopg.Connection[Any] | None = None,
     ) -> int:
         """Write the EXPIRE entries of up to max_rows grants past their expiry
         (None: the SQL default), skipping owners another session holds; the
-        number of grants expired. Safe to run from several processes at once."""
-        return int(self._one(q.EXPIRE_GRANTS, conn, {"max_rows": max_rows})[0])
+        number of grants expired. On the way: hold.expired events, balance
+        alerts, and grant.expiring events warn_before ahead of an expiry
+        (None: the SQL default, a day). Safe to run from several processes at once."""
+        return int(
+            self._one(q.EXPIRE_GRANTS, conn, {"max_rows": max_rows, "warn_before": warn_before})[0]
+        )
 
     def list_spending(
         self,
@@ -583,6 +592,48 @@ class Ledger:
                 "max_rows": max_rows,
             },
         )
+
+    def list_events(
+        self,
+        *,
+        app: str,
+        after: str | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[Event]:
+        """The events after cursor `after` (None: from the oldest kept), oldest
+        first; pass the last one's `cursor` as `after` for the next page. A
+        reader that follows cursors never skips an event."""
+        return self._rows(q.LIST_EVENTS, conn, {"app": app, "after": after, "max_rows": max_rows})
+
+    def relay_events(
+        self, *, max_rows: int | None = None, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Give committed events their feed positions (one session at a time;
+        0 when another is relaying); how many it relayed."""
+        return int(self._one(q.RELAY_EVENTS, conn, {"max_rows": max_rows})[0])
+
+    def set_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Register an alert threshold of available credits for the app
+        (idempotent); the app's thresholds."""
+        row = self._one(q.SET_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(t) for t in row[0]]
+
+    def remove_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Remove one of the app's thresholds; the ones left."""
+        rows = self._rows(q.REMOVE_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(row[0]) for row in rows]
+
+    def list_balance_alerts(
+        self, *, app: str, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """The app's alert thresholds, lowest first."""
+        row = self._one(q.LIST_BALANCE_ALERTS, conn, {"app": app})
+        return [int(t) for t in row[0]]
 
     def app_report(
         self,

@@ -301,7 +301,36 @@ VOID_GRANT = Call(
     callers=(APP,),
 )
 EXPIRE_GRANTS = Call(
-    "expire_grants", (), (("max_rows", "integer"),), returns="integer", callers=(APP, OWNER)
+    "expire_grants",
+    (),
+    (("max_rows", "integer"), ("warn_before", "interval")),
+    returns="integer",
+    callers=(APP, OWNER),
+)
+LIST_EVENTS = Call(
+    "list_events",
+    (("app", "text"),),
+    (("after", "text"), ("max_rows", "integer")),
+    results.Event,
+    callers=(APP,),
+)
+RELAY_EVENTS = Call(
+    "relay_events", (), (("max_rows", "integer"),), returns="integer", callers=(APP,)
+)
+SET_BALANCE_ALERT = Call(
+    "set_balance_alert",
+    (("app", "text"), ("threshold", "bigint")),
+    returns="bigint[]",
+    callers=(APP,),
+)
+REMOVE_BALANCE_ALERT = Call(
+    "remove_balance_alert",
+    (("app", "text"), ("threshold", "bigint")),
+    returns="bigint[]",
+    callers=(APP,),
+)
+LIST_BALANCE_ALERTS = Call(
+    "list_balance_alerts", (("app", "text"),), returns="bigint[]", callers=READERS
 )
 LIST_SPENDING = Call(
     "list_spending",
@@ -352,6 +381,11 @@ ALL_CALLS: tuple[Call, ...] = (
     VOID_GRANT,
     EXPIRE_GRANTS,
     LIST_SPENDING,
+    LIST_EVENTS,
+    RELAY_EVENTS,
+    SET_BALANCE_ALERT,
+    REMOVE_BALANCE_ALERT,
+    LIST_BALANCE_ALERTS,
     LIST_OPERATIONS,
     APP_REPORT,
     VERIFY,

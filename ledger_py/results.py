@@ -206,6 +206,27 @@ class Spending:
 
 
 @dataclass(frozen=True)
+class Event:
+    """An `event_row`: one event of the feed, in the order readers follow.
+
+    `cursor` is opaque: pass the last one read as `after` for the next page.
+    `seq` is the owner's seq the event follows (a receiver can order one
+    owner's events by it). Another app's metadata and idempotency keys are
+    left out of `payload`."""
+
+    cursor: str
+    event_id: int
+    type: str
+    owner_id: str
+    seq: int
+    entry_id: int | None
+    hold_id: int | None
+    grant_id: int | None
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """An `api_key_info`: an HTTP API key as listed, never its token nor its hash.
     `scope` is "app" (acts for its app) or "audit" (reads everything, writes nothing)."""

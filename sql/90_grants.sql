@@ -30,7 +30,7 @@ GRANT EXECUTE ON FUNCTION
     ledger.list_grants(text, boolean),
     ledger.list_spending(text, bigint, bigint, integer),
     ledger.void_grant(bigint, text, text, text, text),
-    ledger.expire_grants(integer),
+    ledger.expire_grants(integer, interval),
     ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
@@ -58,7 +58,7 @@ TO ledger_reader, ledger_owner;
 GRANT EXECUTE ON FUNCTION
     ledger.define_app(text, text),
     ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text, interval, integer),
-    ledger.expire_grants(integer),
+    ledger.expire_grants(integer, interval),
     ledger.create_api_key(text, bytea, text, text),
     ledger.list_api_keys(),
     ledger.revoke_api_key(text)
@@ -78,3 +78,15 @@ GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea), ledger.api_key_lookup(bytea
 
 -- Batches (sql/50_batches.sql): both overloads of post_entries.
 GRANT EXECUTE ON FUNCTION ledger.post_entries(text, text), ledger.post_entries(jsonb, text) TO ledger_app;
+
+-- Events (sql/35_events.sql): apps read the feed and set their alert
+-- thresholds; the relay runs in list_events and in the webhook dispatcher.
+GRANT SELECT ON ledger.events, ledger.event_feed, ledger.balance_alerts TO ledger_app, ledger_reader, ledger_owner;
+GRANT EXECUTE ON FUNCTION
+    ledger.list_events(text, text, integer),
+    ledger.relay_events(integer),
+    ledger.set_balance_alert(text, bigint),
+    ledger.remove_balance_alert(text, bigint),
+    ledger.list_balance_alerts(text)
+TO ledger_app;
+GRANT EXECUTE ON FUNCTION ledger.list_balance_alerts(text) TO ledger_reader, ledger_owner;

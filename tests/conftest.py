@@ -60,6 +60,7 @@ CITUS_CONTRACT = {
     "sql/test_definitions.py",
     "sql/test_reports.py",
     "sql/test_grants.py",
+    "sql/test_events.py",
     "web/test_example_app.py",
     "web/test_grants_api.py",
 }

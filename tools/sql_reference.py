@@ -216,8 +216,43 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 " owner_id => 'user-7');",
             ),
             Example(
-                "ledger.expire_grants(integer)",
-                "SELECT ledger.expire_grants(max_rows => 1000);",
+                "ledger.expire_grants(integer,interval)",
+                "SELECT ledger.expire_grants(max_rows => 1000, warn_before => interval '1 day');",
+            ),
+        ],
+    ),
+    (
+        "Events",
+        "Every change writes its events in its own transaction; apps read them in order from a "
+        "cursor that never skips, or receive them as webhooks.",
+        [
+            Example(
+                "ledger.set_balance_alert(text,bigint)",
+                "SELECT * FROM ledger.set_balance_alert(app => 'shop', threshold => 10);",
+            ),
+            Example(
+                "ledger.list_balance_alerts(text)",
+                "SELECT * FROM ledger.list_balance_alerts(app => 'shop');",
+            ),
+            Example(
+                "ledger.post_entry(text,text,text,text,numeric,text)",
+                "SELECT entry_id, amount, balance FROM ledger.post_entry(owner_id => 'user-7',"
+                " app => 'shop', operation => 'SHOP_PURCHASE', idempotency_key => 'order-21',"
+                " amount => 5);",
+            ),
+            Example(
+                "ledger.relay_events(integer)",
+                "SELECT ledger.relay_events(max_rows => 10000);",
+            ),
+            Example(
+                "ledger.list_events(text,text,integer)",
+                "SELECT type, owner_id, seq, entry_id, payload ->> 'amount' AS amount"
+                " FROM ledger.list_events(app => 'shop', after => NULL, max_rows => 1000)"
+                " WHERE owner_id = 'user-7' ORDER BY seq DESC, event_id DESC LIMIT 4;",
+            ),
+            Example(
+                "ledger.remove_balance_alert(text,bigint)",
+                "SELECT * FROM ledger.remove_balance_alert(app => 'shop', threshold => 10);",
             ),
         ],
     ),
