@@ -47,10 +47,15 @@ from .results import (
     JournalEntry,
     KeyHolder,
     NewApiKey,
+    NewWebhookEndpoint,
     Operation,
     ReportRow,
     Spending,
     Transfer,
+    WebhookAttempt,
+    WebhookClaim,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 __all__ = [
@@ -82,6 +87,7 @@ __all__ = [
     "LedgerUnavailable",
     "LockTimeout",
     "NewApiKey",
+    "NewWebhookEndpoint",
     "NotFound",
     "Operation",
     "OperationInUse",
@@ -93,6 +99,10 @@ __all__ = [
     "Transfer",
     "UnknownApp",
     "UnknownOperation",
+    "WebhookAttempt",
+    "WebhookClaim",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "migrate",
     "translate_errors",
 ]

@@ -271,6 +271,90 @@ class KeyHolder:
         return None if self.scope == "audit" else self.app
 
 
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """A `webhook_endpoint`: where an app's events are sent, never its secret.
+    `event_types` None means every type; a disabled endpoint (`active` False)
+    gets no new deliveries and none is attempted."""
+
+    endpoint_id: int
+    app: str
+    url: str
+    event_types: list[str] | None
+    description: str | None
+    active: bool
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewWebhookEndpoint:
+    """An endpoint just registered, with its signing secret (`whsec_...`): the
+    one time the secret is shown, left out of the repr so that a log line
+    cannot carry it."""
+
+    endpoint_id: int
+    app: str
+    url: str
+    event_types: list[str] | None
+    description: str | None
+    active: bool
+    created_at: datetime
+    disabled_at: datetime | None
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event to one endpoint: `status` pending, delivered or failed,
+    `attempts` claimed so far, when it is next tried (`leased_until`: an
+    attempt in flight), and the last attempt's HTTP status or error."""
+
+    delivery_id: int
+    endpoint_id: int
+    event_id: int
+    event_type: str
+    webhook_id: str
+    status: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    leased_until: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One recorded attempt of the delivery log: `outcome` delivered, retry or failed."""
+
+    delivery_id: int
+    attempt: int
+    endpoint_id: int
+    event_id: int
+    attempted_at: datetime
+    duration_ms: int | None
+    status_code: int | None
+    error: str | None
+    outcome: str
+
+
+@dataclass(frozen=True)
+class WebhookClaim:
+    """A delivery leased to a dispatcher, with what its attempt needs; `attempt`
+    identifies the claim when its outcome is recorded."""
+
+    delivery_id: int
+    attempt: int
+    endpoint_id: int
+    url: str
+    secret: str = field(repr=False)
+    webhook_id: str
+    body: str = field(repr=False)
+
+
 _FINGERPRINT = "the digest of the request, used only to tell a replay from a conflict"
 
 NOT_READ: dict[type[Any], dict[str, str]] = {
