@@ -31,8 +31,15 @@ def backend() -> str:
     return "citus"
 
 
-PER_OWNER = {"ledger.accounts", "ledger.entries", "ledger.holds"}
-REFERENCE = {"ledger.apps", "ledger.operations", "ledger.api_keys"}
+PER_OWNER = {
+    "ledger.accounts",
+    "ledger.entries",
+    "ledger.holds",
+    "ledger.grants",
+    "ledger.grant_spending",
+    "ledger.events",
+}
+REFERENCE = {"ledger.apps", "ledger.operations", "ledger.api_keys", "ledger.balance_alerts"}
 SINGLE_OWNER_FUNCTIONS = {
     "post_entry",
     "get_balance",
@@ -40,6 +47,9 @@ SINGLE_OWNER_FUNCTIONS = {
     "balance_at",
     "create_hold",
     "list_holds",
+    "grant_credits",
+    "list_grants",
+    "list_spending",
 }
 _names = itertools.count()
 
@@ -74,7 +84,10 @@ def test_per_owner_tables_are_distributed_by_owner_and_colocated(
     for table in ("example_app.content", "example_app.content_access"):
         assert types[table][0] == "local", (table, types[table])
     # Every table of the ledger's schemas is in Citus's metadata, except the
-    # record of loaded sql/ files (read by migrate on the coordinator only).
+    # record of loaded sql/ files (read by migrate on the coordinator only),
+    # the event feed (one table on the coordinator: a reader sees each
+    # relay's copy whole) and the webhook tables (no owner: the dispatcher's
+    # statements run on the coordinator).
     plain = conn.execute(
         "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname IN ('ledger', 'example_app') AND c.relkind = 'r'"
@@ -82,7 +95,13 @@ def test_per_owner_tables_are_distributed_by_owner_and_colocated(
         " AND NOT EXISTS (SELECT 1 FROM pg_dist_shard s WHERE c.relname LIKE"
         "                 (SELECT relname FROM pg_class WHERE oid = s.logicalrelid) || '\\_%%')"
     ).fetchall()
-    assert plain == [("ledger.sql_files",)]
+    assert sorted(plain) == [
+        ("ledger.event_feed",),
+        ("ledger.sql_files",),
+        ("ledger.webhook_attempts",),
+        ("ledger.webhook_deliveries",),
+        ("ledger.webhook_endpoints",),
+    ]
 
 
 def test_an_owners_rows_live_on_one_worker_and_owners_spread_over_both(
