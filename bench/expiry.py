@@ -7,9 +7,13 @@ each is what `grant_credits(owner, 'bench', 'PROMO_CREDIT', key, 100)` wrote
 expiries a few milliseconds apart in the past: the account (balance,
 last_seq 1, next_expiry), the credit entry (key, fingerprint, running
 balance, created_at, created_by) and the grant (the operation's priority,
-remaining = amount, active). Those grants were made long ago, so the
-tables are vacuumed and analyzed after the planting, as autovacuum would
-have left them. Making them through the write path instead would cost
+remaining = amount, active), already warned of (expiring_notified: the
+expire_grants runs of the day before sent its grant.expiring event, so the
+warning pass has nothing left to do for it). Their events (the credit's
+entry.posted, the grant.expiring) are not planted: expiry never reads
+them, and a month-old event is relayed or pruned. Those grants were made
+long ago, so the tables are vacuumed and analyzed after the planting, as
+autovacuum would have left them. Making them through the write path instead would cost
 about as much setup time as the measurement per round, and a wait for
 their expiry; tests/bench/test_expiry.py checks that a planted grant reads
 and expires like one grant_credits made, and that verify() stays empty.
@@ -58,9 +62,9 @@ e AS (
     FROM made m JOIN a USING (owner_id)
     RETURNING owner_id, entry_id, created_at)
 INSERT INTO ledger.grants (owner_id, entry_id, seq, app, operation, amount, remaining, priority,
-                           expires_at, created_at)
+                           expires_at, created_at, expiring_notified)
 SELECT e.owner_id, e.entry_id, 1, 'bench', %(operation)s, %(amount)s, %(amount)s, m.grant_priority,
-       m.expires_at, e.created_at
+       m.expires_at, e.created_at, true
 FROM e JOIN made m USING (owner_id)
 """
 

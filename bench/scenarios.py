@@ -57,29 +57,36 @@ class LatencyTarget:
 # Why a target can fall short on a machine like the one of bench/results
 # (2 cores, WAL flushes that cost little): see the diagnostic ratios and
 # `python -m bench.serverloop` (backend CPU per call, one session).
+_EVENT = (
+    "its entry.posted event, in the write statement (a row with a jsonb payload and three "
+    "indexes, which neither floor writes: about 28% of post_entry's backend CPU)"
+)
 _CALL_COST = (
     "CPU-bound: the floor's statement inside a PL/pgSQL SECURITY DEFINER function alone "
     "reaches 0.75 to 0.9 of the floor (diagnostics); post_entry also locks the owner's row in "
-    "a statement of its own (SELECT ... FOR UPDATE), reads the operation, validates, "
-    "fingerprints, checks the key inside its write statement (two index probes) and then "
-    "writes the credit's grant row (an INSERT with four indexes and a foreign key, through two "
-    "function calls): about 2.9x the bare floor's backend CPU per call and 1.9x the grants "
-    "floor's (bench.serverloop; 2.0x to 2.3x the bare floor's before grants)"
+    "a statement of its own (SELECT ... FOR UPDATE), reads the operation and the balance-alert "
+    "thresholds, validates, fingerprints, checks the key inside its write statement (two index "
+    f"probes), writes {_EVENT}, and then the credit's grant row (an INSERT with five indexes "
+    "and a foreign key, through two function calls): about 5.5x the bare floor's backend CPU "
+    "per call and 3.4x the grants floor's (bench.serverloop; 2.9x and 1.9x with grants before "
+    "events, 2.0x to 2.3x the bare floor's before grants)"
 )
 _GRANTS_CALL_COST = (
-    "the grants floor's rows, plus the lock statement, the operation query, validation, the "
-    "fingerprint and the calls into _apply, _grant_rows and _grant: about 1.9x the grants "
-    "floor's backend CPU per call (bench.serverloop)"
+    "the grants floor's rows, plus the lock statement, the operation and alert-threshold "
+    f"queries, validation, the fingerprint, {_EVENT}, and the calls into _apply, _grant_rows "
+    "and _grant: about 3.4x the grants floor's backend CPU per call (bench.serverloop; 1.9x "
+    "before events)"
 )
 _HOT_COST = (
     "every client queues for the owner's row lock, which post_entry takes in a statement of "
-    "its own (SELECT ... FOR UPDATE) and holds through its write statement, the spending of "
-    "the first grant (_spend: a query, then the grant's UPDATE and the spending row) and the "
-    "commit; the floor holds it for its one statement and the commit. Backend CPU per call "
-    "(one session, bench.serverloop): post_entry about 4x the bare floor's and 1.7x to 1.8x "
-    "the grants floor's (2.1x to 2.4x the bare floor's before grants). The grant's UPDATE "
-    "cannot be a HOT update (remaining is in the predicate of its spending-order index): four "
-    "new index entries per debit, on the one row every client updates"
+    "its own (SELECT ... FOR UPDATE) and holds through its write statement (with its "
+    "entry.posted event), the spending of the first grant (_spend: a query, then the grant's "
+    "UPDATE and the spending row) and the commit; the floor holds it for its one statement and "
+    "the commit. Backend CPU per call (one session, bench.serverloop): post_entry about 7x the "
+    "bare floor's and 2.9x the grants floor's (4x and 1.8x with grants before events; 2.1x to "
+    "2.4x the bare floor's before grants). The grant's UPDATE cannot be a HOT update "
+    "(remaining is in the predicate of its spending-order index): new index entries at every "
+    "debit, on the one row every client updates"
 )
 
 RATE_TARGETS = (
@@ -133,10 +140,12 @@ RATE_TARGETS = (
         "floor_uniform",
         0.45,
         "a transfer is two entries",
-        if_missed="both legs write grant rows now: the sending leg spends (a query, the grant's "
-        "UPDATE, a spending row), the receiving leg reads what it spent (_transfer_parts) and "
-        "makes the mirroring grant; backend CPU per transfer about 7x to 8x the bare floor's "
-        "(3.3x to 3.5x before grants; bench.serverloop)",
+        if_missed="both legs write grant rows and events now: the sending leg spends (a query, "
+        "the grant's UPDATE, a spending row), the receiving leg reads what it spent "
+        "(_transfer_parts) and makes the mirroring grant, each leg writes its entry.posted event "
+        "and the transfer its transfer.posted event; backend CPU per transfer about 12x to 13x "
+        "the bare floor's (7x to 8x with grants before events, 3.3x to 3.5x before grants; "
+        "bench.serverloop)",
     ),
     RateTarget(
         "get_balance / select-only",

@@ -42,6 +42,10 @@ def test_planted_grants_are_what_grant_credits_writes(db_url: str) -> None:
         assert conn.execute("SELECT count(*) FROM ledger.verify()").fetchone() == (0,)
         for columns, table in ((ACCOUNT, "accounts"), (ENTRY, "entries"), (GRANT, "grants")):
             assert _row(conn, columns, table, "p7") == _row(conn, columns, table, "ref"), table
+        # A grant a day from its expiry has been warned of by expire_grants;
+        # a planted grant is past that point, the fresh one is not.
+        assert _row(conn, "expiring_notified", "grants", "p7") == (True,)
+        assert _row(conn, "expiring_notified", "grants", "ref") == (False,)
         # Due, not yet expired: readers already count nothing.
         assert conn.execute("SELECT balance FROM ledger.get_balance('p7')").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM ledger.list_grants('p7')").fetchone() == (0,)
@@ -74,3 +78,7 @@ def test_expire_all_expires_each_planted_grant_once(db_url: str) -> None:
             "SELECT count(*) FROM ledger.accounts WHERE next_expiry IS NOT NULL OR balance <> 0"
         ).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM ledger.verify()").fetchone() == (0,)
+        # Already warned of: expire_grants sent no grant.expiring event for them.
+        assert conn.execute(
+            "SELECT count(*) FROM ledger.events WHERE type = 'grant.expiring'"
+        ).fetchone() == (0,)
