@@ -66,10 +66,10 @@ _CALL_COST = (
     "reaches 0.75 to 0.9 of the floor (diagnostics); post_entry also locks the owner's row in "
     "a statement of its own (SELECT ... FOR UPDATE), reads the operation and the balance-alert "
     "thresholds, validates, fingerprints, checks the key inside its write statement (two index "
-    f"probes), writes {_EVENT}, and then the credit's grant row (an INSERT with five indexes "
-    "and a foreign key, through two function calls): about 5.5x the bare floor's backend CPU "
-    "per call and 3.4x the grants floor's (bench.serverloop; 2.9x and 1.9x with grants before "
-    "events, 2.0x to 2.3x the bare floor's before grants)"
+    f"probes), writes {_EVENT}, and then the credit's grant row (an INSERT into a table of "
+    "five indexes, with a foreign key, through two function calls): about 5.5x the bare "
+    "floor's backend CPU per call and 3.4x the grants floor's (bench.serverloop; 2.9x and 1.9x "
+    "with grants before events, 2.0x to 2.3x the bare floor's before grants)"
 )
 _GRANTS_CALL_COST = (
     "the grants floor's rows, plus the lock statement, the operation and alert-threshold "
