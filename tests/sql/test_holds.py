@@ -133,7 +133,7 @@ def test_holds_reduce_what_debits_and_new_holds_may_take(funded):
     assert available(conn, "ann") == (15, 15, 0)
 
 
-def test_create_hold_errors(funded, backend):
+def test_create_hold_errors(funded):
     conn = funded
     base = {
         "owner_id": "ann",
@@ -164,8 +164,6 @@ def test_create_hold_errors(funded, backend):
         ({"idempotency_key": "k" * 256}, "LG007"),
     ]
     for change, sqlstate in cases:
-        if backend == "citus" and change.get("owner_id", "ann") is None:
-            continue  # NULL_OWNER_CRASHES_CITUS
         fails(conn, sqlstate, "create_hold", **{**base, **change})
     assert (
         conn.execute("SELECT count(*) FROM ledger.accounts WHERE owner_id = 'nobody'").fetchone()[0]
