@@ -275,18 +275,38 @@ def store_pairs(url: str, pairs: list[tuple[int, str, str]]) -> None:
 
 
 def routing(url: str) -> dict[str, str]:
-    """How the coordinator plans post_entry outside and inside a transaction
-    block (EXPLAIN, nothing runs): the first lines of each plan."""
-    call = "SELECT * FROM ledger.post_entry('o1', 'bench', 'CREDIT_ADD', 'explain', 1)"
+    """What the coordinator sends the workers for one post_entry, outside and
+    inside a transaction block (citus.log_remote_commands): each command's
+    start and the node it went to."""
+    call = "SELECT * FROM ledger.post_entry('o1', 'bench', 'CREDIT_ADD', %s, 1)"
 
-    def plan(conn: psycopg.Connection[Any]) -> str:
-        lines = [r[0].strip() for r in conn.execute("EXPLAIN (COSTS OFF) " + call).fetchall()]
-        return " / ".join(line for line in lines if line)[:300]
+    def sent(conn: psycopg.Connection[Any], key: str, block: bool) -> str:
+        commands: list[str] = []
+
+        def note(notice: psycopg.errors.Diagnostic) -> None:
+            text = notice.message_primary or ""
+            if text.startswith("issuing "):
+                where = (notice.message_detail or "").split("@")[-1].split(" ")[0]
+                command = text[len("issuing ") :]
+                if " FROM " in command:  # the call itself: the function it names
+                    function = command.split(" FROM ", 1)[1].split("(")[0]
+                    command = f"SELECT ... FROM {function}(...)"
+                commands.append(f"{command.split(';')[0][:60]} -> {where}")
+
+        conn.add_notice_handler(note)
+        conn.execute("SET citus.log_remote_commands = on")
+        if block:
+            with conn.transaction():
+                conn.execute(call, (key,))
+        else:
+            conn.execute(call, (key,))
+        conn.execute("RESET citus.log_remote_commands")
+        conn.remove_notice_handler(note)
+        return "; ".join(commands)
 
     with psycopg.connect(url, autocommit=True) as conn:
-        outside = plan(conn)
-        with conn.transaction():
-            inside = plan(conn)
+        outside = sent(conn, "routing-outside", False)
+        inside = sent(conn, "routing-inside", True)
     return {"outside a transaction block": outside, "inside BEGIN ... COMMIT": inside}
 
 
@@ -446,7 +466,13 @@ def markdown(results: dict[str, Any]) -> str:
                 + " |"
             )
     if results.get("routing"):
-        lines += ["", "## How the coordinator plans post_entry (EXPLAIN)", ""]
+        lines += [
+            "",
+            "## What the coordinator sends the workers for one post_entry",
+            "",
+            "citus.log_remote_commands during one call (the commands, and the node each went to):",
+            "",
+        ]
         for where, text in results["routing"].items():
             lines.append(f"- {where}: `{text}`")
     lines += [

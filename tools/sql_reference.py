@@ -185,24 +185,28 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
         "(priority, soonest expiry, oldest) and record what they took.",
         [
             Example(
-                "ledger.grant_credits(text,text,text,text,numeric,timestamp with time zone,integer,text)",
+                "ledger.grant_credits(text,text,text,text,numeric,"
+                "timestamp with time zone,integer,text)",
                 "SELECT * FROM ledger.grant_credits(owner_id => 'user-7', app => 'shop',"
                 " operation => 'PROMO_CREDIT', idempotency_key => 'welcome-7', amount => 20,"
                 " expires_at => now() + interval '7 days');",
             ),
             Example(
                 "ledger.post_entry(text,text,text,text,numeric,text)",
-                "SELECT entry_id, operation, amount, balance FROM ledger.post_entry(owner_id => 'user-7',"
-                " app => 'shop', operation => 'SHOP_PURCHASE', idempotency_key => 'order-20', amount => 15);",
+                "SELECT entry_id, operation, amount, balance FROM"
+                " ledger.post_entry(owner_id => 'user-7', app => 'shop',"
+                " operation => 'SHOP_PURCHASE', idempotency_key => 'order-20', amount => 15);",
             ),
             Example(
                 "ledger.list_grants(text,boolean)",
-                "SELECT grant_id, operation, amount, remaining, priority, expires_at IS NOT NULL AS expires,"
-                " status FROM ledger.list_grants(owner_id => 'user-7');",
+                "SELECT grant_id, operation, amount, remaining, priority,"
+                " expires_at IS NOT NULL AS expires, status"
+                " FROM ledger.list_grants(owner_id => 'user-7');",
             ),
             Example(
                 "ledger.list_spending(text,bigint,bigint,integer)",
-                "SELECT entry_id, grant_id, operation, amount FROM ledger.list_spending(owner_id => 'user-7');",
+                "SELECT entry_id, grant_id, operation, amount"
+                " FROM ledger.list_spending(owner_id => 'user-7');",
             ),
             Example(
                 "ledger.void_grant(bigint,text,text,text,text)",
@@ -347,13 +351,16 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
+# Schema ledger_shard holds what post_entry, create_hold and grant_credits run
+# on the owner's shard, under the same names: their bodies count as their
+# entry points'.
 _BODIES = """
 SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = 'ledger'
+WHERE n.nspname IN ('ledger', 'ledger_shard')
 """
 
-_CALL = re.compile(r"\bledger\.([a-z_][a-z0-9_]*)\s*\(")
+_CALL = re.compile(r"\bledger(?:_shard)?\.([a-z_][a-z0-9_]*)\s*\(")
 _SQLSTATE = re.compile(r"'(LG[0-9A-Z]{3})'")
 
 

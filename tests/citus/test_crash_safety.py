@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ..sql.helpers import balance, login_member, one, post
+from ..sql.helpers import login_member, one, post
 from . import cluster as citus
 
 

@@ -184,10 +184,6 @@ def test_list_entries_pages_newest_first(conn):
     ]
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize("max_rows", [0, -1, 1001, None])
 def test_list_entries_bounds_max_rows(conn, max_rows):
     with pytest.raises(psycopg.Error) as err:
@@ -301,10 +297,6 @@ def test_a_debit_cannot_spend_held_credits(conn):
 LONG = "x" * 300
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("params", "sqlstate"),
     [
@@ -400,10 +392,6 @@ def test_positional_and_literal_calls_work_from_sql(conn):
     assert row == (4,)
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("metadata", "key", "path"),
     [
@@ -438,10 +426,6 @@ def test_metadata_with_a_duplicate_key_is_lg007_and_writes_nothing(conn, metadat
         assert post(conn, "sam", "CREDIT_ADD", f"ok-{index}", amount=5, metadata=distinct)
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("metadata", "reason"),
     [

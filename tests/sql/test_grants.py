@@ -489,7 +489,6 @@ def test_expire_grants_sweeps_and_skips_a_locked_owner(db_url, conn):
 
 
 def test_expire_grants_from_four_sessions_expires_each_grant_once(db_url, conn):
-    expires = _now(conn) + timedelta(seconds=1)
     items = []
     for i in range(40):
         items.append(
@@ -502,8 +501,11 @@ def test_expire_grants_from_four_sessions_expires_each_grant_once(db_url, conn):
             }
         )
     call(conn, "post_entries", entries=json.dumps(items))
+    # Each grant expires a second after it is made: 120 calls may take more
+    # than a second on a loaded cluster.
     for i in range(40):
         for j in range(3):
+            expires = _now(conn) + timedelta(seconds=1)
             grant(conn, f"o{i}", f"g{j}", 2, expires_at=expires)
     _sleep_until(conn, expires)
     barrier = threading.Barrier(4)
