@@ -767,6 +767,234 @@ def history(
         click.echo(f"(more: ledger history {owner} --before {entries[-1].entry_id})")
 
 
+# -- ledger grants ------------------------------------------------------------
+
+
+class Rfc3339(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """An instant written as RFC 3339 with its offset (2030-01-31T12:00:00Z,
+    ...+02:00): a time without one would mean whatever the session's time
+    zone is."""
+
+    name = "timestamp"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime.datetime):
+            return value
+        text = str(value).strip()
+        # datetime.fromisoformat takes the Z suffix only from Python 3.11 on.
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is not an RFC 3339 timestamp (2030-01-31T12:00:00Z)", param, ctx)
+        if parsed.tzinfo is None:
+            self.fail(f"{value!r} has no offset: add Z (UTC) or one such as +02:00", param, ctx)
+        return parsed
+
+
+@cli.group()
+def grants() -> None:
+    """Credit grants: what is left of each, granting, voiding, expiring."""
+
+
+@grants.command("list")
+@click.argument("owner")
+@click.option(
+    "--all", "include_closed", is_flag=True, help="Also the spent, expired and voided grants."
+)
+@json_option
+@click.pass_context
+def grants_list(ctx: click.Context, owner: str, include_closed: bool, as_json: bool) -> None:
+    """OWNER's grants: the active ones in the order debits spend them."""
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        found = ledger.list_grants(owner_id=owner, include_closed=include_closed or None)
+    if as_json:
+        _echo_json(found)
+        return
+    if not found:
+        click.echo(f"no {'' if include_closed else 'active '}grants for {owner}")
+        return
+    click.echo(
+        f"{'GRANT':>8} {'ENTRY':>8}  {'APP/OPERATION':<32} {'AMOUNT':>10} {'REMAINING':>10} "
+        f"{'PRIO':>5}  {'EXPIRES (UTC)':<19}  STATUS"
+    )
+    for g in found:
+        click.echo(
+            f"{g.grant_id:>8} {g.entry_id if g.entry_id is not None else '-':>8}  "
+            f"{g.app + '/' + g.operation:<32} {g.amount:>10} {g.remaining:>10} "
+            f"{g.priority:>5}  {_time(g.expires_at) or 'never':<19}  {g.status}"
+        )
+
+
+@grants.command("grant")
+@click.argument("owner")
+@click.option("--app", required=True, help="The app the grant is made for.")
+@click.option("--operation", required=True, help="A credit operation (e.g. PROMO_CREDIT).")
+@click.option("--key", "idempotency_key", required=True, help="Idempotency key.")
+@click.option("--amount", type=AsciiInt(), default=None, help="Amount (default: the operation's).")
+@click.option(
+    "--expires-at",
+    type=Rfc3339(),
+    default=None,
+    help="When its credits lapse, RFC 3339 with an offset (default: the operation's expiry;"
+    " never later than the operation allows).",
+)
+@click.option(
+    "--priority",
+    type=AsciiInt(),
+    default=None,
+    help="0 to 1000, lower is spent first (default: the operation's).",
+)
+@json_option
+@click.pass_context
+def grants_grant(
+    ctx: click.Context,
+    owner: str,
+    app: str,
+    operation: str,
+    idempotency_key: str,
+    amount: int | None,
+    expires_at: datetime.datetime | None,
+    priority: int | None,
+    as_json: bool,
+) -> None:
+    """Grant OWNER credits of a credit OPERATION, with an expiry and a priority."""
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named(
+            {
+                "amount": "--amount",
+                "idempotency_key": "--key",
+                "app": "--app",
+                "expires_at": "--expires-at",
+                "priority": "--priority",
+            }
+        ),
+    ):
+        entry = ledger.grant_credits(
+            owner_id=owner,
+            app=app,
+            operation=operation,
+            idempotency_key=idempotency_key,
+            amount=amount,
+            expires_at=expires_at,
+            priority=priority,
+        )
+    if as_json:
+        _echo_json(entry)
+        return
+    replay = " (replay: nothing written)" if entry.replayed else ""
+    click.echo(
+        f"entry {entry.entry_id}: {_signed(entry.amount)} {app}/{operation} for {owner}, "
+        f"balance {entry.balance}{replay}"
+    )
+
+
+@grants.command("void")
+@click.argument("grant_id", type=AsciiInt(min=1))
+@click.option("--app", required=True, help="The app that made the grant.")
+@click.option("--key", "idempotency_key", required=True, help="Idempotency key.")
+@click.option("--reason", default=None, help="Why, kept with the VOID entry.")
+@click.option(
+    "--owner", "owner_id", default=None, help="The grant's owner, when known (a direct lookup)."
+)
+@json_option
+@click.pass_context
+def grants_void(
+    ctx: click.Context,
+    grant_id: int,
+    app: str,
+    idempotency_key: str,
+    reason: str | None,
+    owner_id: str | None,
+    as_json: bool,
+) -> None:
+    """Void what is left of GRANT_ID (what was spent stays spent)."""
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"idempotency_key": "--key", "app": "--app", "owner_id": "--owner"}),
+    ):
+        entry = ledger.void_grant(
+            grant_id=grant_id,
+            app=app,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            owner_id=owner_id,
+        )
+    if as_json:
+        _echo_json(entry)
+        return
+    replay = " (replay: nothing written)" if entry.replayed else ""
+    click.echo(
+        f"grant {grant_id} voided: entry {entry.entry_id} {_signed(entry.amount)} for "
+        f"{entry.owner_id}, balance {entry.balance}{replay}"
+    )
+
+
+@grants.command("expire")
+@click.option(
+    "--max-rows",
+    type=AsciiInt(min=1),
+    default=None,
+    help="Grants per call (default: the database's).",
+)
+@click.option(
+    "--loop",
+    "interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Run again every SECONDS until SIGINT or SIGTERM (which finish the current call).",
+)
+@click.pass_context
+def grants_expire(ctx: click.Context, max_rows: int | None, interval: float | None) -> None:
+    """Write the EXPIRE entries of grants past their expiry.
+
+    Their credits are already gone for every reader; this writes the entries
+    that say so. Owners busy with a write are skipped (their next write
+    expires their grants itself), so it never waits on them; several of
+    these may run at once. Without --loop one call (at most --max-rows
+    grants); with --loop, each round calls until nothing is due, prints how
+    many it expired, then waits SECONDS.
+    """
+    url = _settings(ctx).url()
+    if interval is None:
+        with (
+            _open_ledger(url) as ledger,
+            _options_named({"max_rows": "--max-rows"}),
+        ):
+            count = ledger.expire_grants(max_rows=max_rows)
+        click.echo(f"expired {count} grant{'' if count == 1 else 's'}")
+        return
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with (
+            _open_ledger(url) as ledger,
+            _options_named({"max_rows": "--max-rows"}),
+        ):
+            click.echo(f"expiring grants every {interval:g} s; SIGINT or SIGTERM stops")
+            while not stop.is_set():
+                total = 0
+                while not stop.is_set():
+                    count = ledger.expire_grants(max_rows=max_rows)
+                    total += count
+                    if count == 0:
+                        break
+                stamp = _time(datetime.datetime.now(datetime.timezone.utc))
+                click.echo(f"{stamp}  expired {total} grant{'' if total == 1 else 's'}")
+                stop.wait(interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("stopped")
+
+
 @cli.command()
 @json_option
 @click.pass_context

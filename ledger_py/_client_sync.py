@@ -39,12 +39,14 @@ from .results import (
     Balance,
     Discrepancy,
     Entry,
+    Grant,
     Hold,
     HoldRecord,
     JournalEntry,
     KeyHolder,
     Operation,
     ReportRow,
+    Spending,
     Transfer,
 )
 
@@ -225,9 +227,14 @@ class Ledger:
         caller_sets_amount: bool | None = None,
         limit_per: str | None = None,
         description: str | None = None,
+        expires_after: timedelta | None = None,
+        grant_priority: int | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> Operation:
-        """Register or update an operation of an app (None: the SQL default)."""
+        """Register or update an operation of an app (None: the SQL default).
+        For a credit operation, expires_after is how long each of its grants
+        lasts (None: forever) and grant_priority the order its grants are
+        spent in (lower first)."""
         result: Operation = self._one(
             q.DEFINE_OPERATION,
             conn,
@@ -241,6 +248,8 @@ class Ledger:
                 "caller_sets_amount": caller_sets_amount,
                 "limit_per": limit_per,
                 "description": description,
+                "expires_after": expires_after,
+                "grant_priority": grant_priority,
             },
         )
         return result
@@ -469,6 +478,109 @@ class Ledger:
                 "idempotency_key": idempotency_key,
                 "reason": reason,
                 "owner_id": owner_id,
+            },
+        )
+
+    def grant_credits(
+        self,
+        *,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        expires_at: datetime | None = None,
+        priority: int | None = None,
+        metadata: Json = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Entry:
+        """Credit the owner through a credit operation, as one grant:
+        expires_at None takes the operation's expiry (the database refuses
+        one later than the operation allows), priority None the operation's.
+        A replay returns the first entry with replayed=True."""
+        result: Entry = self._one(
+            q.GRANT_CREDITS,
+            conn,
+            {
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "expires_at": expires_at,
+                "priority": priority,
+                "metadata": _json(metadata),
+            },
+        )
+        return result
+
+    def list_grants(
+        self,
+        *,
+        owner_id: str,
+        include_closed: bool | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[Grant]:
+        """The owner's active grants in the order debits spend them; with
+        include_closed=True, then the spent, expired and voided ones, newest first."""
+        return self._rows(
+            q.LIST_GRANTS, conn, {"owner_id": owner_id, "include_closed": include_closed}
+        )
+
+    def void_grant(
+        self,
+        *,
+        grant_id: int,
+        app: str,
+        idempotency_key: str,
+        reason: str | None = None,
+        owner_id: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Entry:
+        """Remove what is left of a grant the app made: the VOID entry (a
+        negative amount). The key belongs to the grant's owner; pass owner_id
+        when known: the call goes straight to that owner's grants."""
+        result: Entry = self._one(
+            q.VOID_GRANT,
+            conn,
+            {
+                "grant_id": grant_id,
+                "app": app,
+                "idempotency_key": idempotency_key,
+                "reason": reason,
+                "owner_id": owner_id,
+            },
+        )
+        return result
+
+    def expire_grants(
+        self, *, max_rows: int | None = None, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Write the EXPIRE entries of up to max_rows grants past their expiry
+        (None: the SQL default), skipping owners another session holds; the
+        number of grants expired. Safe to run from several processes at once."""
+        return int(self._one(q.EXPIRE_GRANTS, conn, {"max_rows": max_rows})[0])
+
+    def list_spending(
+        self,
+        *,
+        owner_id: str,
+        entry_id: int | None = None,
+        grant_id: int | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[Spending]:
+        """Where the owner's credits went, newest first: with entry_id, what
+        that entry took from or gave back to which grants; with grant_id,
+        every movement of that grant."""
+        return self._rows(
+            q.LIST_SPENDING,
+            conn,
+            {
+                "owner_id": owner_id,
+                "entry_id": entry_id,
+                "grant_id": grant_id,
+                "max_rows": max_rows,
             },
         )
 

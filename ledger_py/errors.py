@@ -30,6 +30,7 @@ __all__ = [
     "SERVER_EXCEPTIONS_BY_SQLSTATE",
     "AlreadyReversed",
     "AppendOnly",
+    "GrantNotActive",
     "HoldNotActive",
     "IdempotencyConflict",
     "InsufficientCredits",
@@ -184,6 +185,13 @@ class AppendOnly(LedgerError):
     sqlstate = "LG013"
 
 
+class GrantNotActive(LedgerError):
+    """Nothing is left of the grant to void: it was spent, has expired or was voided."""
+
+    code = "grant_not_active"
+    sqlstate = "LG014"
+
+
 class LedgerUnavailable(LedgerError):
     """The database cannot be reached (down, refusing, pool exhausted or timed out).
 
@@ -248,6 +256,7 @@ EXCEPTIONS_BY_SQLSTATE: dict[str, type[LedgerError]] = {
         UnknownApp,
         OperationInUse,
         AppendOnly,
+        GrantNotActive,
     )
     if cls.sqlstate is not None
 }

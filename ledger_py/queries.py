@@ -179,6 +179,8 @@ DEFINE_OPERATION = Call(
         ("caller_sets_amount", "boolean"),
         ("limit_per", "text"),
         ("description", "text"),
+        ("expires_after", "interval"),
+        ("grant_priority", "integer"),
     ),
     results.Operation,
     callers=(OWNER,),
@@ -272,6 +274,42 @@ REVERSE_ENTRY = Call(
     results.Entry,
     callers=(APP,),
 )
+GRANT_CREDITS = Call(
+    "grant_credits",
+    (("owner_id", "text"), ("app", "text"), ("operation", "text"), ("idempotency_key", "text")),
+    (
+        ("amount", "numeric"),
+        ("expires_at", "timestamptz"),
+        ("priority", "integer"),
+        ("metadata", "text"),
+    ),
+    results.Entry,
+    callers=(APP,),
+)
+LIST_GRANTS = Call(
+    "list_grants",
+    (("owner_id", "text"),),
+    (("include_closed", "boolean"),),
+    results.Grant,
+    callers=READERS,
+)
+VOID_GRANT = Call(
+    "void_grant",
+    (("grant_id", "bigint"), ("app", "text"), ("idempotency_key", "text")),
+    (("reason", "text"), ("owner_id", "text")),
+    results.Entry,
+    callers=(APP,),
+)
+EXPIRE_GRANTS = Call(
+    "expire_grants", (), (("max_rows", "integer"),), returns="integer", callers=(APP, OWNER)
+)
+LIST_SPENDING = Call(
+    "list_spending",
+    (("owner_id", "text"),),
+    (("entry_id", "bigint"), ("grant_id", "bigint"), ("max_rows", "integer")),
+    results.Spending,
+    callers=READERS,
+)
 APP_REPORT = Call(
     "app_report",
     (("app", "text"), ("from_time", "timestamptz"), ("to_time", "timestamptz")),
@@ -309,6 +347,11 @@ ALL_CALLS: tuple[Call, ...] = (
     TRANSFER,
     REVERSE_ENTRY,
     POST_ENTRIES,
+    GRANT_CREDITS,
+    LIST_GRANTS,
+    VOID_GRANT,
+    EXPIRE_GRANTS,
+    LIST_SPENDING,
     LIST_OPERATIONS,
     APP_REPORT,
     VERIFY,
@@ -371,6 +414,12 @@ NOT_WRAPPED: tuple[NotWrapped, ...] = (
     ),
     NotWrapped(
         "_active_holds(text, bigint, timestamptz)",
+        READERS,
+        "internal; granted because get_balance (not SECURITY DEFINER, the cheapest read) "
+        "runs it as the caller",
+    ),
+    NotWrapped(
+        "_expired_unwritten(text, timestamptz)",
         READERS,
         "internal; granted because get_balance (not SECURITY DEFINER, the cheapest read) "
         "runs it as the caller",

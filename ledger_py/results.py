@@ -12,7 +12,7 @@ Amounts and balances are ints (bigint); times are aware datetimes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -114,7 +114,9 @@ class Transfer:
 @dataclass(frozen=True)
 class ReportRow:
     """One operation of an app's report: entries, credits issued, credits
-    consumed (positive) and distinct owners."""
+    consumed (positive), distinct owners, and the credits of the app's
+    grants of that operation that expired or were voided in the window
+    (positive)."""
 
     app: str
     operation: str
@@ -122,6 +124,8 @@ class ReportRow:
     credited: int
     debited: int
     owners: int
+    expired: int
+    voided: int
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,49 @@ class Operation:
     limit_per: str | None
     is_system: bool
     description: str | None
+    expires_after: timedelta | None  # how long a credit's grant lasts; None: it never expires
+    grant_priority: int  # the priority of its grants: lower is spent first
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A `grant_row`: credits one entry granted an owner, and what is left of them.
+
+    Debits spend an owner's active grants by `priority` (lower first), then
+    soonest `expires_at` (None: never, spent last), then oldest. `status` is
+    `active`, `spent`, `expired` or `voided`; a closed grant has `remaining`
+    0. A grant's credits are gone from the instant `expires_at` passes.
+    `entry_id` is None only for the opening grant of a balance that predates
+    grants."""
+
+    grant_id: int
+    entry_id: int | None
+    owner_id: str
+    app: str
+    operation: str
+    amount: int
+    remaining: int
+    priority: int
+    expires_at: datetime | None
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Spending:
+    """A `spending_row`: one movement of credits between an entry and a grant.
+
+    `amount` is signed: negative when the entry took credits from the grant
+    (a debit, a capture, a transfer out, an expiry, a void), positive when it
+    gave them back (the reversal of a debit). `operation` is the entry's."""
+
+    owner_id: str
+    entry_id: int
+    grant_id: int
+    seq: int  # the entry's place in the owner's order
+    operation: str
+    amount: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)

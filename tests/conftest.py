@@ -9,9 +9,9 @@ workers, tests/citus/cluster.py) once per session, on first use;
 `citus_template_url` migrates a database on it (migrate distributes it).
 The tests of the modules in CITUS_CONTRACT (the SQL contract: every
 function, replays and conflicts, holds, transfers, batches, reversals, the
-concurrency tests; and the example app's flow) run twice: `[plain]` on the
-throwaway server, `[citus]` with `db_url` a fresh copy of that distributed
-database. Same code, same assertions. A test there that cannot mean the same
+concurrency tests; the example app's flow; the HTTP grant endpoints) run
+twice: `[plain]` on the throwaway server, `[citus]` with `db_url` a fresh
+copy of that distributed database. Same code, same assertions. A test there that cannot mean the same
 on Citus is marked `@pytest.mark.plain_only("reason")` and runs on plain
 PostgreSQL only. Where Citus is not installed the `[citus]` variants are
 skipped with the reason; in CI (`CI` set) that is a failure instead.
@@ -61,6 +61,7 @@ CITUS_CONTRACT = {
     "sql/test_reports.py",
     "sql/test_grants.py",
     "web/test_example_app.py",
+    "web/test_grants_api.py",
 }
 _TESTS = Path(__file__).resolve().parent
 

@@ -193,9 +193,9 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
             ),
             Example(
                 "ledger.post_entry(text,text,text,text,numeric,text)",
-                "SELECT entry_id, operation, amount, balance FROM"
-                " ledger.post_entry(owner_id => 'user-7', app => 'shop',"
-                " operation => 'SHOP_PURCHASE', idempotency_key => 'order-20', amount => 15);",
+                "SELECT entry_id, operation, amount, balance FROM ledger.post_entry("
+                "owner_id => 'user-7', app => 'shop', operation => 'SHOP_PURCHASE',"
+                " idempotency_key => 'order-20', amount => 15);",
             ),
             Example(
                 "ledger.list_grants(text,boolean)",

@@ -48,8 +48,9 @@ field). First write: 201. The same request again: 200, the original body and
 JSON (duplicate keys, NaN, nesting over 64 levels included; `reason` says
 which) or a path or query string that is not UTF-8, 401 missing or bad API
 key, 402 insufficient credits, 403 operation of another app, 404 unknown
-entry/hold/content, 409 idempotency conflict, limit reached, hold not active
-or already reversed, 413 body over 4 MiB, 415 a body that is not
+entry/hold/grant/content, 409 idempotency conflict, limit reached, hold not
+active, already reversed or nothing left of a grant to void, 413 body over
+4 MiB, 415 a body that is not
 `application/json`, 422 validation, 502 the example app's content work
 failed (hold released), 503 database unreachable or a lock wait over its
 bound (`Retry-After`). The server itself answers, in the same shape, 400

@@ -38,6 +38,7 @@ STATUS_BY_EXCEPTION: dict[type[ledger_errors.LedgerError], int] = {
     ledger_errors.UnknownApp: 422,
     ledger_errors.OperationInUse: 409,
     ledger_errors.AppendOnly: 409,
+    ledger_errors.GrantNotActive: 409,
     ledger_errors.LedgerUnavailable: 503,
     ledger_errors.LedgerBusy: 503,
     ledger_errors.LockTimeout: 503,

@@ -28,7 +28,7 @@ WRITE_ERRORS: dict[int, Any] = {
     402: "insufficient credits (the owner's available credits do not cover it)",
     403: "an operation, hold or entry of another app",
     409: "idempotency key reused for another request, operation limit reached, hold not active,"
-    " or already reversed",
+    " already reversed, or nothing left of a grant to void",
     413: "request body larger than 4 MiB",
     400: "malformed JSON (reason: duplicate_key, not_a_number, too_deep, ...),"
     " or a path or query string that is not UTF-8",
@@ -270,6 +270,91 @@ def reverse_entry(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     return answer({"entries": entries}, bool(entries) and all(e.replayed for e in entries))
 
 
+# ---- grants ------------------------------------------------------------------------------------
+
+
+@bp.get("/owners/<path:owner_id>/grants")
+@bp.auth_required(auth)
+@bp.input(s.GrantsQuery, location="query", arg_name="query")
+@bp.output(s.GrantListOut)
+@bp.doc(
+    summary="An owner's grants: what is left of each, in the order debits spend them",
+    responses=READ_ERRORS,
+)
+def list_grants(owner_id: str, query: dict[str, Any]) -> Any:
+    """Active grants by priority, then soonest expiry (never-expiring last), then
+    oldest; with include_closed=true, then the spent, expired and voided ones,
+    newest first. A grant past its expires_at counts nothing, even before its
+    EXPIRE entry is written."""
+    grants = ledger().list_grants(owner_id=owner_id, include_closed=query["include_closed"])
+    return {"owner_id": owner_id, "grants": grants}
+
+
+@bp.post("/grants")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.GrantIn, arg_name="body")
+@bp.output(s.WriteOut, status_code=201, description="the credit entry that made the grant")
+@bp.doc(
+    summary="Grant credits: a credit entry whose grant may expire and has a priority",
+    responses={200: replay_doc("WriteOut"), **WRITE_ERRORS},
+)
+def grant_credits(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """Like POST /ledger for a credit operation, with the grant's expires_at and
+    priority (each omitted: the operation's). The grant is listed by
+    GET /owners/{owner_id}/grants under the entry's entry_id."""
+    entry = ledger().grant_credits(
+        owner_id=body["owner_id"],
+        app=current_app_name(),
+        operation=body["operation"],
+        idempotency_key=idempotency_key(headers, body),
+        amount=body["amount"],
+        expires_at=body["expires_at"],
+        priority=body["priority"],
+        metadata=body["metadata"],
+    )
+    return answer(_write(entry), entry.replayed)
+
+
+@bp.post("/grants/<int:grant_id>/void")
+@bp.auth_required(auth)
+@bp.input(IdempotencyHeaders, location="headers", arg_name="headers")
+@bp.input(s.VoidIn, arg_name="body")
+@bp.output(s.WriteOut, status_code=201, description="the VOID entry (a negative amount)")
+@bp.doc(
+    summary="Void what is left of a grant the key's app made (what was spent stays spent)",
+    responses={200: replay_doc("WriteOut"), 404: "unknown grant", **WRITE_ERRORS},
+)
+def void_grant(grant_id: int, headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """Idempotent by key (the key belongs to the grant's owner). 409
+    grant_not_active when nothing is left: spent, expired or voided before."""
+    entry = ledger().void_grant(
+        grant_id=grant_id,
+        app=current_app_name(),
+        idempotency_key=idempotency_key(headers, body),
+        reason=body["reason"],
+        owner_id=body["owner_id"],
+    )
+    return answer(_write(entry), entry.replayed)
+
+
+@bp.get("/owners/<path:owner_id>/spending")
+@bp.auth_required(auth)
+@bp.input(s.SpendingQuery, location="query", arg_name="query")
+@bp.output(s.SpendingListOut)
+@bp.doc(
+    summary="Where an owner's credits went: entry by entry, grant by grant", responses=READ_ERRORS
+)
+def list_spending(owner_id: str, query: dict[str, Any]) -> Any:
+    """Newest first. entry_id: what that entry took from (or gave back to) which
+    grants; grant_id: every movement of that grant."""
+    limit = HTTP_PAGE_SIZE if query["limit"] is None else query["limit"]
+    rows = ledger().list_spending(
+        owner_id=owner_id, entry_id=query["entry_id"], grant_id=query["grant_id"], max_rows=limit
+    )
+    return {"owner_id": owner_id, "spending": rows}
+
+
 # ---- the app's operations and reports ---------------------------------------------------------
 
 
@@ -287,7 +372,7 @@ def list_operations() -> Any:
 @bp.input(s.ReportQuery, location="query", arg_name="query")
 @bp.output(s.ReportOut)
 @bp.doc(
-    summary="The key's app, per operation: entries, credited, debited, owners",
+    summary="The key's app, per operation: entries, credited, debited, owners, expired, voided",
     responses=READ_ERRORS,
 )
 def app_report(query: dict[str, Any]) -> Any:

@@ -20,11 +20,23 @@ import dataclasses
 import types
 import typing
 from collections.abc import Collection, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apiflask import Schema
-from apiflask.fields import Boolean, DateTime, Dict, Field, Integer, List, Nested, Raw, String
+from apiflask.fields import (
+    AwareDateTime,
+    Boolean,
+    DateTime,
+    Dict,
+    Field,
+    Integer,
+    List,
+    Nested,
+    Raw,
+    String,
+    TimeDelta,
+)
 from apiflask.validators import Range
 from marshmallow import RAISE
 
@@ -113,6 +125,79 @@ class ReversalIn(StrictSchema):
     )
 
 
+class GrantIn(StrictSchema):
+    owner_id = String(required=True, metadata={"description": "the owner (1 to 255 characters)"})
+    operation = String(
+        required=True, metadata={"description": "a credit operation, e.g. PROMO_CREDIT"}
+    )
+    amount = Integer(
+        strict=True,
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "a positive magnitude; omit for the operation's default"},
+    )
+    expires_at = AwareDateTime(
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "RFC 3339 with an offset, in the future; omit for the operation's"
+            " expiry. Never later than the operation's expires_after from now: a caller may"
+            " shorten a grant's life, not extend it"
+        },
+    )
+    priority = Integer(
+        strict=True,
+        allow_none=True,
+        load_default=None,
+        validate=Range(min=INT_MIN, max=INT_MAX),
+        metadata={"description": "0 to 1000, lower is spent first; omit for the operation's"},
+    )
+    metadata = Raw(allow_none=True, load_default=None, metadata={"description": "a JSON object"})
+    nonce = String(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "the idempotency key, if no Idempotency-Key header is sent"},
+    )
+
+
+class VoidIn(StrictSchema):
+    reason = String(allow_none=True, load_default=None, metadata={"description": "kept with it"})
+    nonce = String(allow_none=True, load_default=None)
+    owner_id = String(
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "the grant's owner, when known: the call goes straight to its rows"
+        },
+    )
+
+
+class GrantsQuery(StrictSchema):
+    include_closed = Boolean(
+        load_default=None,
+        metadata={"description": "true: also the spent, expired and voided grants (default false)"},
+    )
+
+
+class SpendingQuery(StrictSchema):
+    entry_id = _bigint_id(
+        strict=False,
+        load_default=None,
+        metadata={"description": "only what this entry took from or gave back to grants"},
+    )
+    grant_id = _bigint_id(
+        strict=False,
+        load_default=None,
+        metadata={"description": "only the movements of this grant"},
+    )
+    limit = Integer(
+        strict=False,
+        load_default=None,
+        validate=Range(min=INT_MIN, max=INT_MAX),
+        metadata={"description": "1 to 1000 (default 100)"},
+    )
+
+
 class OwnerQuery(StrictSchema):
     owner_id = String(
         load_default=None,
@@ -186,6 +271,7 @@ _FIELD_BY_TYPE: dict[type, type[Field[Any]]] = {
     bool: Boolean,
     datetime: DateTime,
     dict: Dict,
+    timedelta: TimeDelta,  # seconds, a JSON number
 }
 
 
@@ -297,12 +383,59 @@ class EntriesOut(Schema):
     entries = List(Nested(EntryOut), required=True)
 
 
-OperationOut = output_schema(results.Operation, "OperationOut", exclude={"is_system"})
+OperationOut = output_schema(
+    results.Operation,
+    "OperationOut",
+    exclude={"is_system"},
+    descriptions={
+        "expires_after": "seconds each grant of the operation lasts; null: its grants never expire",
+        "grant_priority": "the priority of its grants (0 to 1000): lower is spent first",
+    },
+)
 
 
 class OperationsOut(Schema):
     app = String(required=True)
     operations = List(Nested(OperationOut), required=True)
+
+
+GrantOut = output_schema(
+    results.Grant,
+    "GrantOut",
+    descriptions={
+        "entry_id": "the entry that made it; null for the opening grant of an older balance",
+        "remaining": "what is left to spend (0 once closed; nothing after expires_at)",
+        "priority": "lower is spent first",
+        "expires_at": "its credits are gone from this instant; null: never",
+        "status": "active, spent, expired, voided",
+    },
+)
+
+
+class GrantListOut(Schema):
+    owner_id = String(required=True)
+    grants = List(
+        Nested(GrantOut),
+        required=True,
+        metadata={"description": "active grants in spending order, then closed ones newest first"},
+    )
+
+
+SpendingOut = output_schema(
+    results.Spending,
+    "SpendingOut",
+    descriptions={
+        "amount": "signed: negative when the entry took credits from the grant, positive when "
+        "a reversal gave them back",
+        "operation": "the entry's operation",
+        "seq": "the entry's place in the owner's order",
+    },
+)
+
+
+class SpendingListOut(Schema):
+    owner_id = String(required=True)
+    spending = List(Nested(SpendingOut), required=True, metadata={"description": "newest first"})
 
 
 # The report names its app once, beside the rows.

@@ -32,7 +32,13 @@ def backend() -> str:
     return "citus"
 
 
-PER_OWNER = {"ledger.accounts", "ledger.entries", "ledger.holds"}
+PER_OWNER = {
+    "ledger.accounts",
+    "ledger.entries",
+    "ledger.holds",
+    "ledger.grants",
+    "ledger.grant_spending",
+}
 REFERENCE = {"ledger.apps", "ledger.operations", "ledger.api_keys"}
 # The functions distributed by owner_id: what post_entry, create_hold and
 # grant_credits run on the owner's shard, in a schema no caller may use.

@@ -239,7 +239,7 @@ def test_apps_operations_report_and_verify(ledger: Any) -> None:
     )
     ledger.post_entry(owner_id="jon", app="core", operation="SIGNUP_CREDIT", idempotency_key="s1")
     report = ledger.app_report(app="shop", from_time=before, to_time=datetime.now(timezone.utc))
-    assert report == [ReportRow("shop", "SHOP_BUY", 1, 0, 7, 1)]
+    assert report == [ReportRow("shop", "SHOP_BUY", 1, 0, 7, 1, 0, 0)]
     core = ledger.app_report(app="core", from_time=before, to_time=datetime.now(timezone.utc))
     assert [(r.operation, r.entries, r.credited) for r in core] == [
         ("CREDIT_ADD", 1, 10),
@@ -255,7 +255,11 @@ def test_verify_reports_discrepancies(ledger: Any, conn: psycopg.Connection[Any]
     conn.execute("UPDATE ledger.accounts SET balance = 4 WHERE owner_id = 'kim'")
     findings = ledger.verify()
     assert findings and all(isinstance(f, Discrepancy) for f in findings)
-    assert {f.check_name for f in findings} == {"balance_matches_entries", "last_entry_balance"}
+    assert {f.check_name for f in findings} == {
+        "balance_matches_entries",
+        "last_entry_balance",
+        "balance_matches_grants",
+    }
     assert {f.owner_id for f in findings} == {"kim"}
 
 

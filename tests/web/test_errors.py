@@ -29,6 +29,7 @@ def test_status_table_agrees_with_the_exceptions_and_the_design() -> None:
         "operation_limit_reached": 409,
         "hold_not_active": 409,
         "already_reversed": 409,
+        "grant_not_active": 409,
         "unknown_operation": 422,
         "invalid_amount": 422,
         "invalid_argument": 422,

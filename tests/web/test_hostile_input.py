@@ -40,6 +40,8 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/reversals": {"entry_id": 1, "reason": "r"},
     "/content": {"owner_id": "alice", "title": "t", "body": "b"},
     "/content/{content_id}/access": {"owner_id": "alice"},
+    "/grants": {"owner_id": "alice", "operation": "PROMO_CREDIT", "amount": 5, "priority": 3},
+    "/grants/{grant_id}/void": {"reason": "r", "owner_id": "alice"},
 }
 
 
@@ -66,7 +68,7 @@ def body_paths(app: APIFlask) -> list[str]:
 
 
 def url(path: str) -> str:
-    return path.replace("{hold_id}", "1").replace("{content_id}", "1")
+    return path.replace("{hold_id}", "1").replace("{content_id}", "1").replace("{grant_id}", "1")
 
 
 def post_raw(client: FlaskClient, auth: H, path: str, data: str | bytes, key: str = "k") -> Any:
@@ -188,6 +190,13 @@ DUPLICATES = [
     ("/reversals", '{"entry_id": 1, "entry_id": 2}', "entry_id"),
     ("/content", '{"owner_id": "alice", "title": "t", "body": "b", "body": "c"}', "body"),
     ("/content/1/access", '{"owner_id": "alice", "owner_id": "bob"}', "owner_id"),
+    (
+        "/grants",
+        '{"owner_id": "alice", "operation": "PROMO_CREDIT", "expires_at": "2030-01-01T00:00:00Z",'
+        ' "amount": 5, "expires_at": "2030-02-01T00:00:00Z"}',
+        "expires_at",
+    ),
+    ("/grants/1/void", '{"reason": "a", "reason": "b"}', "reason"),
     ("/ledger", '[{"x": 1, "x": 1}]', "x"),  # even with equal values, even where not expected
 ]
 
@@ -291,6 +300,8 @@ PATH_ROUTES = [
     ("GET", "/ledger/{}/balance"),
     ("GET", "/owners/{}/entries"),
     ("GET", "/owners/{}/holds"),
+    ("GET", "/owners/{}/grants"),
+    ("GET", "/owners/{}/spending"),
 ]
 BAD_BYTES = ["%FF", "%FE", "a%C3%28b", "%ED%A0%80", "%C0%AF", "x/%80"]
 

@@ -690,6 +690,8 @@ def test_report_of_the_keys_app(client: FlaskClient, tokens: dict[str, str]) -> 
         "credited": 15,
         "debited": 0,
         "owners": 2,
+        "expired": 0,
+        "voided": 0,
     }
     assert rows["CREDIT_SPEND"]["debited"] == 3
     reversed_window = {"from": window["to"], "to": window["from"]}
