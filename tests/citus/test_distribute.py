@@ -176,6 +176,7 @@ def test_a_write_runs_whole_on_the_owners_worker_in_a_transaction_block_or_not(
     sent = remote_commands(conn, lambda: post(conn, "delegated", "CREDIT_ADD", "d1", amount=3))
     assert len(calls()) == 1 and "ledger_shard.post_entry(" in calls()[0], sent
     assert worker[0] in calls()[0] + " ", sent
+
     # Inside one: the same single command, part of the caller's transaction.
     def in_a_transaction() -> None:
         with conn.transaction():
