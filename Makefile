@@ -17,9 +17,10 @@ venv: $(BIN)/ledger
 test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-# Serve the API on 127.0.0.1:8000 with an embedded PostgreSQL under ./data.
+# Serve the API on 127.0.0.1:8000 with an embedded PostgreSQL under ./data, and a webhook
+# dispatcher beside it.
 run: venv
-	$(BIN)/ledger serve --demo
+	$(BIN)/ledger serve --demo --dispatcher
 
 # Benchmarks (README, section Benchmarks): a durable throwaway PostgreSQL, results in
 # bench/results/. The HTTP scenario needs wrk (apt-get install wrk).

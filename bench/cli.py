@@ -36,6 +36,7 @@ class Plan:
     debug: bool = False
     citus: bool = False  # the Citus scenario (bench/citus.py) instead of the main run
     citus_url: str | None = None
+    webhooks: bool = False  # the webhook dispatch scenario (bench/webhooks.py) instead
 
 
 def parse_args(argv: list[str] | None) -> Plan:
@@ -72,8 +73,27 @@ def parse_args(argv: list[str] | None) -> Plan:
         help="the Citus scenario on a running cluster: the coordinator's superuser URL "
         "(its workers must accept the same user)",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="the webhook dispatcher: events/s to a local receiver with 1 and 4 dispatchers "
+        "beside a bare HTTP client, latency from commit to receipt (bench/results/webhooks.md); "
+        "3 rounds",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.webhooks:
+        return Plan(
+            mode="quick" if quick else "full",
+            runs=args.runs or (1 if quick else 3),
+            seconds=0.0,
+            scale=0,
+            growth_rows=0,
+            out=args.out or (RESULTS / "tmp" if quick else RESULTS),
+            only=None,
+            debug=args.debug,
+            webhooks=True,
+        )
     citus = bool(args.citus or args.citus_url)
     if citus:
         return Plan(
@@ -447,6 +467,10 @@ def growth_scenarios(
 
 def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
+    if plan.webhooks:
+        from bench import webhooks
+
+        return webhooks.main(mode=plan.mode, runs=plan.runs, out=plan.out)
     if plan.citus:
         # Imported here: it brings in the tests' cluster harness, which the main run never needs.
         from bench import citus

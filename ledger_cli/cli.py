@@ -443,9 +443,21 @@ def _wsgi_target() -> str:
     is_flag=True,
     help=f"Make sure {DEMO_APP} has an API key and print it with a curl example.",
 )
+@click.option(
+    "--dispatcher",
+    is_flag=True,
+    help="Also run a webhook dispatcher (`ledger webhooks run`, default settings) beside the "
+    "API, stopped with it.",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str, port: int, workers: int, pool_size: int, demo: bool
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    pool_size: int,
+    demo: bool,
+    dispatcher: bool,
 ) -> None:
     """Serve the HTTP API with gunicorn (gevent workers, web/gunicorn_conf.py).
 
@@ -466,6 +478,7 @@ def serve(
         )
     cluster = settings.cluster() if settings.embedded else None
     started_here = False
+    webhooks_process: subprocess.Popen[bytes] | None = None
     if cluster is not None:
         started_here = cluster.start(wait_for_lock=60)
     try:
@@ -483,14 +496,40 @@ def serve(
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         if demo:
             _demo_key(settings, url, base)
+        if dispatcher:
+            webhooks_process = _start_dispatcher(url, settings.log_level)
+            click.echo(
+                f"webhook dispatcher running (pid {webhooks_process.pid}); "
+                "`ledger webhooks add APP URL` registers an endpoint"
+            )
         click.echo(f"serving {base}  (docs: {base}/docs, health: {base}/health); Ctrl-C stops")
         status = _run_gunicorn(url, host, port, workers, pool_size, settings.log_level)
     finally:
+        if webhooks_process is not None:
+            _stop_dispatcher(webhooks_process)
         if started_here and cluster is not None:
             cluster.stop(wait_for_lock=60)
             click.echo("embedded PostgreSQL stopped (data kept)")
     if status not in (0, -signal.SIGINT, -signal.SIGTERM):
         raise click.ClickException(f"gunicorn exited with status {status}")
+
+
+def _start_dispatcher(url: str, level: str) -> subprocess.Popen[bytes]:
+    """`ledger webhooks run` in a child process on the database being served."""
+    env = dict(os.environ, LEDGER_DATABASE_URL=url, LEDGER_LOG_LEVEL=level)
+    return subprocess.Popen([sys.executable, "-m", "ledger_cli", "webhooks", "run"], env=env)
+
+
+def _stop_dispatcher(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (it finishes the attempts in flight and records them), then SIGKILL
+    if it has not ended in 30 s: its leases run out and another dispatcher takes over."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, level: str) -> int:
@@ -527,13 +566,13 @@ def _run_gunicorn(url: str, host: str, port: int, workers: int, pool_size: int, 
             signal.signal(sig, handler)
 
 
-def _is_migrated(url: str) -> bool:
+def _is_migrated(url: str, table: str = "ledger.entries") -> bool:
     """Reach the database now (a clear error here beats failing workers) and look for the schema."""
     import psycopg
 
 
     with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
-        row = conn.execute("SELECT to_regclass('ledger.entries') IS NOT NULL").fetchone()
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
     return bool(row and row[0])
 
 
@@ -993,6 +1032,435 @@ def grants_expire(ctx: click.Context, max_rows: int | None, interval: float | No
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo("stopped")
+
+
+# -- ledger webhooks / ledger events -------------------------------------------
+
+
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A length of time: a number of seconds, or a number with a unit s, m,
+    h or d (90, 90s, 15m, 12h, 3d)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime.timedelta):
+            return value
+        found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)", str(value).strip())
+        if found is None:
+            self.fail(f"{value!r} is not a duration (e.g. 90s, 15m, 12h, 3d)", param, ctx)
+        seconds = float(found[1]) * _SECONDS_PER_UNIT[found[2] or "s"]
+        if seconds > 100 * 365 * 86400:
+            self.fail(f"{value!r} is longer than 100 years", param, ctx)
+        return datetime.timedelta(seconds=seconds)
+
+
+@cli.group()
+def webhooks() -> None:
+    """Webhook endpoints of apps, their delivery log, and the dispatcher that sends events."""
+
+
+def _endpoint_line(endpoint: Any) -> str:
+    types = ",".join(endpoint.event_types) if endpoint.event_types else "every event type"
+    state = "active" if endpoint.active else f"disabled since {_time(endpoint.disabled_at)}"
+    note = f"  ({endpoint.description})" if endpoint.description else ""
+    return (
+        f"{endpoint.endpoint_id:>6}  {endpoint.app:<20} {state:<8}  {endpoint.url}  [{types}]{note}"
+    )
+
+
+def _endpoint_app(ledger: Ledger, endpoint_id: int, app: str | None) -> str:
+    """The app an endpoint belongs to (--app when given: it must be that app's)."""
+    with _options_named({"endpoint_id": "ENDPOINT_ID", "app": "--app"}):
+        return ledger.get_webhook_endpoint(endpoint_id=endpoint_id, app=app).app
+
+
+@webhooks.command("add")
+@click.argument("app")
+@click.argument("url")
+@click.option(
+    "--event",
+    "event_types",
+    multiple=True,
+    metavar="TYPE",
+    help="Send only this event type (repeat for several; default: every type).",
+)
+@click.option("--description", default=None, help="A note kept with the endpoint.")
+@json_option
+@click.pass_context
+def webhooks_add(
+    ctx: click.Context,
+    app: str,
+    url: str,
+    event_types: tuple[str, ...],
+    description: str | None,
+    as_json: bool,
+) -> None:
+    """Register URL to receive APP's events; print its signing secret (shown only this once)."""
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"url": "URL", "event_types": "--event", "description": "--description"}),
+    ):
+        created = ledger.create_webhook_endpoint(
+            app=app, url=url, event_types=list(event_types) or None, description=description
+        )
+    if as_json:
+        _echo_json(dict(_plain(created), secret=created.secret))
+    else:
+        click.echo(f"endpoint {created.endpoint_id}: {_endpoint_line(created).strip()}")
+        click.echo(f"secret:  {created.secret}")
+    click.echo(
+        "Keep the secret now: it is not shown again. Receivers check each request's "
+        "webhook-signature with it (README, Webhooks).",
+        err=True,
+    )
+
+
+@webhooks.command("list")
+@click.option("--app", default=None, help="Only this app's endpoints.")
+@json_option
+@click.pass_context
+def webhooks_list(ctx: click.Context, app: str | None, as_json: bool) -> None:
+    """List webhook endpoints (never their secrets)."""
+    with _open_ledger(_settings(ctx).url()) as ledger, _options_named({"app": "--app"}):
+        found = ledger.list_webhook_endpoints(app=app)
+    if as_json:
+        _echo_json(found)
+        return
+    if not found:
+        click.echo("no webhook endpoints yet: `ledger webhooks add APP URL` registers one")
+        return
+    click.echo(f"{'ID':>6}  {'APP':<20} {'STATE':<8}  URL  [EVENT TYPES]")
+    for endpoint in found:
+        click.echo(_endpoint_line(endpoint))
+
+
+def _set_active(ctx: click.Context, endpoint_id: int, app: str | None, active: bool) -> None:
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        owner = _endpoint_app(ledger, endpoint_id, app)
+        endpoint = ledger.set_webhook_endpoint_active(
+            endpoint_id=endpoint_id, app=owner, active=active
+        )
+    click.echo(f"endpoint {endpoint.endpoint_id} {'enabled' if endpoint.active else 'disabled'}")
+
+
+_app_of_endpoint = click.option(
+    "--app", default=None, help="The endpoint's app (default: whichever it is)."
+)
+
+
+@webhooks.command("remove")
+@click.argument("endpoint_id", type=AsciiInt(min=1))
+@_app_of_endpoint
+@click.pass_context
+def webhooks_remove(ctx: click.Context, endpoint_id: int, app: str | None) -> None:
+    """Delete an endpoint, its pending deliveries and its delivery log."""
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        owner = _endpoint_app(ledger, endpoint_id, app)
+        gone = ledger.delete_webhook_endpoint(endpoint_id=endpoint_id, app=owner)
+    click.echo(f"removed endpoint {gone.endpoint_id} ({gone.app}: {gone.url})")
+
+
+@webhooks.command("disable")
+@click.argument("endpoint_id", type=AsciiInt(min=1))
+@_app_of_endpoint
+@click.pass_context
+def webhooks_disable(ctx: click.Context, endpoint_id: int, app: str | None) -> None:
+    """Stop sending to an endpoint (its pending deliveries wait; `enable` resumes)."""
+    _set_active(ctx, endpoint_id, app, False)
+
+
+@webhooks.command("enable")
+@click.argument("endpoint_id", type=AsciiInt(min=1))
+@_app_of_endpoint
+@click.pass_context
+def webhooks_enable(ctx: click.Context, endpoint_id: int, app: str | None) -> None:
+    """Send to a disabled endpoint again, from the event where it stopped."""
+    _set_active(ctx, endpoint_id, app, True)
+
+
+@webhooks.command("log")
+@click.argument("endpoint_id", type=AsciiInt(min=1))
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "delivered", "failed"]),
+    default=None,
+    help="Only deliveries in this state.",
+)
+@click.option(
+    "--attempts",
+    is_flag=True,
+    help="Every attempt (HTTP status or error, duration) instead of one line per delivery.",
+)
+@click.option("--event", "event_id", type=AsciiInt(min=1), default=None, help="Only this event.")
+@click.option("--limit", type=AsciiInt(), default=20, show_default=True, help="How many lines.")
+@json_option
+@click.pass_context
+def webhooks_log(
+    ctx: click.Context,
+    endpoint_id: int,
+    status: str | None,
+    attempts: bool,
+    event_id: int | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """An endpoint's delivery log, newest first."""
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"max_rows": "--limit", "endpoint_id": "ENDPOINT_ID"}),
+    ):
+        if attempts or event_id is not None:
+            rows: list[Any] = ledger.list_webhook_attempts(
+                endpoint_id=endpoint_id, event_id=event_id, max_rows=limit
+            )
+        else:
+            rows = ledger.list_webhook_deliveries(
+                endpoint_id=endpoint_id, status=status, max_rows=limit
+            )
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"nothing in the log of endpoint {endpoint_id}")
+        return
+    if attempts or event_id is not None:
+        click.echo(f"{'TIME (UTC)':<19}  {'EVENT':>8} {'TRY':>3}  {'OUTCOME':<9} {'MS':>6}  RESULT")
+        for a in rows:
+            result = a.error or f"HTTP {a.status_code}"
+            click.echo(
+                f"{_time(a.attempted_at):<19}  {a.event_id:>8} {a.attempt:>3}  {a.outcome:<9} "
+                f"{a.duration_ms if a.duration_ms is not None else '':>6}  {result}"
+            )
+        return
+    click.echo(f"{'EVENT':>8}  {'TYPE':<24} {'STATUS':<9} {'TRIES':>5}  {'LAST (UTC)':<19}  RESULT")
+    for d in rows:
+        if d.leased_until is not None:
+            result = "attempt in flight"
+        elif d.status == "delivered":
+            result = f"HTTP {d.last_status_code}"
+        elif d.status == "pending" and d.attempts:
+            result = f"{d.last_error}; next try {_time(d.next_attempt_at)}"
+        else:
+            result = d.last_error or ""
+        click.echo(
+            f"{d.event_id:>8}  {d.event_type:<24} {d.status:<9} {d.attempts:>5}  "
+            f"{_time(d.last_attempt_at):<19}  {result}".rstrip()
+        )
+
+
+@webhooks.command("resend")
+@click.argument("event_id", type=AsciiInt(min=1))
+@click.option(
+    "--endpoint", "endpoint_id", type=AsciiInt(min=1), default=None, help="Only to this endpoint."
+)
+@click.option("--app", default=None, help="Only to this app's endpoints.")
+@click.pass_context
+def webhooks_resend(
+    ctx: click.Context, event_id: int, endpoint_id: int | None, app: str | None
+) -> None:
+    """Send EVENT_ID again to the endpoints it was sent to (delivered, failed or pending).
+
+    Each such delivery is due now, with a new horizon, under the same
+    webhook-id. An attempt in flight is left to finish."""
+    from ledger_py.errors import NotFound
+
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        if endpoint_id is not None:
+            apps = [_endpoint_app(ledger, endpoint_id, app)]
+        elif app is not None:
+            apps = [app]
+        else:
+            apps = sorted({e.app for e in ledger.list_webhook_endpoints()})
+        resent = []
+        for owner in apps:
+            try:
+                resent += ledger.resend_webhook_event(
+                    event_id=event_id, app=owner, endpoint_id=endpoint_id
+                )
+            except NotFound:
+                if len(apps) == 1:
+                    raise
+    if not resent:
+        raise click.ClickException(f"event {event_id} was not sent to any webhook endpoint")
+    for d in resent:
+        click.echo(f"event {event_id} to endpoint {d.endpoint_id}: due now ({d.webhook_id})")
+
+
+@webhooks.command("run")
+@click.option(
+    "--poll-interval",
+    envvar="LEDGER_WEBHOOK_POLL_INTERVAL",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between polls when nothing is due [env LEDGER_WEBHOOK_POLL_INTERVAL].",
+)
+@click.option(
+    "--timeout",
+    envvar="LEDGER_WEBHOOK_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Bound of one attempt, answer included [env LEDGER_WEBHOOK_TIMEOUT].",
+)
+@click.option(
+    "--lease",
+    envvar="LEDGER_WEBHOOK_LEASE",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a claimed delivery is this dispatcher's (more than --timeout): a dispatcher "
+    "that dies leaves its deliveries to others after it [env LEDGER_WEBHOOK_LEASE].",
+)
+@click.option(
+    "--concurrency",
+    envvar="LEDGER_WEBHOOK_CONCURRENCY",
+    type=AsciiInt(1, 1000),
+    default=64,
+    show_default=True,
+    help="Attempts in flight at once [env LEDGER_WEBHOOK_CONCURRENCY].",
+)
+@click.option(
+    "--per-endpoint",
+    envvar="LEDGER_WEBHOOK_PER_ENDPOINT",
+    type=AsciiInt(1, 1000),
+    default=8,
+    show_default=True,
+    help="One endpoint's share: claimed at most this many at a time, none while this many are "
+    "in flight [env LEDGER_WEBHOOK_PER_ENDPOINT].",
+)
+@click.option(
+    "--backoff-base",
+    envvar="LEDGER_WEBHOOK_BACKOFF_BASE",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Delay after a first failed attempt; it doubles with each failure, with jitter "
+    "[env LEDGER_WEBHOOK_BACKOFF_BASE].",
+)
+@click.option(
+    "--backoff-max",
+    envvar="LEDGER_WEBHOOK_BACKOFF_MAX",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest delay between two attempts [env LEDGER_WEBHOOK_BACKOFF_MAX].",
+)
+@click.option(
+    "--horizon",
+    envvar="LEDGER_WEBHOOK_HORIZON",
+    type=Duration(),
+    default=None,
+    help="Give a delivery up (failed) when its next try would come later than this after it "
+    "was created or resent [env LEDGER_WEBHOOK_HORIZON; default 3d].",
+)
+@click.pass_context
+def webhooks_run(
+    ctx: click.Context,
+    poll_interval: float,
+    timeout: float,
+    lease: float,
+    concurrency: int,
+    per_endpoint: int,
+    backoff_base: float,
+    backoff_max: float,
+    horizon: datetime.timedelta | None,
+) -> None:
+    """Deliver events to the webhook endpoints until SIGTERM or SIGINT.
+
+    Each tick relays committed events into the feed, fans new ones out to
+    the endpoints, claims due deliveries and POSTs each one, signed per
+    Standard Webhooks. Run as many as you like, on any hosts: they share
+    the work and never attempt one delivery twice at once. On SIGTERM it
+    stops claiming, lets the attempts in flight finish and records them.
+    """
+    from ledger_cli import dispatcher
+
+    try:
+        config = dispatcher.DispatcherConfig(
+            poll_interval=poll_interval,
+            timeout=timeout,
+            lease=lease,
+            concurrency=concurrency,
+            per_endpoint=min(per_endpoint, concurrency),
+            backoff_base=backoff_base,
+            backoff_max=max(backoff_max, backoff_base),
+            horizon=horizon,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    url = _settings(ctx).url()
+    if not _is_migrated(url, "ledger.webhook_endpoints"):
+        raise click.ClickException(
+            f"the database{_where(url)} has no webhook tables: run `ledger migrate` first"
+        )
+    click.echo(
+        f"dispatching webhooks from {mask_url(url)} ({concurrency} at once, polling every "
+        f"{poll_interval:g} s); SIGINT or SIGTERM stops",
+        err=True,
+    )
+    stats = dispatcher.run(url, config)
+    click.echo(
+        f"stopped: {stats.claimed} attempts, {stats.delivered} delivered, "
+        f"{stats.failed_attempts} failed",
+        err=True,
+    )
+
+
+@cli.group()
+def events() -> None:
+    """The event feed: retention."""
+
+
+@events.command("prune")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    default=None,
+    help="The retention window (default: the database's, 30 days).",
+)
+@click.option(
+    "--batch",
+    type=AsciiInt(min=1),
+    default=1000,
+    show_default=True,
+    help="Rows per transaction.",
+)
+@click.pass_context
+def events_prune(ctx: click.Context, older_than: datetime.timedelta | None, batch: int) -> None:
+    """Delete events and finished webhook deliveries older than the window.
+
+    In small transactions (--batch rows each), so writers and readers never
+    wait long. Kept however old: events not relayed yet, events an active
+    webhook endpoint has not fanned out yet, pending deliveries. A cursor
+    reader must read within the window.
+    """
+    with (
+        _open_ledger(_settings(ctx).url()) as ledger,
+        _options_named({"older_than": "--older-than", "max_rows": "--batch"}),
+    ):
+        pruned = {"events": 0, "webhook deliveries": 0}
+        for name, prune in (
+            ("events", ledger.prune_events),
+            ("webhook deliveries", ledger.prune_webhook_deliveries),
+        ):
+            while True:
+                done = prune(older_than=older_than, max_rows=batch)
+                pruned[name] += done
+                if done < batch:
+                    break
+    click.echo(
+        f"pruned {pruned['events']} events and {pruned['webhook deliveries']} webhook deliveries"
+    )
 
 
 @cli.command()

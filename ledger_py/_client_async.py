@@ -40,15 +40,21 @@ from .results import (
     Balance,
     Discrepancy,
     Entry,
+    Event,
     Grant,
     Hold,
     HoldRecord,
     JournalEntry,
     KeyHolder,
+    NewWebhookEndpoint,
     Operation,
     ReportRow,
     Spending,
     Transfer,
+    WebhookAttempt,
+    WebhookClaim,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 # The generator's marker: `if _ASYNC: <asyncio code> else: <synchronous code>`
@@ -613,12 +619,24 @@ class AsyncLedger:
         return result
 
     async def expire_grants(
-        self, *, max_rows: int | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+        self,
+        *,
+        max_rows: int | None = None,
+        warn_before: timedelta | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> int:
         """Write the EXPIRE entries of up to max_rows grants past their expiry
         (None: the SQL default), skipping owners another session holds; the
-        number of grants expired. Safe to run from several processes at once."""
-        return int((await self._one(q.EXPIRE_GRANTS, conn, {"max_rows": max_rows}))[0])
+        number of grants expired. On the way: hold.expired events, balance
+        alerts, and grant.expiring events warn_before ahead of an expiry
+        (None: the SQL default, a day). Safe to run from several processes at once."""
+        return int(
+            (
+                await self._one(
+                    q.EXPIRE_GRANTS, conn, {"max_rows": max_rows, "warn_before": warn_before}
+                )
+            )[0]
+        )
 
     async def list_spending(
         self,
@@ -642,6 +660,52 @@ class AsyncLedger:
                 "max_rows": max_rows,
             },
         )
+
+    # -- events ----------------------------------------------------------------
+
+    async def list_events(
+        self,
+        *,
+        app: str,
+        after: str | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Event]:
+        """The events after cursor `after` (None: from the oldest kept), oldest
+        first; pass the last one's `cursor` as `after` for the next page. A
+        reader that follows cursors never skips an event."""
+        return await self._rows(
+            q.LIST_EVENTS, conn, {"app": app, "after": after, "max_rows": max_rows}
+        )
+
+    async def relay_events(
+        self, *, max_rows: int | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        """Give committed events their feed positions (one session at a time;
+        0 when another is relaying); how many it relayed."""
+        return int((await self._one(q.RELAY_EVENTS, conn, {"max_rows": max_rows}))[0])
+
+    async def set_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """Register an alert threshold of available credits for the app
+        (idempotent); the app's thresholds."""
+        row = await self._one(q.SET_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(t) for t in row[0]]
+
+    async def remove_balance_alert(
+        self, *, app: str, threshold: int, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """Remove one of the app's thresholds; the ones left."""
+        rows = await self._rows(q.REMOVE_BALANCE_ALERT, conn, {"app": app, "threshold": threshold})
+        return [int(row[0]) for row in rows]
+
+    async def list_balance_alerts(
+        self, *, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        """The app's alert thresholds, lowest first."""
+        row = await self._one(q.LIST_BALANCE_ALERTS, conn, {"app": app})
+        return [int(t) for t in row[0]]
 
     # -- reports ---------------------------------------------------------------
 
@@ -706,3 +770,210 @@ class AsyncLedger:
             q.API_KEY_LOOKUP, conn, {"token_sha256": token_sha256}
         )
         return rows[0] if rows else None
+
+    # -- webhooks (sql/80_webhooks.sql) ----------------------------------------
+
+    async def create_webhook_endpoint(
+        self,
+        *,
+        app: str,
+        url: str,
+        event_types: Sequence[str] | None = None,
+        description: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> NewWebhookEndpoint:
+        """Register an endpoint of the app (event_types None: every type); the
+        result carries its signing secret, shown only this once."""
+        result: NewWebhookEndpoint = await self._one(
+            q.CREATE_WEBHOOK_ENDPOINT,
+            conn,
+            {
+                "app": app,
+                "url": url,
+                "event_types": None if event_types is None else list(event_types),
+                "description": description,
+            },
+        )
+        return result
+
+    async def list_webhook_endpoints(
+        self, *, app: str | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[WebhookEndpoint]:
+        """The app's endpoints, oldest first (app None: every app's); never a secret."""
+        return await self._rows(q.LIST_WEBHOOK_ENDPOINTS, conn, {"app": app})
+
+    async def get_webhook_endpoint(
+        self,
+        *,
+        endpoint_id: int,
+        app: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> WebhookEndpoint:
+        """One endpoint (NotFound if none, or another app's when app is given)."""
+        result: WebhookEndpoint = await self._one(
+            q.GET_WEBHOOK_ENDPOINT, conn, {"endpoint_id": endpoint_id, "app": app}
+        )
+        return result
+
+    async def set_webhook_endpoint_active(
+        self,
+        *,
+        endpoint_id: int,
+        app: str,
+        active: bool,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> WebhookEndpoint:
+        """Disable (active False) or enable again an endpoint of the app."""
+        result: WebhookEndpoint = await self._one(
+            q.SET_WEBHOOK_ENDPOINT_ACTIVE,
+            conn,
+            {"endpoint_id": endpoint_id, "app": app, "active": active},
+        )
+        return result
+
+    async def delete_webhook_endpoint(
+        self, *, endpoint_id: int, app: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> WebhookEndpoint:
+        """Delete an endpoint of the app with its deliveries and log; returns what it was."""
+        result: WebhookEndpoint = await self._one(
+            q.DELETE_WEBHOOK_ENDPOINT, conn, {"endpoint_id": endpoint_id, "app": app}
+        )
+        return result
+
+    async def list_webhook_deliveries(
+        self,
+        *,
+        endpoint_id: int,
+        app: str | None = None,
+        status: str | None = None,
+        before_id: int | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[WebhookDelivery]:
+        """An endpoint's deliveries, newest first; the last delivery_id as
+        before_id gives the next page."""
+        return await self._rows(
+            q.LIST_WEBHOOK_DELIVERIES,
+            conn,
+            {
+                "endpoint_id": endpoint_id,
+                "app": app,
+                "status": status,
+                "before_id": before_id,
+                "max_rows": max_rows,
+            },
+        )
+
+    async def list_webhook_attempts(
+        self,
+        *,
+        endpoint_id: int,
+        app: str | None = None,
+        event_id: int | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[WebhookAttempt]:
+        """An endpoint's delivery log, newest attempt first (event_id: that event's)."""
+        return await self._rows(
+            q.LIST_WEBHOOK_ATTEMPTS,
+            conn,
+            {"endpoint_id": endpoint_id, "app": app, "event_id": event_id, "max_rows": max_rows},
+        )
+
+    async def resend_webhook_event(
+        self,
+        *,
+        event_id: int,
+        app: str,
+        endpoint_id: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[WebhookDelivery]:
+        """Send an event again to the app's endpoints it was sent to (or one of them)."""
+        return await self._rows(
+            q.RESEND_WEBHOOK_EVENT,
+            conn,
+            {"event_id": event_id, "app": app, "endpoint_id": endpoint_id},
+        )
+
+    async def fan_out_webhooks(
+        self, *, max_rows: int | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        """The dispatcher's: write the deliveries of new events; how many events were read."""
+        return int((await self._one(q.FAN_OUT_WEBHOOKS, conn, {"max_rows": max_rows}))[0])
+
+    async def claim_webhook_deliveries(
+        self,
+        *,
+        max_rows: int,
+        lease: timedelta,
+        per_endpoint: int | None = None,
+        skip_endpoints: Sequence[int] | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[WebhookClaim]:
+        """The dispatcher's: lease due deliveries, with what each attempt needs."""
+        return await self._rows(
+            q.CLAIM_WEBHOOK_DELIVERIES,
+            conn,
+            {
+                "max_rows": max_rows,
+                "lease": lease,
+                "per_endpoint": per_endpoint,
+                "skip_endpoints": None if skip_endpoints is None else list(skip_endpoints),
+            },
+        )
+
+    async def record_webhook_attempts(
+        self,
+        *,
+        outcomes: Sequence[Mapping[str, Json]],
+        horizon: timedelta | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> int:
+        """The dispatcher's: record attempts' outcomes (horizon None: the SQL default,
+        3 days); how many were the current claims of their deliveries."""
+        return int(
+            (
+                await self._one(
+                    q.RECORD_WEBHOOK_ATTEMPTS,
+                    conn,
+                    {"outcomes": _json(list(outcomes), "outcomes"), "horizon": horizon},
+                )
+            )[0]
+        )
+
+    async def prune_events(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> int:
+        """Delete up to max_rows events older than the window (None: the SQL
+        defaults, 30 days and 1000) that no active webhook endpoint still needs;
+        how many."""
+        return int(
+            (
+                await self._one(
+                    q.PRUNE_EVENTS, conn, {"older_than": older_than, "max_rows": max_rows}
+                )
+            )[0]
+        )
+
+    async def prune_webhook_deliveries(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> int:
+        """Delete up to max_rows deliveries delivered or failed before the window,
+        with their attempts; how many."""
+        return int(
+            (
+                await self._one(
+                    q.PRUNE_WEBHOOK_DELIVERIES,
+                    conn,
+                    {"older_than": older_than, "max_rows": max_rows},
+                )
+            )[0]
+        )

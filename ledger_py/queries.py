@@ -53,6 +53,8 @@ _ACCEPTED: dict[str, tuple[type, ...]] = {
     "timestamptz": (datetime,),
     "interval": (timedelta,),
     "bytea": (bytes,),
+    "text[]": (list,),
+    "bigint[]": (list,),
 }
 _EXPECTED: dict[str, str] = {
     "text": "a str",
@@ -63,6 +65,8 @@ _EXPECTED: dict[str, str] = {
     "timestamptz": "a datetime",
     "interval": "a timedelta",
     "bytea": "bytes",
+    "text[]": "a list of str",
+    "bigint[]": "a list of int",
 }
 
 
@@ -72,6 +76,11 @@ def _checked(name: str, sql_type: str, value: Any) -> Any:
     if value is None:
         return value
     accepted = _ACCEPTED[sql_type]
+    if sql_type.endswith("[]") and type(value) in accepted:
+        # An array: each item of the element's type (None: the database judges it).
+        for item in value:
+            _checked(name, sql_type[:-2], item)
+        return value
     if type(value) in accepted or (
         isinstance(value, accepted) and (type(value) is not bool or bool in accepted)
     ):
@@ -86,6 +95,7 @@ def _checked(name: str, sql_type: str, value: Any) -> Any:
 APP = "ledger_app"  # services
 READER = "ledger_reader"  # auditors and reports
 OWNER = "ledger_owner"  # operators
+DISPATCHER = "ledger_dispatcher"  # the webhook dispatcher (`ledger webhooks run`)
 READERS = (APP, READER, OWNER)
 
 
@@ -301,7 +311,40 @@ VOID_GRANT = Call(
     callers=(APP,),
 )
 EXPIRE_GRANTS = Call(
-    "expire_grants", (), (("max_rows", "integer"),), returns="integer", callers=(APP, OWNER)
+    "expire_grants",
+    (),
+    (("max_rows", "integer"), ("warn_before", "interval")),
+    returns="integer",
+    callers=(APP, OWNER),
+)
+LIST_EVENTS = Call(
+    "list_events",
+    (("app", "text"),),
+    (("after", "text"), ("max_rows", "integer")),
+    results.Event,
+    callers=(APP,),
+)
+RELAY_EVENTS = Call(
+    "relay_events",
+    (),
+    (("max_rows", "integer"),),
+    returns="integer",
+    callers=(APP, DISPATCHER),
+)
+SET_BALANCE_ALERT = Call(
+    "set_balance_alert",
+    (("app", "text"), ("threshold", "bigint")),
+    returns="bigint[]",
+    callers=(APP,),
+)
+REMOVE_BALANCE_ALERT = Call(
+    "remove_balance_alert",
+    (("app", "text"), ("threshold", "bigint")),
+    returns="bigint[]",
+    callers=(APP,),
+)
+LIST_BALANCE_ALERTS = Call(
+    "list_balance_alerts", (("app", "text"),), returns="bigint[]", callers=READERS
 )
 LIST_SPENDING = Call(
     "list_spending",
@@ -331,6 +374,92 @@ API_KEY_LOOKUP = Call(
     "api_key_lookup", (("token_sha256", "bytea"),), (), results.KeyHolder, callers=(APP,)
 )
 
+# Webhooks (sql/80_webhooks.sql): endpoints, the delivery log and resend for
+# services and operators; fan-out, claims and outcomes for the dispatcher.
+CREATE_WEBHOOK_ENDPOINT = Call(
+    "create_webhook_endpoint",
+    (("app", "text"), ("url", "text")),
+    (("event_types", "text[]"), ("description", "text")),
+    results.NewWebhookEndpoint,
+    callers=(APP, OWNER),
+)
+LIST_WEBHOOK_ENDPOINTS = Call(
+    "list_webhook_endpoints", (), (("app", "text"),), results.WebhookEndpoint, callers=READERS
+)
+GET_WEBHOOK_ENDPOINT = Call(
+    "get_webhook_endpoint",
+    (("endpoint_id", "bigint"),),
+    (("app", "text"),),
+    results.WebhookEndpoint,
+    callers=READERS,
+)
+SET_WEBHOOK_ENDPOINT_ACTIVE = Call(
+    "set_webhook_endpoint_active",
+    (("endpoint_id", "bigint"), ("app", "text"), ("active", "boolean")),
+    (),
+    results.WebhookEndpoint,
+    callers=(APP, OWNER),
+)
+DELETE_WEBHOOK_ENDPOINT = Call(
+    "delete_webhook_endpoint",
+    (("endpoint_id", "bigint"), ("app", "text")),
+    (),
+    results.WebhookEndpoint,
+    callers=(APP, OWNER),
+)
+LIST_WEBHOOK_DELIVERIES = Call(
+    "list_webhook_deliveries",
+    (("endpoint_id", "bigint"),),
+    (("app", "text"), ("status", "text"), ("before_id", "bigint"), ("max_rows", "integer")),
+    results.WebhookDelivery,
+    callers=READERS,
+)
+LIST_WEBHOOK_ATTEMPTS = Call(
+    "list_webhook_attempts",
+    (("endpoint_id", "bigint"),),
+    (("app", "text"), ("event_id", "bigint"), ("max_rows", "integer")),
+    results.WebhookAttempt,
+    callers=READERS,
+)
+RESEND_WEBHOOK_EVENT = Call(
+    "resend_webhook_event",
+    (("event_id", "bigint"), ("app", "text")),
+    (("endpoint_id", "bigint"),),
+    results.WebhookDelivery,
+    callers=(APP, OWNER),
+)
+FAN_OUT_WEBHOOKS = Call(
+    "fan_out_webhooks", (), (("max_rows", "integer"),), returns="integer", callers=(DISPATCHER,)
+)
+CLAIM_WEBHOOK_DELIVERIES = Call(
+    "claim_webhook_deliveries",
+    (("max_rows", "integer"), ("lease", "interval")),
+    (("per_endpoint", "integer"), ("skip_endpoints", "bigint[]")),
+    results.WebhookClaim,
+    callers=(DISPATCHER,),
+)
+RECORD_WEBHOOK_ATTEMPTS = Call(
+    "record_webhook_attempts",
+    (("outcomes", "text"),),
+    (("horizon", "interval"),),
+    returns="integer",
+    callers=(DISPATCHER,),
+)
+PRUNE_EVENTS = Call(
+    "prune_events",
+    (),
+    (("older_than", "interval"), ("max_rows", "integer")),
+    returns="integer",
+    callers=(OWNER, DISPATCHER),
+)
+PRUNE_WEBHOOK_DELIVERIES = Call(
+    "prune_webhook_deliveries",
+    (),
+    (("older_than", "interval"), ("max_rows", "integer")),
+    returns="integer",
+    callers=(OWNER, DISPATCHER),
+)
+
 ALL_CALLS: tuple[Call, ...] = (
     DEFINE_APP,
     DEFINE_OPERATION,
@@ -352,6 +481,11 @@ ALL_CALLS: tuple[Call, ...] = (
     VOID_GRANT,
     EXPIRE_GRANTS,
     LIST_SPENDING,
+    LIST_EVENTS,
+    RELAY_EVENTS,
+    SET_BALANCE_ALERT,
+    REMOVE_BALANCE_ALERT,
+    LIST_BALANCE_ALERTS,
     LIST_OPERATIONS,
     APP_REPORT,
     VERIFY,
@@ -359,6 +493,19 @@ ALL_CALLS: tuple[Call, ...] = (
     LIST_API_KEYS,
     REVOKE_API_KEY,
     API_KEY_LOOKUP,
+    CREATE_WEBHOOK_ENDPOINT,
+    LIST_WEBHOOK_ENDPOINTS,
+    GET_WEBHOOK_ENDPOINT,
+    SET_WEBHOOK_ENDPOINT_ACTIVE,
+    DELETE_WEBHOOK_ENDPOINT,
+    LIST_WEBHOOK_DELIVERIES,
+    LIST_WEBHOOK_ATTEMPTS,
+    RESEND_WEBHOOK_EVENT,
+    FAN_OUT_WEBHOOKS,
+    CLAIM_WEBHOOK_DELIVERIES,
+    RECORD_WEBHOOK_ATTEMPTS,
+    PRUNE_EVENTS,
+    PRUNE_WEBHOOK_DELIVERIES,
 )
 """Every function the wrapper calls: Ledger and AsyncLedger have one method
 of each name, with exactly these parameters (and conn)."""

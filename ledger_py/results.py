@@ -206,6 +206,27 @@ class Spending:
 
 
 @dataclass(frozen=True)
+class Event:
+    """An `event_row`: one event of the feed, in the order readers follow.
+
+    `cursor` is opaque: pass the last one read as `after` for the next page.
+    `seq` is the owner's seq the event follows (a receiver can order one
+    owner's events by it). Another app's metadata and idempotency keys are
+    left out of `payload`."""
+
+    cursor: str
+    event_id: int
+    type: str
+    owner_id: str
+    seq: int
+    entry_id: int | None
+    hold_id: int | None
+    grant_id: int | None
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """An `api_key_info`: an HTTP API key as listed, never its token nor its hash.
     `scope` is "app" (acts for its app) or "audit" (reads everything, writes nothing)."""
@@ -248,6 +269,90 @@ class KeyHolder:
         """The app to pass to the read functions (which then hide other apps'
         metadata and idempotency keys), or None for an audit key, which reads everything."""
         return None if self.scope == "audit" else self.app
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """A `webhook_endpoint`: where an app's events are sent, never its secret.
+    `event_types` None means every type; a disabled endpoint (`active` False)
+    gets no new deliveries and none is attempted."""
+
+    endpoint_id: int
+    app: str
+    url: str
+    event_types: list[str] | None
+    description: str | None
+    active: bool
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewWebhookEndpoint:
+    """An endpoint just registered, with its signing secret (`whsec_...`): the
+    one time the secret is shown, left out of the repr so that a log line
+    cannot carry it."""
+
+    endpoint_id: int
+    app: str
+    url: str
+    event_types: list[str] | None
+    description: str | None
+    active: bool
+    created_at: datetime
+    disabled_at: datetime | None
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event to one endpoint: `status` pending, delivered or failed,
+    `attempts` claimed so far, when it is next tried (`leased_until`: an
+    attempt in flight), and the last attempt's HTTP status or error."""
+
+    delivery_id: int
+    endpoint_id: int
+    event_id: int
+    event_type: str
+    webhook_id: str
+    status: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    leased_until: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One recorded attempt of the delivery log: `outcome` delivered, retry or failed."""
+
+    delivery_id: int
+    attempt: int
+    endpoint_id: int
+    event_id: int
+    attempted_at: datetime
+    duration_ms: int | None
+    status_code: int | None
+    error: str | None
+    outcome: str
+
+
+@dataclass(frozen=True)
+class WebhookClaim:
+    """A delivery leased to a dispatcher, with what its attempt needs; `attempt`
+    identifies the claim when its outcome is recorded."""
+
+    delivery_id: int
+    attempt: int
+    endpoint_id: int
+    url: str
+    secret: str = field(repr=False)
+    webhook_id: str
+    body: str = field(repr=False)
 
 
 _FINGERPRINT = "the digest of the request, used only to tell a replay from a conflict"

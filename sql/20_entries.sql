@@ -225,6 +225,8 @@ DECLARE
     v_writer  text;
     v_result  ledger.entry_result;
     v_seq     bigint;
+    v_alerts  jsonb;
+    v_before  bigint;
 BEGIN
     v_account := ledger._lock_account(p_owner_id, p_amount > 0);
     -- The call's one clock reading, under the lock: created_at (so time order
@@ -233,6 +235,15 @@ BEGIN
     IF v_account.balance IS NULL THEN
         -- No account, so nothing of this owner (no key either): a debit of nothing.
         PERFORM ledger._insufficient(p_owner_id, -p_amount, 0);
+    END IF;
+    -- Balance alerts compare what the owner had available after its last
+    -- write with what it has after this one (expiries observed now included).
+    -- A capture's caller does that itself: the hold it frees changes it too.
+    IF p_hold_id IS NULL THEN
+        v_alerts := ledger._alert_thresholds();
+        IF v_alerts IS NOT NULL THEN
+            v_before := ledger._stored_available(p_owner_id);
+        END IF;
     END IF;
     IF v_account.next_expiry <= v_at THEN
         v_account.balance := ledger._expire_due(p_owner_id, v_at);
@@ -276,22 +287,36 @@ BEGIN
                    AND NOT EXISTS (SELECT 1 FROM ledger.holds h
                                    WHERE h.owner_id = p_owner_id AND h.app = p_app
                                      AND h.idempotency_key = p_key)))
-        RETURNING a.balance, a.last_seq)
-    INSERT INTO ledger.entries AS e
-        (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
-         created_at, created_by, hold_id, transfer_id, reverses_entry_id)
-    SELECT p_owner_id, a.last_seq, p_app, p_operation, p_amount, a.balance, p_key, p_fingerprint, p_metadata,
-           v_at, v_writer, p_hold_id, p_transfer_id, p_reverses
-    FROM a
-    RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false, e.seq
+        RETURNING a.balance, a.last_seq),
+    e AS (
+        INSERT INTO ledger.entries AS e
+            (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
+             created_at, created_by, hold_id, transfer_id, reverses_entry_id)
+        SELECT p_owner_id, a.last_seq, p_app, p_operation, p_amount, a.balance, p_key, p_fingerprint,
+               p_metadata, v_at, v_writer, p_hold_id, p_transfer_id, p_reverses
+        FROM a
+        RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, e.seq),
+    ev AS (
+        -- Its entry.posted event, in the same statement.
+        INSERT INTO ledger.events (owner_id, type, seq, entry_id, hold_id, app, payload, occurred_at, recorded_at)
+        SELECT e.owner_id, 'entry.posted', e.seq, e.entry_id, p_hold_id, e.app,
+               ledger._entry_payload(e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.seq,
+                                     e.created_at, p_key, p_metadata, p_hold_id, p_transfer_id, p_reverses),
+               v_at, v_at
+        FROM e)
+    SELECT e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false, e.seq
     INTO v_result.entry_id, v_result.owner_id, v_result.app, v_result.operation, v_result.amount,
-         v_result.balance, v_result.created_at, v_result.replayed, v_seq;
+         v_result.balance, v_result.created_at, v_result.replayed, v_seq
+    FROM e;
     IF NOT FOUND THEN
         -- The key already names a request of this owner and app.
         RETURN ledger._replay(p_owner_id, p_app, p_key, p_fingerprint);
     END IF;
     PERFORM ledger._grant_rows(p_owner_id, v_result.entry_id, v_seq, p_app, p_operation, p_amount, p_reverses,
                                p_priority, coalesce(p_expires_at, v_at + p_expires_after), p_parts, v_at);
+    IF v_alerts IS NOT NULL THEN
+        PERFORM ledger._balance_alerts(p_owner_id, v_alerts, v_before, ledger._stored_available(p_owner_id), v_at);
+    END IF;
     RETURN v_result;
 END
 $$;
@@ -301,7 +326,7 @@ $$;
 -- On Citus this is the function distributed by owner_id (force delegation):
 -- a call runs whole on the owner's worker, reached as the schema owner,
 -- hence created_by, the caller's role read on the coordinator. Schema
--- ledger_shard: no caller may name it (migrations/0015_ledger_shard.sql).
+-- ledger_shard: no caller may name it (migrations/0017_ledger_shard.sql).
 CREATE OR REPLACE FUNCTION ledger_shard.post_entry(
     owner_id        text,
     app             text,

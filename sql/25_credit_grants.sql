@@ -50,14 +50,22 @@ BEGIN
          v_result.balance, v_result.created_at, v_result.replayed, v_seq;
     INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
     VALUES (p_owner_id, v_result.entry_id, p_grant_id, v_seq, -p_amount);
+    PERFORM ledger._event(p_owner_id, 'entry.posted', v_seq, p_app,
+                          ledger._entry_payload(v_result.entry_id, p_owner_id, p_app, p_kind, -p_amount,
+                                                v_result.balance, v_seq, p_at, p_key, p_metadata, NULL, NULL,
+                                                NULL),
+                          p_at, p_at, p_entry_id => v_result.entry_id, p_grant_id => p_grant_id);
     RETURN v_result;
 END
 $$;
 
--- Guarantees: writes the EXPIRE entry of every grant of the owner that
--- still had credits at its expires_at <= p_at (oldest expiry first), marks
--- those grants expired (closed_at = the instant they expired), sets the
--- account's next_expiry to the soonest expiry still ahead, and returns the
+-- Guarantees: records what the clock changed for the owner by p_at: the
+-- EXPIRE entry of every grant that still had credits at its expires_at <=
+-- p_at (oldest expiry first; the grant reads expired, closed_at = the
+-- instant it expired; a grant.expired event), and every active hold whose
+-- expires_at <= p_at as expired (a hold.expired event; open_holds counted
+-- down); then sets the account's next_expiry to the soonest expiry still
+-- ahead (of a grant with credits or of an active hold), and returns the
 -- balance after. Callers hold the owner's lock and read p_at under it.
 CREATE OR REPLACE FUNCTION ledger._expire_due(p_owner_id text, p_at timestamptz)
 RETURNS bigint
@@ -65,24 +73,59 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_grant   record;
+    v_hold    record;
+    v_holds   integer := 0;
+    v_entry   ledger.entry_result;
+    v_seq     bigint;
     v_next    timestamptz;
+    v_next_h  timestamptz;
     v_balance bigint;
 BEGIN
     FOR v_grant IN
-        SELECT g.grant_id, g.app, g.remaining, g.expires_at FROM ledger.grants g
+        SELECT g.grant_id, g.app, g.operation, g.amount, g.remaining, g.expires_at FROM ledger.grants g
         WHERE g.owner_id = p_owner_id AND g.status = 'active' AND g.remaining > 0 AND g.expires_at <= p_at
         ORDER BY g.expires_at, g.seq, g.grant_id
     LOOP
-        PERFORM ledger._grant_exit(p_owner_id, v_grant.grant_id, v_grant.app, 'EXPIRE', v_grant.remaining,
-                                   NULL, NULL,
-                                   jsonb_build_object('grant_id', v_grant.grant_id, 'expires_at', v_grant.expires_at),
-                                   p_at);
+        v_entry := ledger._grant_exit(p_owner_id, v_grant.grant_id, v_grant.app, 'EXPIRE', v_grant.remaining,
+                                      NULL, NULL,
+                                      jsonb_build_object('grant_id', v_grant.grant_id,
+                                                         'expires_at', v_grant.expires_at),
+                                      p_at);
         UPDATE ledger.grants g SET remaining = 0, status = 'expired', closed_at = v_grant.expires_at
         WHERE g.owner_id = p_owner_id AND g.grant_id = v_grant.grant_id;
+        SELECT a.last_seq INTO v_seq FROM ledger.accounts a WHERE a.owner_id = p_owner_id;
+        PERFORM ledger._event(p_owner_id, 'grant.expired', v_seq, v_grant.app,
+                              jsonb_build_object('grant_id', v_grant.grant_id, 'owner_id', p_owner_id,
+                                                 'app', v_grant.app, 'operation', v_grant.operation,
+                                                 'amount', v_grant.amount, 'expired', v_grant.remaining,
+                                                 'expires_at', v_grant.expires_at,
+                                                 'entry_id', v_entry.entry_id),
+                              v_grant.expires_at, p_at, p_entry_id => v_entry.entry_id,
+                              p_grant_id => v_grant.grant_id);
+    END LOOP;
+    FOR v_hold IN
+        SELECT h.hold_id, h.app, h.operation, h.amount, h.expires_at FROM ledger.holds h
+        WHERE h.owner_id = p_owner_id AND h.status = 'active' AND h.expires_at <= p_at
+        ORDER BY h.expires_at, h.hold_id
+    LOOP
+        UPDATE ledger.holds h SET status = 'expired', closed_at = v_hold.expires_at
+        WHERE h.owner_id = p_owner_id AND h.hold_id = v_hold.hold_id;
+        v_holds := v_holds + 1;
+        SELECT a.last_seq INTO v_seq FROM ledger.accounts a WHERE a.owner_id = p_owner_id;
+        PERFORM ledger._event(p_owner_id, 'hold.expired', v_seq, v_hold.app,
+                              ledger._hold_payload(v_hold.hold_id, p_owner_id, v_hold.app, v_hold.operation,
+                                                   v_hold.amount, 'expired', v_hold.expires_at, NULL),
+                              v_hold.expires_at, p_at, p_hold_id => v_hold.hold_id);
     END LOOP;
     SELECT min(g.expires_at) INTO v_next FROM ledger.grants g
     WHERE g.owner_id = p_owner_id AND g.status = 'active' AND g.remaining > 0 AND g.expires_at IS NOT NULL;
-    UPDATE ledger.accounts a SET next_expiry = v_next WHERE a.owner_id = p_owner_id
+    SELECT min(h.expires_at) INTO v_next_h FROM ledger.holds h
+    WHERE h.owner_id = p_owner_id AND h.status = 'active';
+    UPDATE ledger.accounts a
+    SET next_expiry = CASE WHEN v_next IS NULL THEN v_next_h
+                           WHEN v_next_h IS NULL THEN v_next ELSE least(v_next, v_next_h) END,
+        open_holds = a.open_holds - v_holds
+    WHERE a.owner_id = p_owner_id
     RETURNING a.balance INTO v_balance;
     RETURN v_balance;
 END
@@ -232,6 +275,7 @@ AS $$
 DECLARE
     v_usable bigint;
     v_count  integer;
+    v_grant  record;
 BEGIN
     SELECT coalesce(sum(CASE WHEN g.status = 'active' AND (g.expires_at IS NULL OR g.expires_at > p_at)
                              THEN g.remaining ELSE 0 END), 0),
@@ -256,6 +300,17 @@ BEGIN
     FROM ledger.grants g WHERE g.owner_id = p_owner_id AND g.entry_id = p_reverses;
     UPDATE ledger.grants g SET remaining = 0, status = 'voided', closed_at = p_at
     WHERE g.owner_id = p_owner_id AND g.entry_id = p_reverses;
+    FOR v_grant IN
+        SELECT g.grant_id, g.app, g.operation, g.amount FROM ledger.grants g
+        WHERE g.owner_id = p_owner_id AND g.entry_id = p_reverses
+    LOOP
+        PERFORM ledger._event(p_owner_id, 'grant.voided', p_seq, v_grant.app,
+                              jsonb_build_object('grant_id', v_grant.grant_id, 'owner_id', p_owner_id,
+                                                 'app', v_grant.app, 'operation', v_grant.operation,
+                                                 'amount', v_grant.amount, 'voided', v_grant.amount,
+                                                 'entry_id', p_entry_id, 'reversal', true),
+                              p_at, p_at, p_entry_id => p_entry_id, p_grant_id => v_grant.grant_id);
+    END LOOP;
 END
 $$;
 
@@ -540,6 +595,9 @@ DECLARE
     v_at      timestamptz;
     v_fp      uuid;
     v_result  ledger.entry_result;
+    v_alerts  jsonb;
+    v_before  bigint;
+    v_seq     bigint;
 BEGIN
     IF void_grant.grant_id IS NULL THEN
         RAISE EXCEPTION 'invalid argument: grant_id is required'
@@ -571,6 +629,10 @@ BEGIN
 
     v_account := ledger._lock_account(v_grant.owner_id, false);
     v_at := clock_timestamp();
+    v_alerts := ledger._alert_thresholds();
+    IF v_alerts IS NOT NULL THEN
+        v_before := ledger._stored_available(v_grant.owner_id);
+    END IF;
     IF v_account.next_expiry <= v_at THEN
         PERFORM ledger._expire_due(v_grant.owner_id, v_at);
     END IF;
@@ -595,6 +657,18 @@ BEGIN
                                    v_at);
     UPDATE ledger.grants g SET remaining = 0, status = 'voided', closed_at = v_at
     WHERE g.owner_id = v_grant.owner_id AND g.grant_id = v_grant.grant_id;
+    SELECT a.last_seq INTO v_seq FROM ledger.accounts a WHERE a.owner_id = v_grant.owner_id;
+    PERFORM ledger._event(v_grant.owner_id, 'grant.voided', v_seq, v_grant.app,
+                          jsonb_strip_nulls(jsonb_build_object(
+                              'grant_id', v_grant.grant_id, 'owner_id', v_grant.owner_id, 'app', v_grant.app,
+                              'operation', v_grant.operation, 'amount', v_grant.amount,
+                              'voided', v_grant.remaining, 'entry_id', v_result.entry_id,
+                              'reason', void_grant.reason, 'idempotency_key', void_grant.idempotency_key)),
+                          v_at, v_at, p_entry_id => v_result.entry_id, p_grant_id => v_grant.grant_id);
+    IF v_alerts IS NOT NULL THEN
+        PERFORM ledger._balance_alerts(v_grant.owner_id, v_alerts, v_before,
+                                       ledger._stored_available(v_grant.owner_id), v_at);
+    END IF;
     RETURN v_result;
 END
 $$;
@@ -609,7 +683,10 @@ open hold uncovered, and its capture then fails with LG001. With owner_id
 the call goes straight to that owner's grants; without, the grant is found
 by its id first.$$;
 
-CREATE OR REPLACE FUNCTION ledger.expire_grants(max_rows integer DEFAULT 1000)
+-- It gained warn_before (trailing, with a default).
+DROP FUNCTION IF EXISTS ledger.expire_grants(integer);
+CREATE OR REPLACE FUNCTION ledger.expire_grants(max_rows integer DEFAULT 1000,
+                                                warn_before interval DEFAULT interval '1 day')
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -619,12 +696,22 @@ DECLARE
     v_at     timestamptz;
     v_due    integer;
     v_done   integer := 0;
+    v_alerts jsonb := ledger._alert_thresholds();
+    v_before bigint;
+    v_grant  record;
+    v_seq    bigint;
+    v_warned integer := 0;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 100000 THEN
         RAISE EXCEPTION 'invalid argument: max_rows must be between 1 and 100000 (% given)', max_rows
             USING ERRCODE = 'LG007',
                   DETAIL = json_build_object('field', 'max_rows', 'reason', 'out of range',
                                              'min', 1, 'max', 100000)::text;
+    END IF;
+    IF warn_before < interval '0' OR warn_before > interval '365 days' THEN
+        RAISE EXCEPTION 'invalid argument: warn_before must be between 0 and 365 days (% given)', warn_before
+            USING ERRCODE = 'LG007',
+                  DETAIL = json_build_object('field', 'warn_before', 'reason', 'out of range')::text;
     END IF;
     FOR v_owner IN
         SELECT a.owner_id FROM ledger.accounts a
@@ -636,23 +723,65 @@ BEGIN
         PERFORM 1 FROM ledger.accounts a WHERE a.owner_id = v_owner FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
         v_at := clock_timestamp();
+        IF v_alerts IS NOT NULL THEN
+            v_before := ledger._stored_available(v_owner);
+        END IF;
         SELECT count(*) INTO v_due FROM ledger.grants g
         WHERE g.owner_id = v_owner AND g.status = 'active' AND g.remaining > 0 AND g.expires_at <= v_at;
         PERFORM ledger._expire_due(v_owner, v_at);
+        IF v_alerts IS NOT NULL THEN
+            PERFORM ledger._balance_alerts(v_owner, v_alerts, v_before, ledger._stored_available(v_owner), v_at);
+        END IF;
         v_done := v_done + v_due;
         EXIT WHEN v_done >= expire_grants.max_rows;
     END LOOP;
+    -- grant.expiring: once per grant, warn_before ahead of its expiry.
+    IF coalesce(warn_before, interval '0') > interval '0' THEN
+        FOR v_owner IN
+            SELECT DISTINCT g.owner_id FROM ledger.grants g
+            WHERE g.status = 'active' AND NOT g.expiring_notified AND g.remaining > 0
+              AND g.expires_at <= clock_timestamp() + expire_grants.warn_before
+            LIMIT expire_grants.max_rows
+        LOOP
+            PERFORM 1 FROM ledger.accounts a WHERE a.owner_id = v_owner FOR UPDATE SKIP LOCKED;
+            CONTINUE WHEN NOT FOUND;
+            v_at := clock_timestamp();
+            SELECT a.last_seq INTO v_seq FROM ledger.accounts a WHERE a.owner_id = v_owner;
+            FOR v_grant IN
+                SELECT g.grant_id, g.app, g.operation, g.amount, g.remaining, g.expires_at FROM ledger.grants g
+                WHERE g.owner_id = v_owner AND g.status = 'active' AND NOT g.expiring_notified
+                  AND g.remaining > 0 AND g.expires_at > v_at
+                  AND g.expires_at <= v_at + expire_grants.warn_before
+                ORDER BY g.expires_at, g.grant_id
+            LOOP
+                PERFORM ledger._event(v_owner, 'grant.expiring', v_seq, v_grant.app,
+                                      jsonb_build_object('grant_id', v_grant.grant_id, 'owner_id', v_owner,
+                                                         'app', v_grant.app, 'operation', v_grant.operation,
+                                                         'amount', v_grant.amount,
+                                                         'remaining', v_grant.remaining,
+                                                         'expires_at', v_grant.expires_at),
+                                      v_at, v_at, p_grant_id => v_grant.grant_id);
+                UPDATE ledger.grants g SET expiring_notified = true
+                WHERE g.owner_id = v_owner AND g.grant_id = v_grant.grant_id;
+                v_warned := v_warned + 1;
+            END LOOP;
+            EXIT WHEN v_warned >= expire_grants.max_rows;
+        END LOOP;
+    END IF;
     RETURN v_done;
 END
 $$;
-COMMENT ON FUNCTION ledger.expire_grants(integer) IS $$
+COMMENT ON FUNCTION ledger.expire_grants(integer, interval) IS $$
 Writes the EXPIRE entries of grants past their expires_at, owner by owner
 (soonest expiry first), each owner under its account row lock, and returns
 how many grants it expired (max_rows, 1 to 100000, bounds the owners it
-looks at and stops it once that many grants are done). An owner that a
-writer holds is skipped, never waited for (its next write expires what is
-due), so it cannot deadlock with writes; several sessions may run it at
-once and never expire a grant twice. Readers never need it: from
-expires_at on, a grant's credits are gone for get_balance, balance_at,
-list_grants and every debit. The locks last until the caller commits:
-run it in its own short transaction (ledger grants expire does).$$;
+looks at and stops it once that many grants are done). On the way it
+records the owners' holds that expired (hold.expired events) and their
+balance alerts, and it sends one grant.expiring event per grant that
+expires within warn_before (0 to 365 days, default 1 day; 0 sends none).
+An owner that a writer holds is skipped, never waited for (its next write
+records what is due), so it cannot deadlock with writes; several sessions
+may run it at once and never expire a grant twice. Readers never need it:
+from expires_at on, a grant's credits are gone for get_balance,
+balance_at, list_grants and every debit. The locks last until the caller
+commits: run it in its own short transaction (ledger grants expire does).$$;

@@ -127,6 +127,8 @@ DECLARE
     v_held    bigint;
     v_at      timestamptz;
     v_writer  text;
+    v_alerts  jsonb;
+    v_before  bigint;
 BEGIN
     PERFORM set_config('ledger.writer', create_hold.created_by, true);  -- ledger._writer()
     PERFORM ledger._require_id('owner_id', create_hold.owner_id);
@@ -156,6 +158,10 @@ BEGIN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, 0);
     END IF;
     v_at := clock_timestamp();  -- one reading under the lock: what counts, and the new hold's start
+    v_alerts := ledger._alert_thresholds();
+    IF v_alerts IS NOT NULL THEN
+        v_before := ledger._stored_available(create_hold.owner_id);
+    END IF;
     IF v_account.next_expiry <= v_at THEN
         v_account.balance := ledger._expire_due(create_hold.owner_id, v_at);
     END IF;
@@ -190,6 +196,18 @@ BEGIN
          v_at, v_at + create_hold.ttl, v_writer)
     RETURNING h.* INTO v_hold;
     PERFORM ledger._count_open_hold(create_hold.owner_id, 1);
+    -- The hold's expiry is one the owner's next write (or the sweep) must see.
+    UPDATE ledger.accounts a SET next_expiry = v_hold.expires_at
+    WHERE a.owner_id = create_hold.owner_id AND (a.next_expiry IS NULL OR a.next_expiry > v_hold.expires_at);
+    PERFORM ledger._event(create_hold.owner_id, 'hold.created', v_account.last_seq, create_hold.app,
+                          ledger._hold_payload(v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation,
+                                               v_hold.amount, 'active', v_hold.expires_at,
+                                               create_hold.idempotency_key),
+                          v_at, v_at, p_hold_id => v_hold.hold_id);
+    IF v_alerts IS NOT NULL THEN
+        PERFORM ledger._balance_alerts(create_hold.owner_id, v_alerts, v_before,
+                                       ledger._stored_available(create_hold.owner_id), v_at);
+    END IF;
     RETURN (v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation, v_hold.amount, v_hold.status,
             v_hold.expires_at, false)::ledger.hold_result;
 END
@@ -247,6 +265,9 @@ DECLARE
     v_at     timestamptz;
     v_entry  ledger.entries;
     v_result ledger.entry_result;
+    v_alerts jsonb;
+    v_before bigint;
+    v_seq    bigint;
 BEGIN
     v_hold := ledger._hold_of(capture_hold.hold_id, capture_hold.app, capture_hold.owner_id, false);
     IF capture_hold.amount IS NOT NULL
@@ -265,6 +286,10 @@ BEGIN
     PERFORM ledger._lock_account(v_hold.owner_id, false);
     v_hold := ledger._hold_of(capture_hold.hold_id, capture_hold.app, v_hold.owner_id, true);
     v_at := clock_timestamp();  -- the call's one expiry decision, under the locks
+    v_alerts := ledger._alert_thresholds();
+    IF v_alerts IS NOT NULL THEN
+        v_before := ledger._stored_available(v_hold.owner_id);
+    END IF;
 
     IF v_hold.status = 'captured' AND v_hold.capture_request IS NOT DISTINCT FROM capture_hold.amount THEN
         SELECT e.* INTO v_entry FROM ledger.entries e
@@ -286,6 +311,17 @@ BEGIN
         capture_request = capture_hold.amount, entry_id = v_result.entry_id
     WHERE h.owner_id = v_hold.owner_id AND h.hold_id = v_hold.hold_id;
     PERFORM ledger._count_open_hold(v_hold.owner_id, -1);
+    SELECT a.last_seq INTO v_seq FROM ledger.accounts a WHERE a.owner_id = v_hold.owner_id;
+    PERFORM ledger._event(v_hold.owner_id, 'hold.captured', v_seq, v_hold.app,
+                          ledger._hold_payload(v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation,
+                                               v_hold.amount, 'captured', v_hold.expires_at, v_hold.idempotency_key,
+                                               v_amount, v_result.entry_id),
+                          v_result.created_at, v_result.created_at, p_entry_id => v_result.entry_id,
+                          p_hold_id => v_hold.hold_id);
+    IF v_alerts IS NOT NULL THEN
+        PERFORM ledger._balance_alerts(v_hold.owner_id, v_alerts, v_before,
+                                       ledger._stored_available(v_hold.owner_id), v_result.created_at);
+    END IF;
     RETURN v_result;
 END
 $$;
@@ -305,12 +341,15 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_hold ledger.holds;
-    v_at   timestamptz;
+    v_hold    ledger.holds;
+    v_at      timestamptz;
+    v_account record;
+    v_alerts  jsonb;
+    v_before  bigint;
 BEGIN
     -- Lock order: account, then hold (the account's open_holds changes).
     v_hold := ledger._hold_of(release_hold.hold_id, release_hold.app, release_hold.owner_id, false);
-    PERFORM ledger._lock_account(v_hold.owner_id, false);
+    v_account := ledger._lock_account(v_hold.owner_id, false);
     v_hold := ledger._hold_of(release_hold.hold_id, release_hold.app, v_hold.owner_id, true);
     v_at := clock_timestamp();  -- the call's one expiry decision, under the locks
     IF v_hold.status = 'released' THEN
@@ -320,9 +359,22 @@ BEGIN
     IF v_hold.status <> 'active' OR v_hold.expires_at <= v_at THEN
         PERFORM ledger._hold_not_active(v_hold.hold_id, v_hold.status, v_hold.expires_at, v_at);
     END IF;
+    v_alerts := ledger._alert_thresholds();
+    IF v_alerts IS NOT NULL THEN
+        v_before := ledger._stored_available(v_hold.owner_id);
+    END IF;
     UPDATE ledger.holds h SET status = 'released', closed_at = v_at
     WHERE h.owner_id = v_hold.owner_id AND h.hold_id = v_hold.hold_id;
     PERFORM ledger._count_open_hold(v_hold.owner_id, -1);
+    PERFORM ledger._event(v_hold.owner_id, 'hold.released', v_account.last_seq, v_hold.app,
+                          ledger._hold_payload(v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation,
+                                               v_hold.amount, 'released', v_hold.expires_at,
+                                               v_hold.idempotency_key),
+                          v_at, v_at, p_hold_id => v_hold.hold_id);
+    IF v_alerts IS NOT NULL THEN
+        PERFORM ledger._balance_alerts(v_hold.owner_id, v_alerts, v_before,
+                                       ledger._stored_available(v_hold.owner_id), v_at);
+    END IF;
     RETURN (v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation, v_hold.amount, 'released',
             v_hold.expires_at, false)::ledger.hold_result;
 END

@@ -70,6 +70,7 @@ DECLARE
     v_id      bigint;
     v_out     ledger.entry_result;
     v_in      ledger.entry_result;
+    v_seq     bigint;
 BEGIN
     v_checked := ledger._require_id('from_owner', transfer.from_owner);
     v_checked := ledger._require_id('to_owner', transfer.to_owner);
@@ -114,6 +115,16 @@ BEGIN
     v_in := ledger._apply(transfer.to_owner, transfer.app, v_in_op.operation, NULL, v_amount,
                           NULL, NULL, v_meta, p_transfer_id => v_id,
                           p_parts => ledger._transfer_parts(transfer.from_owner, v_out.entry_id));
+    -- transfer.posted, the sender's (the receiver has its TRANSFER_IN entry.posted).
+    SELECT e.seq INTO v_seq FROM ledger.entries e
+    WHERE e.owner_id = transfer.from_owner AND e.entry_id = v_out.entry_id;
+    PERFORM ledger._event(transfer.from_owner, 'transfer.posted', v_seq, transfer.app,
+                          jsonb_build_object('transfer_id', v_id, 'from_owner', transfer.from_owner,
+                                             'to_owner', transfer.to_owner, 'amount', v_amount,
+                                             'from_entry_id', v_out.entry_id, 'to_entry_id', v_in.entry_id,
+                                             'idempotency_key', transfer.idempotency_key,
+                                             'metadata', v_meta),
+                          v_out.created_at, clock_timestamp(), p_entry_id => v_out.entry_id);
     RETURN (v_id, v_out.entry_id, v_in.entry_id, v_amount, v_out.balance, v_in.balance, false)::ledger.transfer_result;
 END
 $$;
@@ -171,6 +182,7 @@ DECLARE
     v_prior     ledger.entries;
     v_meta      jsonb;
     v_result    ledger.entry_result;
+    v_seq       bigint;
 BEGIN
     IF reverse_entry.entry_id IS NULL THEN
         RAISE EXCEPTION 'invalid argument: entry_id is required'
@@ -252,6 +264,15 @@ BEGIN
                                   CASE WHEN v_i = 1 THEN reverse_entry.idempotency_key END,
                                   CASE WHEN v_i = 1 THEN v_fp END,
                                   v_meta, p_reverses => v_ids[v_i]);
+        SELECT e.seq INTO v_seq FROM ledger.entries e
+        WHERE e.owner_id = v_owners[v_i] AND e.entry_id = v_result.entry_id;
+        PERFORM ledger._event(v_owners[v_i], 'entry.reversed', v_seq, reverse_entry.app,
+                              jsonb_strip_nulls(jsonb_build_object(
+                                  'entry_id', v_ids[v_i], 'owner_id', v_owners[v_i],
+                                  'reversal_entry_id', v_result.entry_id, 'amount', v_result.amount,
+                                  'reason', reverse_entry.reason,
+                                  'idempotency_key', CASE WHEN v_i = 1 THEN reverse_entry.idempotency_key END)),
+                              v_result.created_at, v_result.created_at, p_entry_id => v_ids[v_i]);
         RETURN NEXT v_result;
     END LOOP;
     RETURN;

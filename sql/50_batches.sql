@@ -256,6 +256,8 @@ DECLARE
     r_created   timestamptz[];
     r_replayed  boolean[];
     r_seq       bigint[];     -- the seq of an entry this batch wrote (else NULL)
+    v_alerts    jsonb;        -- the apps' alert thresholds (NULL: none)
+    v_before    bigint[];     -- per locked owner: available before the batch
     v_status    text[];       -- write | replay | repeat | LG005 | LG004 | LG001 | LG006
     v_balance   numeric[];    -- balance after the item (items to write)
     v_available numeric[];    -- available before the item (debits to write)
@@ -358,6 +360,14 @@ BEGIN
         v_writer := ledger._writer();
         SELECT array_agg(l.owner_id ORDER BY l.owner_id) INTO v_due
         FROM unnest(v_locked, v_next) AS l(owner_id, next_expiry) WHERE l.next_expiry <= v_at;
+        -- Balance alerts compare each owner's available credits before and
+        -- after the whole batch (one transaction: what lies between is never
+        -- seen by anyone). On Citus, _apply does it item by item.
+        v_alerts := ledger._alert_thresholds();
+        IF v_alerts IS NOT NULL AND to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+            SELECT array_agg(ledger._stored_available(l.owner_id) ORDER BY l.o) INTO v_before
+            FROM unnest(v_locked) WITH ORDINALITY AS l(owner_id, o);
+        END IF;
         -- The owners' grants that expired by now leave first (their EXPIRE
         -- entries), as at any write; then their balances and seqs are read again.
         IF v_due IS NOT NULL THEN
@@ -525,7 +535,14 @@ BEGIN
             WHERE it.status = 'write'
             ORDER BY it.ord
             RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at,
-                      e.idempotency_key, e.seq
+                      e.idempotency_key, e.seq, e.metadata
+        ), posted AS (
+            INSERT INTO ledger.events (owner_id, type, seq, entry_id, app, payload, occurred_at, recorded_at)
+            SELECT w.owner_id, 'entry.posted', w.seq, w.entry_id, w.app,
+                   ledger._entry_payload(w.entry_id, w.owner_id, w.app, w.operation, w.amount, w.balance, w.seq,
+                                         w.created_at, w.idempotency_key, w.metadata, NULL, NULL, NULL),
+                   v_at, v_at
+            FROM written w
         ), made AS (
             INSERT INTO ledger.grants
                 (owner_id, entry_id, seq, app, operation, amount, remaining, priority, expires_at, created_at)
@@ -564,6 +581,12 @@ BEGIN
                 PERFORM ledger._spend(r_owner[v_i], r_entry[v_i], r_seq[v_i], -r_amount[v_i], v_at);
             END IF;
         END LOOP;
+        IF v_before IS NOT NULL THEN
+            FOR v_i IN 1 .. cardinality(v_locked) LOOP
+                PERFORM ledger._balance_alerts(v_locked[v_i], v_alerts, v_before[v_i],
+                                               ledger._stored_available(v_locked[v_i]), v_at);
+            END LOOP;
+        END IF;
         RETURN QUERY
             SELECT t.entry_id, t.owner_id, t.app, t.operation, t.amount, t.balance, t.created_at, t.replayed
             FROM unnest(r_entry, r_owner, r_app, r_operation, r_amount, r_balance, r_created, r_replayed)

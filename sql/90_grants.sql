@@ -7,7 +7,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC, ledger_owner;
 -- The functions of schema ledger_shard (what post_entry, create_hold and
 -- grant_credits run on the owner's shard) are their owner's alone: callers
 -- reach them through the functions of schema ledger, and no role but the
--- owner has USAGE on the schema (migrations/0015_ledger_shard.sql).
+-- owner has USAGE on the schema (migrations/0017_ledger_shard.sql).
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger_shard FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_app, ledger_reader, ledger_owner;
 
@@ -35,7 +35,7 @@ GRANT EXECUTE ON FUNCTION
     ledger.list_grants(text, boolean),
     ledger.list_spending(text, bigint, bigint, integer),
     ledger.void_grant(bigint, text, text, text, text),
-    ledger.expire_grants(integer),
+    ledger.expire_grants(integer, interval),
     ledger.list_operations(text),
     ledger.app_report(text, timestamptz, timestamptz),
     ledger.verify()
@@ -63,7 +63,7 @@ TO ledger_reader, ledger_owner;
 GRANT EXECUTE ON FUNCTION
     ledger.define_app(text, text),
     ledger.define_operation(text, text, text, bigint, bigint, bigint, boolean, text, text, interval, integer),
-    ledger.expire_grants(integer),
+    ledger.expire_grants(integer, interval),
     ledger.create_api_key(text, bytea, text, text),
     ledger.list_api_keys(),
     ledger.revoke_api_key(text)
@@ -83,3 +83,47 @@ GRANT EXECUTE ON FUNCTION ledger.api_key_app(bytea), ledger.api_key_lookup(bytea
 
 -- Batches (sql/50_batches.sql): both overloads of post_entries.
 GRANT EXECUTE ON FUNCTION ledger.post_entries(text, text), ledger.post_entries(jsonb, text) TO ledger_app;
+
+-- Events (sql/35_events.sql): apps read the feed and set their alert
+-- thresholds; the relay runs in list_events and in the webhook dispatcher.
+GRANT SELECT ON ledger.events, ledger.event_feed, ledger.balance_alerts TO ledger_app, ledger_reader, ledger_owner;
+GRANT EXECUTE ON FUNCTION
+    ledger.list_events(text, text, integer),
+    ledger.relay_events(integer),
+    ledger.set_balance_alert(text, bigint),
+    ledger.remove_balance_alert(text, bigint),
+    ledger.list_balance_alerts(text)
+TO ledger_app;
+GRANT EXECUTE ON FUNCTION ledger.list_balance_alerts(text) TO ledger_reader, ledger_owner;
+
+-- Webhooks (sql/80_webhooks.sql). Their tables hold signing secrets and the
+-- apps' own metadata: nobody reads them but through these functions.
+REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_dispatcher;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM ledger_dispatcher;
+-- Services register, list, disable and delete their app's endpoints, read
+-- their delivery log and resend (the HTTP API passes the key's app).
+GRANT EXECUTE ON FUNCTION
+    ledger.create_webhook_endpoint(text, text, text[], text),
+    ledger.set_webhook_endpoint_active(bigint, text, boolean),
+    ledger.delete_webhook_endpoint(bigint, text),
+    ledger.resend_webhook_event(bigint, text, bigint)
+TO ledger_app, ledger_owner;
+GRANT EXECUTE ON FUNCTION
+    ledger.list_webhook_endpoints(text),
+    ledger.get_webhook_endpoint(bigint, text),
+    ledger.list_webhook_deliveries(bigint, text, text, bigint, integer),
+    ledger.list_webhook_attempts(bigint, text, bigint, integer)
+TO ledger_app, ledger_reader, ledger_owner;
+-- The dispatcher (`ledger webhooks run`) logs in as a member of
+-- ledger_dispatcher: the only role whose call returns signing secrets.
+GRANT EXECUTE ON FUNCTION
+    ledger.fan_out_webhooks(integer),
+    ledger.claim_webhook_deliveries(integer, interval, integer, bigint[]),
+    ledger.record_webhook_attempts(text, interval),
+    ledger.relay_events(integer)
+TO ledger_dispatcher;
+-- Retention (`ledger events prune`): operators, or the dispatcher's login.
+GRANT EXECUTE ON FUNCTION
+    ledger.prune_events(interval, integer),
+    ledger.prune_webhook_deliveries(interval, integer)
+TO ledger_owner, ledger_dispatcher;

@@ -60,6 +60,10 @@ CITUS_CONTRACT = {
     "sql/test_definitions.py",
     "sql/test_reports.py",
     "sql/test_grants.py",
+    "sql/test_events.py",
+    "sql/test_webhooks.py",
+    "sql/test_webhook_fan_out.py",
+    "reliability/test_webhooks.py",
     "web/test_example_app.py",
     "web/test_grants_api.py",
 }

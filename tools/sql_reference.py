@@ -5,13 +5,14 @@
 
 Both start a throwaway PostgreSQL, migrate a database and read everything from
 it: the public functions (schema ledger, no leading underscore, EXECUTE
-granted to ledger_app, ledger_reader or ledger_owner), their parameters with
+granted to ledger_app, ledger_reader, ledger_owner or ledger_dispatcher), their parameters with
 types and defaults, their result columns, their COMMENT (the function's
 guarantees, written beside it in sql/), the SQLSTATEs of class LG their body
 and the bodies of the ledger functions they call can raise (named by
 ledger_py/errors.py), and the output of one example call each, run against
-that database. Timestamps and the key ids create_api_key makes at random,
-which differ on every run, print as <timestamp> and <key_id>.
+that database. Timestamps, the key ids create_api_key makes at random and
+webhook secrets, which differ on every run, print as <timestamp>, <key_id>
+and <secret>.
 tests/sql/test_sql_reference.py renders the document again and fails when the
 file differs.
 
@@ -38,7 +39,7 @@ from ledger_py.errors import EXCEPTIONS_BY_SQLSTATE
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "docs" / "SQL.md"
 COMMAND = "make docs"
-ROLES = ("ledger_app", "ledger_reader", "ledger_owner")
+ROLES = ("ledger_app", "ledger_reader", "ledger_owner", "ledger_dispatcher")
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,133 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 " owner_id => 'user-7');",
             ),
             Example(
-                "ledger.expire_grants(integer)",
-                "SELECT ledger.expire_grants(max_rows => 1000);",
+                "ledger.expire_grants(integer,interval)",
+                "SELECT ledger.expire_grants(max_rows => 1000, warn_before => interval '1 day');",
+            ),
+        ],
+    ),
+    (
+        "Events",
+        "Every change writes its events in its own transaction; apps read them in order from a "
+        "cursor that never skips, or receive them as webhooks.",
+        [
+            Example(
+                "ledger.set_balance_alert(text,bigint)",
+                "SELECT * FROM ledger.set_balance_alert(app => 'shop', threshold => 10);",
+            ),
+            Example(
+                "ledger.list_balance_alerts(text)",
+                "SELECT * FROM ledger.list_balance_alerts(app => 'shop');",
+            ),
+            Example(
+                "ledger.post_entry(text,text,text,text,numeric,text)",
+                "SELECT entry_id, amount, balance FROM ledger.post_entry(owner_id => 'user-7',"
+                " app => 'shop', operation => 'SHOP_PURCHASE', idempotency_key => 'order-21',"
+                " amount => 5);",
+            ),
+            Example(
+                "ledger.relay_events(integer)",
+                "SELECT ledger.relay_events(max_rows => 10000);",
+            ),
+            Example(
+                "ledger.list_events(text,text,integer)",
+                "SELECT type, owner_id, seq, entry_id, payload ->> 'amount' AS amount"
+                " FROM ledger.list_events(app => 'shop', after => NULL, max_rows => 1000)"
+                " WHERE owner_id = 'user-7' ORDER BY seq DESC, event_id DESC LIMIT 4;",
+            ),
+            Example(
+                "ledger.remove_balance_alert(text,bigint)",
+                "SELECT * FROM ledger.remove_balance_alert(app => 'shop', threshold => 10);",
+            ),
+        ],
+    ),
+    (
+        "Webhooks",
+        "An app's endpoints receive its events as signed HTTP requests (Standard Webhooks), "
+        "sent by the dispatcher (`ledger webhooks run`, a login of role `ledger_dispatcher`): "
+        "it fans the feed out into one delivery per endpoint and event, claims due deliveries, "
+        "and records each attempt.",
+        [
+            Example(
+                "ledger.create_webhook_endpoint(text,text,text[],text)",
+                "SELECT endpoint_id, app, url, event_types, active, secret"
+                " FROM ledger.create_webhook_endpoint(app => 'shop',"
+                " url => 'https://shop.example/hooks/ledger',"
+                " event_types => ARRAY['entry.posted', 'balance.depleted'],"
+                " description => 'order service');",
+            ),
+            Example(
+                "ledger.list_webhook_endpoints(text)",
+                "SELECT endpoint_id, url, event_types, description, active"
+                " FROM ledger.list_webhook_endpoints(app => 'shop');",
+            ),
+            Example(
+                "ledger.get_webhook_endpoint(bigint,text)",
+                "SELECT endpoint_id, app, url, active"
+                " FROM ledger.get_webhook_endpoint(endpoint_id => 1, app => 'shop');",
+            ),
+            Example(
+                "ledger.post_entry(text,text,text,text,numeric,text)",
+                "SELECT entry_id, amount, balance FROM ledger.post_entry(owner_id => 'user-7',"
+                " app => 'shop', operation => 'SHOP_PURCHASE', idempotency_key => 'order-31',"
+                " amount => 2);",
+            ),
+            Example(
+                "ledger.fan_out_webhooks(integer)",
+                "SELECT ledger.fan_out_webhooks(max_rows => 1000);",
+                "ledger_dispatcher",
+            ),
+            Example(
+                "ledger.claim_webhook_deliveries(integer,interval,integer,bigint[])",
+                "SELECT delivery_id, attempt, endpoint_id, url, secret, webhook_id"
+                " FROM ledger.claim_webhook_deliveries(max_rows => 100, lease => '60 seconds',"
+                " per_endpoint => 8);",
+                "ledger_dispatcher",
+            ),
+            Example(
+                "ledger.record_webhook_attempts(text,interval)",
+                "SELECT ledger.record_webhook_attempts(outcomes => '[{\"delivery_id\": 1,"
+                " \"attempt\": 1, \"ok\": false, \"status_code\": 503, \"error\": \"HTTP 503\","
+                " \"duration_ms\": 41, \"retry_in\": 5}]');",
+                "ledger_dispatcher",
+            ),
+            Example(
+                "ledger.list_webhook_deliveries(bigint,text,text,bigint,integer)",
+                "SELECT delivery_id, event_id, event_type, webhook_id, status, attempts,"
+                " last_status_code, last_error"
+                " FROM ledger.list_webhook_deliveries(endpoint_id => 1, app => 'shop');",
+            ),
+            Example(
+                "ledger.list_webhook_attempts(bigint,text,bigint,integer)",
+                "SELECT delivery_id, attempt, event_id, status_code, error, duration_ms, outcome"
+                " FROM ledger.list_webhook_attempts(endpoint_id => 1, app => 'shop');",
+            ),
+            Example(
+                "ledger.resend_webhook_event(bigint,text,bigint)",
+                "SELECT delivery_id, event_id, status, attempts FROM ledger.resend_webhook_event("
+                "event_id => (SELECT event_id FROM ledger.list_webhook_deliveries(1, 'shop')"
+                " LIMIT 1), app => 'shop');",
+            ),
+            Example(
+                "ledger.set_webhook_endpoint_active(bigint,text,boolean)",
+                "SELECT endpoint_id, active FROM ledger.set_webhook_endpoint_active("
+                "endpoint_id => 1, app => 'shop', active => false);",
+            ),
+            Example(
+                "ledger.delete_webhook_endpoint(bigint,text)",
+                "SELECT endpoint_id, url FROM ledger.delete_webhook_endpoint(endpoint_id => 1,"
+                " app => 'shop');",
+            ),
+            Example(
+                "ledger.prune_events(interval,integer)",
+                "SELECT ledger.prune_events(older_than => '30 days', max_rows => 1000);",
+                "ledger_owner",
+            ),
+            Example(
+                "ledger.prune_webhook_deliveries(interval,integer)",
+                "SELECT ledger.prune_webhook_deliveries(older_than => '30 days',"
+                " max_rows => 1000);",
+                "ledger_owner",
             ),
         ],
     ),
@@ -414,8 +540,9 @@ def read_functions(conn: psycopg.Connection[Any]) -> list[Function]:
     return functions
 
 
-# A key id as create_api_key makes it: random on every run.
+# A key id as create_api_key makes it, a webhook secret: random on every run.
 _KEY_ID = re.compile(r"key_[0-9a-f]{16}")
+_SECRET = re.compile(r"whsec_[A-Za-z0-9+/]+=*")
 
 
 def _cell(value: Any) -> str:
@@ -427,6 +554,8 @@ def _cell(value: Any) -> str:
         return "<timestamp>"
     if isinstance(value, str) and _KEY_ID.fullmatch(value):
         return "<key_id>"
+    if isinstance(value, str) and _SECRET.fullmatch(value):
+        return "<secret>"
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
@@ -518,8 +647,9 @@ def render(url: str) -> str:
         "(the SQLSTATEs of class `LG` in its body and the bodies of the functions it",
         "calls; DETAIL is a JSON object, see [Errors](../README.md#errors)), and a",
         "call with its output, run against a fresh database as the role shown, each",
-        "example after the ones above it. Timestamps and the key ids `create_api_key`",
-        "makes, which differ on every run, print as `<timestamp>` and `<key_id>`.",
+        "example after the ones above it. Timestamps, the key ids `create_api_key`",
+        "makes and webhook secrets, which differ on every run, print as `<timestamp>`,",
+        "`<key_id>` and `<secret>`.",
         "",
     ]
     for title, _, examples in SECTIONS:

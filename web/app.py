@@ -22,7 +22,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from ledger_py.client import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, Ledger
 from ledger_py.errors import LedgerError, LedgerUnavailable
-from web import example_app, ledger_api
+from web import example_app, ledger_api, webhooks
 from web.api_keys import KeyResolver
 from web.database import connection
 from web.errors import RETRY_AFTER_SECONDS, register_error_handlers, unavailable_body
@@ -132,6 +132,8 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
     register_error_handlers(app)
     app.register_blueprint(ledger_api.bp)
     app.register_blueprint(example_app.bp)
+    app.register_blueprint(webhooks.events_bp)
+    app.register_blueprint(webhooks.bp)
     _register_service_routes(app)
     return app
 

@@ -304,7 +304,11 @@ def output_schema(
             options["allow_none"] = True
         if field_name in descriptions:
             options["metadata"] = {"description": descriptions[field_name]}
-        fields[field_name] = _FIELD_BY_TYPE[typing.get_origin(hint) or hint](**options)
+        if typing.get_origin(hint) is list:  # list[str] and the like
+            [item] = typing.get_args(hint)
+            fields[field_name] = List(_FIELD_BY_TYPE[item](), **options)
+        else:
+            fields[field_name] = _FIELD_BY_TYPE[typing.get_origin(hint) or hint](**options)
     return type(name, (Schema,), {**fields, "__module__": __name__})
 
 
@@ -462,6 +466,151 @@ class ContentWriteOut(Schema):
     entry = Nested(EntryOut, required=True)
     balance = Integer(required=True)
     charged = Boolean(required=True, metadata={"description": "false for a repeated access"})
+
+
+# ---- events and webhooks ----------------------------------------------------------------
+
+
+class EventsQuery(StrictSchema):
+    after = String(
+        load_default=None,
+        metadata={"description": "next_cursor of the previous page; omit to start at the oldest"},
+    )
+    limit = Integer(
+        strict=False,
+        load_default=None,
+        validate=Range(min=INT_MIN, max=INT_MAX),
+        metadata={"description": "1 to 1000 (default 100)"},
+    )
+
+
+EventOut = output_schema(
+    results.Event,
+    "EventOut",
+    descriptions={
+        "cursor": "opaque: this event's place in the feed",
+        "seq": "the owner's seq it follows: one owner's events in order",
+        "payload": "what happened; another app's metadata and idempotency_key are left out",
+    },
+)
+
+
+class EventsOut(Schema):
+    events = List(Nested(EventOut), required=True)
+    next_cursor = String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "pass as after for the next page (the same cursor when nothing new "
+            "came: poll again with it); null only before the first event"
+        },
+    )
+
+
+class WebhookIn(StrictSchema):
+    url = String(required=True, metadata={"description": "http:// or https://, at most 2048"})
+    event_types = List(
+        String(),
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "the event types to send (1 to 100); null or absent: every type"},
+    )
+    description = String(allow_none=True, load_default=None)
+
+
+class ResendIn(StrictSchema):
+    event_id = _bigint_id(required=True)
+    endpoint_id = _bigint_id(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "only to this endpoint; absent: every endpoint it was sent to"},
+    )
+
+
+class DeliveriesQuery(StrictSchema):
+    status = String(load_default=None, metadata={"description": "pending, delivered or failed"})
+    before_id = _bigint_id(
+        strict=False, load_default=None, metadata={"description": "next_before_id of a page"}
+    )
+    limit = Integer(
+        strict=False,
+        load_default=None,
+        validate=Range(min=INT_MIN, max=INT_MAX),
+        metadata={"description": "1 to 1000 (default 100)"},
+    )
+
+
+class AttemptsQuery(StrictSchema):
+    event_id = _bigint_id(strict=False, load_default=None)
+    limit = Integer(
+        strict=False,
+        load_default=None,
+        validate=Range(min=INT_MIN, max=INT_MAX),
+        metadata={"description": "1 to 1000 (default 100)"},
+    )
+
+
+WebhookEndpointOut = output_schema(
+    results.WebhookEndpoint,
+    "WebhookEndpointOut",
+    descriptions={"event_types": "null: every type", "active": "false once disabled"},
+)
+
+
+class WebhookEndpointOne(Schema):
+    endpoint = Nested(WebhookEndpointOut, required=True)
+
+
+class WebhookEndpointCreated(Schema):
+    endpoint = Nested(WebhookEndpointOut, required=True)
+    secret = String(
+        required=True,
+        metadata={
+            "description": "whsec_...: the signing secret, shown only in this answer; the "
+            "receiver checks each request's webhook-signature with it"
+        },
+    )
+
+
+class WebhookEndpointsOut(Schema):
+    endpoints = List(Nested(WebhookEndpointOut), required=True)
+
+
+WebhookDeliveryOut = output_schema(
+    results.WebhookDelivery,
+    "WebhookDeliveryOut",
+    descriptions={
+        "status": "pending, delivered or failed",
+        "webhook_id": "the webhook-id header of every attempt",
+        "leased_until": "set while an attempt is in flight",
+    },
+)
+
+
+class WebhookDeliveriesOut(Schema):
+    endpoint_id = Integer(required=True)
+    deliveries = List(Nested(WebhookDeliveryOut), required=True)
+    next_before_id = Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "pass as before_id for the next page; null on the last page"},
+    )
+
+
+WebhookAttemptOut = output_schema(
+    results.WebhookAttempt,
+    "WebhookAttemptOut",
+    descriptions={"outcome": "delivered, retry or failed"},
+)
+
+
+class WebhookAttemptsOut(Schema):
+    endpoint_id = Integer(required=True)
+    attempts = List(Nested(WebhookAttemptOut), required=True)
+
+
+class WebhookDeliveriesResent(Schema):
+    deliveries = List(Nested(WebhookDeliveryOut), required=True)
 
 
 class HealthOut(Schema):

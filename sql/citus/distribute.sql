@@ -23,8 +23,9 @@
 --     entries, holds and any later per-owner table) is distributed by
 --     owner_id, colocated with ledger.accounts: one owner's rows of every
 --     table live in one shard on one worker;
---   * ledger.apps, ledger.operations, ledger.api_keys are reference tables
---     (a copy on every node);
+--   * ledger.apps, ledger.operations, ledger.api_keys, ledger.balance_alerts
+--     are reference tables (a copy on every node);
+--   * ledger.event_feed stays a plain table on the coordinator;
 --   * the example app's tables (schema example_app) are Citus local tables:
 --     they stay on the coordinator, in Citus's metadata;
 --   * the functions of schema ledger_shard (post_entry, create_hold and
@@ -77,7 +78,11 @@ CREATE OR REPLACE FUNCTION pg_temp.ledger_distribute_tables() RETURNS boolean
 LANGUAGE plpgsql AS $distribute$
 DECLARE
     reference_tables constant regclass[] :=
-        ARRAY['ledger.apps', 'ledger.operations', 'ledger.api_keys']::regclass[];
+        ARRAY['ledger.apps', 'ledger.operations', 'ledger.api_keys', 'ledger.balance_alerts']::regclass[];
+    -- Tables with an owner_id that stay whole on the coordinator: the event
+    -- feed is read in one order across all owners, and a reader must see a
+    -- relay's copy whole (one node's commit).
+    coordinator_tables constant text[] := ARRAY['event_feed'];
     per_owner regclass[];
     local_tables regclass[];
     todo_distributed regclass[];
@@ -117,6 +122,7 @@ BEGIN
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = 'ledger' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+      AND NOT (c.relname = ANY (coordinator_tables))
       AND EXISTS (SELECT 1 FROM pg_attribute a
                   WHERE a.attrelid = c.oid AND a.attname = 'owner_id' AND NOT a.attisdropped);
     SELECT coalesce(array_agg(c.oid ORDER BY c.relname), '{}')

@@ -38,8 +38,9 @@ PER_OWNER = {
     "ledger.holds",
     "ledger.grants",
     "ledger.grant_spending",
+    "ledger.events",
 }
-REFERENCE = {"ledger.apps", "ledger.operations", "ledger.api_keys"}
+REFERENCE = {"ledger.apps", "ledger.operations", "ledger.api_keys", "ledger.balance_alerts"}
 # The functions distributed by owner_id: what post_entry, create_hold and
 # grant_credits run on the owner's shard, in a schema no caller may use.
 SHARD_FUNCTIONS = {
@@ -80,7 +81,10 @@ def test_per_owner_tables_are_distributed_by_owner_and_colocated(
     for table in ("example_app.content", "example_app.content_access"):
         assert types[table][0] == "local", (table, types[table])
     # Every table of the ledger's schemas is in Citus's metadata, except the
-    # record of loaded sql/ files (read by migrate on the coordinator only).
+    # record of loaded sql/ files (read by migrate on the coordinator only),
+    # the event feed (one table on the coordinator: a reader sees each
+    # relay's copy whole) and the webhook tables (no owner: the dispatcher's
+    # statements run on the coordinator).
     plain = conn.execute(
         "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname IN ('ledger', 'example_app') AND c.relkind = 'r'"
@@ -88,7 +92,13 @@ def test_per_owner_tables_are_distributed_by_owner_and_colocated(
         " AND NOT EXISTS (SELECT 1 FROM pg_dist_shard s WHERE c.relname LIKE"
         "                 (SELECT relname FROM pg_class WHERE oid = s.logicalrelid) || '\\_%%')"
     ).fetchall()
-    assert plain == [("ledger.sql_files",)]
+    assert sorted(plain) == [
+        ("ledger.event_feed",),
+        ("ledger.sql_files",),
+        ("ledger.webhook_attempts",),
+        ("ledger.webhook_deliveries",),
+        ("ledger.webhook_endpoints",),
+    ]
 
 
 def test_an_owners_rows_live_on_one_worker_and_owners_spread_over_both(

@@ -32,10 +32,10 @@ from dockerfile_parse import DockerfileParser
 
 from .helpers import REPO
 
-SERVICES = {"postgres", "postgres_test", "pgadmin", "web"}
+SERVICES = {"postgres", "postgres_test", "pgadmin", "web", "webhooks"}
 # Profile citus: the ledger on a Citus cluster (README, "Scaling out on Citus").
 CITUS_NODES = {"citus_coordinator", "citus_worker1", "citus_worker2"}
-CITUS_SERVICES = CITUS_NODES | {"citus_setup", "web_citus"}
+CITUS_SERVICES = CITUS_NODES | {"citus_setup", "web_citus", "webhooks_citus"}
 PACKAGE_FOLDERS = {"ledger_py", "web", "ledger_cli", "sql", "migrations"}
 
 
@@ -261,6 +261,28 @@ def test_the_citus_profile_is_a_registered_cluster_the_api_can_use(
     url = urlsplit(web_citus["environment"]["LEDGER_DATABASE_URL"])
     assert (url.hostname, url.port, url.path) == ("citus_coordinator", 5432, "/ledger_db")
     assert ports(web_citus) == {(8001, int(web_citus["environment"]["LEDGER_PORT"]))}
+
+
+@pytest.mark.parametrize(("name", "api"), [("webhooks", "web"), ("webhooks_citus", "web_citus")])
+def test_the_dispatcher_runs_beside_the_api_on_its_database(
+    compose: dict[str, Any], name: str, api: str
+) -> None:
+    """`ledger webhooks run` from the API's image, on the API's database, once
+    the API is healthy (it ran the migrations), restarted if it stops, given
+    the time to finish its attempts on `docker compose stop`; it publishes
+    nothing."""
+    services = compose["services"]
+    dispatcher, web = services[name], services[api]
+    assert dispatcher["build"] == web["build"]
+    assert dispatcher["command"] == ["ledger", "webhooks", "run"]
+    url = dispatcher["environment"]["LEDGER_DATABASE_URL"]
+    assert url == web["environment"]["LEDGER_DATABASE_URL"]
+    assert dispatcher["depends_on"] == {api: {"condition": "service_healthy"}}
+    assert dispatcher["restart"] == "unless-stopped"
+    assert dispatcher.get("profiles") == web.get("profiles")
+    assert not dispatcher.get("ports")
+    grace = dispatcher["stop_grace_period"]
+    assert grace.endswith("s") and int(grace[:-1]) >= 15  # more than an attempt's timeout
 
 
 @pytest.fixture(scope="module")

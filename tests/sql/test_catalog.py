@@ -26,7 +26,7 @@ import pytest
 from ledger_py import queries, results
 from ledger_py.queries import ALL_CALLS, NOT_WRAPPED, Call, NotWrapped
 
-ROLES = (queries.APP, queries.READER, queries.OWNER)
+ROLES = (queries.APP, queries.READER, queries.OWNER, queries.DISPATCHER)
 
 # The SQL types (as format_type writes them) each Python field type reads.
 SQL_TYPES_OF: dict[type, set[str]] = {
@@ -36,6 +36,7 @@ SQL_TYPES_OF: dict[type, set[str]] = {
     datetime: {"timestamp with time zone"},
     timedelta: {"interval"},
     dict: {"jsonb"},
+    list: {"text[]"},
 }
 
 

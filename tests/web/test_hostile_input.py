@@ -42,6 +42,8 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/content/{content_id}/access": {"owner_id": "alice"},
     "/grants": {"owner_id": "alice", "operation": "PROMO_CREDIT", "amount": 5, "priority": 3},
     "/grants/{grant_id}/void": {"reason": "r", "owner_id": "alice"},
+    "/webhooks": {"url": "https://example.com/hook"},
+    "/webhooks/resend": {"event_id": 1},
 }
 
 

@@ -13,7 +13,7 @@
 -- USAGE is checked while the statement is parsed, so a role without it
 -- cannot reach one of these functions in any form of call. On plain
 -- PostgreSQL the schema is the same, and nothing is distributed.
--- depends: 0014_credit_grants
+-- depends: 0016_webhooks
 
 CREATE SCHEMA IF NOT EXISTS ledger_shard AUTHORIZATION ledger_schema_owner;
 REVOKE ALL ON SCHEMA ledger_shard FROM PUBLIC;
