@@ -9,8 +9,9 @@ caller role may use; the functions callers use are plain entry points that
 refuse a NULL owner (LG007) first. docs/CITUS.md, "A distributed function
 crashes Citus 12.1".
 
-Every test calls as a LOGIN member of ledger_app, the way a service does,
-and checks that a session opened before is still connected afterwards.
+The calls are made as a LOGIN member of ledger_app, the way a service
+does, while a session opened before must stay connected; migrate refuses a
+ledger_shard that a caller may use.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from ledger_py.migrate import migrate
 
 from ..sql.helpers import login_member, one, post
 from . import cluster as citus
@@ -173,3 +176,15 @@ def test_no_caller_role_may_name_a_distributed_function(
         amount=1,
     )
     assert h["status"] == "active"
+
+
+def test_migrate_refuses_a_schema_ledger_shard_that_callers_may_use(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("GRANT USAGE ON SCHEMA ledger_shard TO ledger_app")
+    with pytest.raises(psycopg.Error) as info:
+        migrate(db_url)
+    assert "ledger_shard must be usable by its owner alone" in str(info.value)
+    assert "ledger_app" in str(info.value)
+    conn.execute("REVOKE USAGE ON SCHEMA ledger_shard FROM ledger_app")
+    assert migrate(db_url) == []
