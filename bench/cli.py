@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from bench import dataset, httpload, pgbench, pyload, report, scripts
+from bench import dataset, expiry, httpload, pgbench, pyload, report, scripts
 from bench.measure import Sample
 from bench.scenarios import CLIENTS, PGBENCH_THREADS, Scenario
 from bench.server import load_average, machine_info, server_settings, start_server
@@ -31,6 +31,7 @@ class Plan:
     seconds: float
     scale: int
     growth_rows: int  # 0: no growth scenarios
+    due_grants: int  # grants expire_grants expires per run of the expiry scenarios
     out: Path
     only: frozenset[str] | None
     debug: bool = False
@@ -53,6 +54,11 @@ def parse_args(argv: list[str] | None) -> Plan:
         "--growth-rows",
         type=int,
         help="entries bulk-loaded for the growth scenarios (0 skips them); full: 5000000",
+    )
+    parser.add_argument(
+        "--due-grants",
+        type=int,
+        help="due grants each run of the expiry scenarios expires; full: 100000",
     )
     parser.add_argument("--only", help="comma-separated scenario keys to run (others skipped)")
     parser.add_argument(
@@ -102,6 +108,7 @@ def parse_args(argv: list[str] | None) -> Plan:
             seconds=args.seconds or (1.0 if quick else 6.0),
             scale=0,
             growth_rows=0,
+            due_grants=0,
             out=args.out or (RESULTS / "tmp" if quick else RESULTS),
             only=None,
             debug=args.debug,
@@ -116,6 +123,7 @@ def parse_args(argv: list[str] | None) -> Plan:
         growth_rows=(
             args.growth_rows if args.growth_rows is not None else (0 if quick else 5_000_000)
         ),
+        due_grants=args.due_grants or (2_000 if quick else 100_000),
         out=args.out or (RESULTS / "tmp" if quick else RESULTS),
         only=frozenset(k.strip() for k in args.only.split(",")) if args.only else None,
         debug=args.debug,
@@ -213,6 +221,19 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
             script=scripts.FLOOR_HOT,
         ),
         pgbench_scenario(
+            "floor_grants_uniform",
+            "grants floor: the bare floor's credit + its grant row, one CTE, uniform",
+            target,
+            script=scripts.FLOOR_GRANTS_UNIFORM,
+        ),
+        pgbench_scenario(
+            "floor_grants_hot",
+            "grants floor: the bare floor's debit + the first grant's update + a spending row,"
+            " one CTE, every client on one owner",
+            target,
+            script=scripts.FLOOR_GRANTS_HOT,
+        ),
+        pgbench_scenario(
             "post_entry_uniform",
             "ledger.post_entry credit, uniform over 10,000 owners",
             target,
@@ -229,6 +250,19 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
             "ledger.transfer, uniform over 10,000 owners",
             target,
             script=scripts.TRANSFER_UNIFORM,
+        ),
+        pgbench_scenario(
+            "debit_never_expiring",
+            "ledger.post_entry debit of an owner with one never-expiring grant, uniform",
+            target,
+            script=scripts.DEBIT_NEVER_EXPIRING,
+        ),
+        pgbench_scenario(
+            "debit_expiring",
+            "ledger.post_entry debit of an owner with 3 active expiring grants, uniform",
+            target,
+            script=scripts.DEBIT_EXPIRING,
+            note="grants of 1,000,000 expiring in 10, 11 and 12 years: the debit spends the first",
         ),
         pgbench_scenario(
             "get_balance", "ledger.get_balance, uniform", target, script=scripts.GET_BALANCE
@@ -265,9 +299,11 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
     # Each ledger scenario right after its baseline: the pair runs seconds
     # apart in every round, and the per-round ratio cancels the drift.
     order = [
-        "tpcb_like", "one_row_update", "floor_uniform", "floor_function", "post_entry_uniform",
-        "transfer_uniform",
-        "floor_hot", "post_entry_hot", "select_only", "get_balance", "post_entry_single_client",
+        "tpcb_like", "one_row_update", "floor_uniform", "floor_grants_uniform", "floor_function",
+        "post_entry_uniform", "transfer_uniform",
+        "floor_hot", "floor_grants_hot", "post_entry_hot",
+        "debit_never_expiring", "debit_expiring",
+        "select_only", "get_balance", "post_entry_single_client",
         "floor_batch", "post_entries_batch",
     ]  # fmt: skip
     items.sort(key=lambda sc: order.index(sc.key))
@@ -277,6 +313,41 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
     items += python_scenarios(url)
     items.append(http_scenario(url))
     return items
+
+
+def expiry_scenarios(expire_url: str, due_grants: int) -> list[Scenario]:
+    """expire_grants over `due_grants` grants planted before each run (in
+    their own database), from one session and from two at once."""
+    runs = iter(range(1, 1_000_000))
+
+    def scenario(sessions: int) -> Scenario:
+        def prepare() -> None:
+            expiry.plant_due_grants(expire_url, f"x{next(runs)}-", due_grants)
+
+        calls: list[int] = []
+
+        def measure(seconds: float) -> Sample:
+            sample, info = expiry.expire_all(expire_url, sessions)
+            calls.append(info["calls"])
+            return sample
+
+        plural = "s" if sessions > 1 else ""
+        sc = Scenario(
+            f"expire_grants_{sessions}",
+            f"ledger.expire_grants(max_rows => {expiry.MAX_ROWS}) until {due_grants:,} due grants"
+            f" are expired, {sessions} session{plural} (grants/s)",
+            "python",
+            sessions,
+            measure,
+            unit="grants/s",
+            note="one due PROMO_CREDIT grant per owner, planted before each run (bench/expiry.py);"
+            " p50/p99 per call",
+            prepare=prepare,
+        )
+        sc.extra["calls_per_run"] = calls
+        return sc
+
+    return [scenario(1), scenario(2)]
 
 
 def python_scenarios(url: str) -> list[Scenario]:
@@ -374,8 +445,10 @@ def run_rounds(scenarios: list[Scenario], plan: Plan, url: str, label: str = "")
         for sc in scenarios:
             if sc.skip or sc.error:
                 continue
-            before = wal_and_checkpoints(url)
             try:
+                if sc.prepare is not None:
+                    sc.prepare()
+                before = wal_and_checkpoints(url)
                 sample = sc.measure(plan.seconds)
             except Exception as exc:
                 sc.error = f"{type(exc).__name__}: {exc}"
@@ -498,15 +571,18 @@ def main(argv: list[str] | None = None) -> int:
         url = dataset.create_database(server_url, "bench")
         target = pgbench.Target("127.0.0.1", server.settings["port"], "postgres", "bench")
         say(
-            "setup: migrate, fund 10,000 owners and the hot owner, floor tables, "
-            f"pgbench -i -s {plan.scale}"
+            "setup: migrate, fund 10,000 owners, the hot owner and 2 x 10,000 owners of grants,"
+            f" floor tables, pgbench -i -s {plan.scale}, the expiry database"
         )
         dataset.prepare_ledger(url)
+        dataset.prepare_grant_owners(url)
         floor_fks = dataset.prepare_floor(url)
         dataset.prepare_pgbench(target, plan.scale)
+        expire_url = dataset.create_database(server_url, "bench_expire")
+        expiry.prepare_database(expire_url)
 
         checkpoint(url)
-        scenarios = main_scenarios(url, target)
+        scenarios = main_scenarios(url, target) + expiry_scenarios(expire_url, plan.due_grants)
         if plan.only is not None:
             for sc in scenarios:
                 if sc.key not in plan.only and not sc.skip:
@@ -540,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             "pgbench_threads": PGBENCH_THREADS,
             "pgbench_scale": plan.scale,
             "growth_rows": plan.growth_rows,
+            "due_grants": plan.due_grants,
         },
         machine=machine,
         settings=settings,

@@ -1,6 +1,7 @@
 """Setting up what the scenarios run against (setup, never measured): the
-migrated ledger with funded owners, the `floor` copy of its tables, the
-one-row table, pgbench's tables, and the 5,000,000-entry history."""
+migrated ledger with funded owners, the owners of the grant scenarios, the
+`floor` copy of its tables, the one-row table, pgbench's tables, the
+5,000,000-entry history and the due grants of the expiry scenario."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ import psycopg
 from psycopg import sql
 
 from bench import pgbench
-from bench.scripts import OWNERS
+from bench.scripts import EXPIRING, NEVER_EXPIRING, OWNERS
 from ledger_py.migrate import migrate
 
 FUNDING = 1_000_000  # credits of each uniform owner (the largest CREDIT_ADD)
 HOT_FUNDING_CALLS = 20  # the hot owner gets 20 x 1,000,000: enough for any run
+
+# The owners of the expiring-grants pair (bench/scripts.py): each `e` owner
+# has three grants of 1,000,000 that expire 10, 11 and 12 years from the
+# setup (far enough that no run reaches them, big enough that no run spends
+# one); each `n` owner one never-expiring grant of 1,000,000.
+EXPIRING_GRANT_YEARS = (10, 11, 12)
+BENCH_EXPIRING = "BENCH_EXPIRING"  # the credit operation of their grants (app bench)
 
 
 def database_url(server_url: str, dbname: str) -> str:
@@ -47,7 +55,40 @@ def prepare_ledger(url: str) -> None:
             " FROM generate_series(1, %s) g",
             (FUNDING, HOT_FUNDING_CALLS),
         )
-        conn.execute("VACUUM ANALYZE ledger.accounts, ledger.entries")
+        conn.execute("VACUUM ANALYZE ledger.accounts, ledger.entries, ledger.grants")
+
+
+def prepare_grant_owners(url: str) -> None:
+    """The owners of the expiring-grants pair, funded through the ledger's
+    own functions (grant_credits with an explicit expires_at, post_entry),
+    so their accounts, entries and grants are what those calls write."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT ledger.define_operation('bench', %s, 'credit', caller_sets_amount => true,"
+            " max_amount => %s, expires_after => interval '20 years',"
+            " description => 'benchmark grants that expire in years')",
+            (BENCH_EXPIRING, FUNDING),
+        )
+        for years in EXPIRING_GRANT_YEARS:
+            conn.execute(
+                "SELECT count(ledger.grant_credits(%(prefix)s || g, 'bench', %(op)s,"
+                " 'fund-' || %(years)s || '-' || g, %(amount)s,"
+                " expires_at => now() + %(years)s * interval '1 year'))"
+                " FROM generate_series(1, %(owners)s) g",
+                {
+                    "prefix": EXPIRING,
+                    "op": BENCH_EXPIRING,
+                    "years": years,
+                    "amount": FUNDING,
+                    "owners": OWNERS,
+                },
+            )
+        conn.execute(
+            "SELECT count(ledger.post_entry(%s || g, 'bench', 'CREDIT_ADD', 'fund-' || g, %s))"
+            " FROM generate_series(1, %s) g",
+            (NEVER_EXPIRING, FUNDING, OWNERS),
+        )
+        conn.execute("VACUUM ANALYZE ledger.accounts, ledger.entries, ledger.grants")
 
 
 # The floor's statement inside a function called the way ledger functions
@@ -78,29 +119,43 @@ $$
 """
 
 
+# The ledger's tables the floor copies: the account, the journal, and the
+# grants with their spending rows (the grants floor writes those too).
+FLOOR_TABLES = ("accounts", "entries", "grants", "grant_spending")
+
+
 def prepare_floor(url: str) -> list[str]:
-    """Schema `floor`: accounts and entries with the ledger's columns,
-    defaults, identity, CHECK constraints and indexes (LIKE ... INCLUDING ALL)
-    plus its foreign keys, read from the catalog so that a later migration is
-    followed. The append-only triggers are left out: they fire on UPDATE and
-    DELETE only, never on the insert path. Returns the foreign keys added."""
+    """Schema `floor`: accounts, entries, grants and grant_spending with the
+    ledger's columns, defaults, identity, CHECK constraints and indexes
+    (LIKE ... INCLUDING ALL) plus its foreign keys, read from the catalog so
+    that a later migration is followed. The append-only triggers are left
+    out: they fire on UPDATE, DELETE and TRUNCATE only, never on the write
+    path (the grants' no-DELETE trigger lets an UPDATE through). The owners
+    get the funding grants the ledger's owners have (one of 1,000,000 each,
+    20 for `hot`), never expiring. Returns the foreign keys added."""
     added: list[str] = []
+    tables = [f"ledger.{t}" for t in FLOOR_TABLES]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS floor CASCADE")
         conn.execute("CREATE SCHEMA floor")
-        conn.execute("CREATE TABLE floor.accounts (LIKE ledger.accounts INCLUDING ALL)")
-        conn.execute("CREATE TABLE floor.entries (LIKE ledger.entries INCLUDING ALL)")
+        for table in FLOOR_TABLES:
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                    sql.Identifier("floor", table), sql.Identifier("ledger", table)
+                )
+            )
         fks = conn.execute(
             "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)"
             " FROM pg_constraint c WHERE c.contype = 'f'"
-            " AND c.conrelid IN ('ledger.accounts'::regclass, 'ledger.entries'::regclass)"
-            " ORDER BY c.conname"
+            " AND c.conrelid = ANY(%s::regclass[])"
+            " ORDER BY c.conname",
+            (tables,),
         ).fetchall()
         for table, name, definition in fks:
             # Foreign keys between the copied tables point at the copies;
             # the others (holds) keep pointing at the ledger's tables.
-            definition = definition.replace("ledger.accounts(", "floor.accounts(")
-            definition = definition.replace("ledger.entries(", "floor.entries(")
+            for copied in FLOOR_TABLES:
+                definition = definition.replace(f"ledger.{copied}(", f"floor.{copied}(")
             target = table.replace("ledger.", "floor.", 1)
             conn.execute(
                 sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
@@ -117,10 +172,22 @@ def prepare_floor(url: str) -> list[str]:
             "INSERT INTO floor.accounts (owner_id, balance) VALUES ('hot', %s)",
             (FUNDING * HOT_FUNDING_CALLS,),
         )
+        conn.execute(
+            "INSERT INTO floor.grants (owner_id, entry_id, seq, app, operation, amount, remaining,"
+            " priority, expires_at, created_at)"
+            " SELECT owner_id, NULL, 0, 'bench', 'CREDIT_ADD', %(funding)s, %(funding)s, 50, NULL,"
+            " clock_timestamp()"
+            " FROM (SELECT 'o' || g AS owner_id FROM generate_series(1, %(owners)s) g"
+            "       UNION ALL SELECT 'hot' FROM generate_series(1, %(hot)s)) o",
+            {"funding": FUNDING, "owners": OWNERS, "hot": HOT_FUNDING_CALLS},
+        )
         conn.execute(FLOOR_FUNCTION)
         conn.execute("CREATE TABLE bench_counter (id integer PRIMARY KEY, v bigint NOT NULL)")
         conn.execute("INSERT INTO bench_counter VALUES (1, 0)")
-        conn.execute("VACUUM ANALYZE floor.accounts, floor.entries, bench_counter")
+        conn.execute(
+            "VACUUM ANALYZE floor.accounts, floor.entries, floor.grants, floor.grant_spending,"
+            " bench_counter"
+        )
     return added
 
 

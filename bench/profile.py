@@ -21,8 +21,12 @@ from ledger_cli.pgserver import throwaway_server
 SCENARIOS = {
     "floor_uniform": (scripts.FLOOR_UNIFORM, 8),
     "floor_hot": (scripts.FLOOR_HOT, 8),
+    "floor_grants_uniform": (scripts.FLOOR_GRANTS_UNIFORM, 8),
+    "floor_grants_hot": (scripts.FLOOR_GRANTS_HOT, 8),
     "post_entry_uniform": (scripts.POST_ENTRY_UNIFORM, 8),
     "post_entry_hot": (scripts.POST_ENTRY_HOT, 8),
+    "debit_never_expiring": (scripts.DEBIT_NEVER_EXPIRING, 8),
+    "debit_expiring": (scripts.DEBIT_EXPIRING, 8),
     "transfer_uniform": (scripts.TRANSFER_UNIFORM, 8),
     "get_balance": (scripts.GET_BALANCE, 8),
     "post_entries_batch": (scripts.POST_ENTRIES_BATCH, 1),
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         server_url = server.url(database="postgres")
         url = dataset.create_database(server_url, "bench")
         dataset.prepare_ledger(url)
+        if any(name.startswith("debit_") for name in args.scenarios):
+            dataset.prepare_grant_owners(url)
         dataset.prepare_floor(url)
         target = pgbench.Target("127.0.0.1", server.settings["port"], "postgres", "bench")
         with psycopg.connect(url, autocommit=True) as conn:

@@ -29,6 +29,8 @@ class Scenario:
     wal: list[dict[str, float]] = field(default_factory=list)  # per run, beside samples
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # Setup before each run, outside its timing and its WAL figures.
+    prepare: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,38 @@ class LatencyTarget:
 
 
 # Why a target can fall short on a machine like the one of bench/results
-# (2 cores, WAL flushes that cost little): measured in issue 7, see the
-# diagnostic ratios and `python -m bench.serverloop`.
+# (2 cores, WAL flushes that cost little): see the diagnostic ratios and
+# `python -m bench.serverloop` (backend CPU per call, one session).
+_EVENT = (
+    "its entry.posted event, in the write statement (a row with a jsonb payload and three "
+    "indexes, which neither floor writes: about 28% of post_entry's backend CPU)"
+)
 _CALL_COST = (
     "CPU-bound: the floor's statement inside a PL/pgSQL SECURITY DEFINER function alone "
-    "reaches about 0.93 (diagnostics); post_entry adds the key lock, one query for the "
-    "operation and the key, validation and the fingerprint, about 40 us of server time "
-    "per call beside the floor's 45 (bench.serverloop)"
+    "reaches 0.75 to 0.9 of the floor (diagnostics); post_entry also locks the owner's row in "
+    "a statement of its own (SELECT ... FOR UPDATE), reads the operation and the balance-alert "
+    "thresholds, validates, fingerprints, checks the key inside its write statement (two index "
+    f"probes), writes {_EVENT}, and then the credit's grant row (an INSERT into a table of "
+    "five indexes, with a foreign key, through two function calls): about 5.5x the bare "
+    "floor's backend CPU per call and 3.4x the grants floor's (bench.serverloop; 2.9x and 1.9x "
+    "with grants before events, 2.0x to 2.3x the bare floor's before grants)"
+)
+_GRANTS_CALL_COST = (
+    "the grants floor's rows, plus the lock statement, the operation and alert-threshold "
+    f"queries, validation, the fingerprint, {_EVENT}, and the calls into _apply, _grant_rows "
+    "and _grant: about 3.4x the grants floor's backend CPU per call (bench.serverloop; 1.9x "
+    "before events)"
+)
+_HOT_COST = (
+    "every client queues for the owner's row lock, which post_entry takes in a statement of "
+    "its own (SELECT ... FOR UPDATE) and holds through its write statement (with its "
+    "entry.posted event), the spending of the first grant (_spend: a query, then the grant's "
+    "UPDATE and the spending row) and the commit; the floor holds it for its one statement and "
+    "the commit. Backend CPU per call (one session, bench.serverloop): post_entry about 7x the "
+    "bare floor's and 2.9x the grants floor's (4x and 1.8x with grants before events; 2.1x to "
+    "2.4x the bare floor's before grants). The grant's UPDATE cannot be a HOT update "
+    "(remaining is in the predicate of its spending-order index): new index entries at every "
+    "debit, on the one row every client updates"
 )
 
 RATE_TARGETS = (
@@ -69,6 +96,13 @@ RATE_TARGETS = (
         "floor_uniform",
         0.85,
         if_missed=_CALL_COST,
+    ),
+    RateTarget(
+        "post_entry uniform / grants floor uniform (the floor + the grant row)",
+        "post_entry_uniform",
+        "floor_grants_uniform",
+        0.85,
+        if_missed=_GRANTS_CALL_COST,
     ),
     RateTarget(
         "post_entry uniform / tpcb-like",
@@ -83,8 +117,22 @@ RATE_TARGETS = (
         "post_entry_hot",
         "floor_hot",
         0.9,
-        if_missed="the row lock is held for one statement, as in the floor; the rest of the "
-        "call's CPU competes with the lock holder on 2 cores",
+        if_missed=_HOT_COST,
+    ),
+    RateTarget(
+        "post_entry hot owner / grants floor one owner (the floor + grant update + spending row)",
+        "post_entry_hot",
+        "floor_grants_hot",
+        0.9,
+        if_missed=_HOT_COST,
+    ),
+    RateTarget(
+        "debit, 3 active expiring grants / debit, one never-expiring grant (uniform)",
+        "debit_expiring",
+        "debit_never_expiring",
+        0.8,
+        "the same call; the owner's next_expiry is years ahead, so no expiry runs; the debit "
+        "spends the soonest-expiring grant",
     ),
     RateTarget(
         "transfer uniform / bare floor uniform",
@@ -92,6 +140,12 @@ RATE_TARGETS = (
         "floor_uniform",
         0.45,
         "a transfer is two entries",
+        if_missed="both legs write grant rows and events now: the sending leg spends (a query, "
+        "the grant's UPDATE, a spending row), the receiving leg reads what it spent "
+        "(_transfer_parts) and makes the mirroring grant, each leg writes its entry.posted event "
+        "and the transfer its transfer.posted event; backend CPU per transfer about 12x to 13x "
+        "the bare floor's (7x to 8x with grants before events, 3.3x to 3.5x before grants; "
+        "bench.serverloop)",
     ),
     RateTarget(
         "get_balance / select-only",
@@ -106,9 +160,10 @@ RATE_TARGETS = (
         "post_entries_batch",
         "post_entry_single_client",
         15.0,
-        if_missed="the bare floor of a batch is itself about 17x single calls here "
-        "(diagnostics); validation, key probes, running balances and account locks cost "
-        "post_entries about 40% of that floor",
+        if_missed="the bare floor of a batch (no grant rows) is itself 18x to 30x single calls "
+        "here (diagnostics, across runs); validation, key probes, running balances, account "
+        "locks and now the credits' grant rows (inserted in its write statement) leave "
+        "post_entries at about 0.4 of that floor (0.56 before grants)",
     ),
     RateTarget(
         "Python Ledger.post_entry / raw psycopg (8 threads)", "python_wrapper", "python_raw", 0.85
@@ -139,6 +194,18 @@ DIAGNOSTIC_RATIOS = (
         "post_entry uniform / bare floor in a function", "post_entry_uniform", "floor_function", 0.0
     ),
     RateTarget(
+        "grants floor uniform / bare floor uniform (what a credit's grant row costs plain SQL)",
+        "floor_grants_uniform",
+        "floor_uniform",
+        0.0,
+    ),
+    RateTarget(
+        "grants floor one owner / bare floor one owner (what a debit's grant rows cost plain SQL)",
+        "floor_grants_hot",
+        "floor_hot",
+        0.0,
+    ),
+    RateTarget(
         "post_entries / bare floor of a batch (1 client, entries/s)",
         "post_entries_batch",
         "floor_batch",
@@ -148,6 +215,19 @@ DIAGNOSTIC_RATIOS = (
         "bare floor of a batch / single post_entry (1 client, entries/s)",
         "floor_batch",
         "post_entry_single_client",
+        0.0,
+    ),
+    RateTarget(
+        "expire_grants, 2 sessions / 1 session (grants/s)",
+        "expire_grants_2",
+        "expire_grants_1",
+        0.0,
+    ),
+    RateTarget(
+        "expire_grants grants/s (1 session) / post_entries entries/s (1 client): both write "
+        "1,000 entries per transaction",
+        "expire_grants_1",
+        "post_entries_batch",
         0.0,
     ),
 )

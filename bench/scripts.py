@@ -1,13 +1,17 @@
 """The pgbench scripts of the scenarios (SQL the clients send, -M prepared).
 
-Owners are 'o1'..'o10000' (pre-created, funded) and 'hot'. Idempotency keys
-are unique per transaction: a random bigint drawn per transaction (a
-collision in 9e18 would be a replay, not an error).
+Owners are 'o1'..'o10000' (pre-created, funded) and 'hot'; for the pair of
+debits over grants, 'e1'..'e10000' (three expiring grants each) and
+'n1'..'n10000' (one never-expiring grant each). Idempotency keys are unique
+per transaction: a random bigint drawn per transaction (a collision in 9e18
+would be a replay, not an error).
 """
 
 from __future__ import annotations
 
 OWNERS = 10_000
+EXPIRING = "e"  # owner prefix: three active expiring grants each
+NEVER_EXPIRING = "n"  # owner prefix: one never-expiring grant each
 
 _KEY = "\\set key random(1, 9000000000000000000)\n"
 _OWNER = f"\\set owner random(1, {OWNERS})\n"
@@ -57,6 +61,68 @@ RETURNING entry_id, balance;
 """
 )
 
+# The grants floor: the bare floor plus the grant rows the ledger writes
+# now, still one plain statement on the floor tables. A credit also makes
+# its grant (never expiring, as CREDIT_ADD's).
+FLOOR_GRANTS_UNIFORM = (
+    _OWNER
+    + _KEY
+    + """\
+WITH a AS (
+    UPDATE floor.accounts SET balance = balance + 1, last_seq = last_seq + 1,
+        updated_at = clock_timestamp()
+    WHERE owner_id = 'o' || :owner
+    RETURNING owner_id, balance, last_seq, updated_at),
+e AS (
+    INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance, idempotency_key,
+                               fingerprint, metadata, created_at, created_by)
+    SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_ADD', 1, a.balance, 'k' || :key,
+           md5('k' || :key)::uuid, '{}', a.updated_at, current_user
+    FROM a
+    RETURNING owner_id, entry_id, seq, amount, created_at)
+INSERT INTO floor.grants (owner_id, entry_id, seq, app, operation, amount, remaining, priority,
+                          expires_at, created_at)
+SELECT e.owner_id, e.entry_id, e.seq, 'bench', 'CREDIT_ADD', e.amount, e.amount, 50, NULL,
+       e.created_at
+FROM e
+RETURNING entry_id;
+"""
+)
+
+# A debit of the hot owner with its grant rows: the first grant in spending
+# order (found through the same partial index the ledger reads) loses the
+# credit, and one spending row records it.
+FLOOR_GRANTS_HOT = (
+    _KEY
+    + """\
+WITH a AS (
+    UPDATE floor.accounts SET balance = balance - 1, last_seq = last_seq + 1,
+        updated_at = clock_timestamp()
+    WHERE owner_id = 'hot' AND balance >= 1
+    RETURNING owner_id, balance, last_seq, updated_at),
+e AS (
+    INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance, idempotency_key,
+                               fingerprint, metadata, created_at, created_by)
+    SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_SPEND', -1, a.balance, 'k' || :key,
+           md5('k' || :key)::uuid, '{}', a.updated_at, current_user
+    FROM a
+    RETURNING owner_id, entry_id, seq),
+g AS (
+    UPDATE floor.grants g SET remaining = g.remaining - 1
+    FROM e
+    WHERE g.owner_id = e.owner_id
+      AND g.grant_id = (SELECT x.grant_id FROM floor.grants x
+                        WHERE x.owner_id = 'hot' AND x.status = 'active' AND x.remaining > 0
+                        ORDER BY x.priority, x.expires_at, x.seq, x.grant_id
+                        LIMIT 1)
+    RETURNING g.owner_id, g.grant_id)
+INSERT INTO floor.grant_spending (owner_id, entry_id, grant_id, seq, amount)
+SELECT e.owner_id, e.entry_id, g.grant_id, e.seq, -1
+FROM e JOIN g USING (owner_id)
+RETURNING entry_id;
+"""
+)
+
 ONE_ROW_UPDATE = "UPDATE bench_counter SET v = v + 1 WHERE id = 1;\n"
 
 POST_ENTRY_UNIFORM = (
@@ -82,6 +148,24 @@ TRANSFER_UNIFORM = (
     + _KEY
     + """\
 SELECT * FROM ledger.transfer('o' || :a, 'o' || :b, 1, 'bench', 't' || :key);
+"""
+)
+
+# The pair of debits over grants: the same call for an owner whose three
+# grants expire (in years) and for one whose single grant never does.
+DEBIT_EXPIRING = (
+    _OWNER
+    + _KEY
+    + f"""\
+SELECT * FROM ledger.post_entry('{EXPIRING}' || :owner, 'bench', 'CREDIT_SPEND', 'k' || :key, 1);
+"""
+)
+DEBIT_NEVER_EXPIRING = (
+    _OWNER
+    + _KEY
+    + f"""\
+SELECT * FROM ledger.post_entry('{NEVER_EXPIRING}' || :owner, 'bench', 'CREDIT_SPEND', 'k' || :key,
+                                1);
 """
 )
 

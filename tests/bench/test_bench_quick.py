@@ -26,12 +26,18 @@ ALWAYS_RUN = (
     "one_row_update",
     "floor_uniform",
     "floor_hot",
+    "floor_grants_uniform",
+    "floor_grants_hot",
     "post_entry_uniform",
     "post_entry_hot",
     "transfer_uniform",
     "get_balance",
     "post_entry_single_client",
     "python_raw",
+    "debit_never_expiring",
+    "debit_expiring",
+    "expire_grants_1",
+    "expire_grants_2",
 )
 # Those that wait for code written elsewhere: run when it exists.
 WHEN_AVAILABLE = ("post_entries_batch", "python_wrapper", "http_post_ledger")
@@ -117,10 +123,26 @@ def test_targets_carry_value_threshold_and_verdict(quick_results: tuple[dict, Pa
         else:
             assert isinstance(t["pass"], bool)
             assert t["value"] > 0
-    floor_ratio = next(
-        t for t in targets if t["title"] == "post_entry uniform / bare floor uniform"
-    )
-    assert floor_ratio["value"] is not None
+    by_pair = {(t.get("numerator"), t.get("denominator")): t for t in targets}
+    for pair in (
+        ("post_entry_uniform", "floor_uniform"),
+        ("post_entry_uniform", "floor_grants_uniform"),
+        ("post_entry_hot", "floor_hot"),
+        ("post_entry_hot", "floor_grants_hot"),
+        ("debit_expiring", "debit_never_expiring"),
+    ):
+        assert by_pair[pair]["value"] is not None, pair
+    assert by_pair[("debit_expiring", "debit_never_expiring")]["threshold"] == 0.8
+
+
+def test_expiry_scenarios_count_grants(quick_results: tuple[dict, Path, str]) -> None:
+    results = quick_results[0]
+    due = results["plan"]["due_grants"]
+    for key, sessions in (("expire_grants_1", 1), ("expire_grants_2", 2)):
+        sc = results["scenarios"][key]
+        assert sc["unit"] == "grants/s" and sc["clients"] == sessions
+        assert [run["count"] for run in sc["runs"]] == [due]
+        assert sc["calls_per_run"][0] >= due // 1000
 
 
 def test_diagnostic_ratios_come_without_a_verdict(quick_results: tuple[dict, Path, str]) -> None:
