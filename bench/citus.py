@@ -97,10 +97,12 @@ SCENARIOS = (
         "post_entry_delegated",
         "ledger.post_entry credit, uniform over 10,000 owners, outside a transaction block",
         POST_ENTRY_UNIFORM,
-        "Delegated: the coordinator parses the call, hashes owner_id and sends the whole "
-        "call to the owner's worker (one extra network hop and one more backend per call); "
-        "the worker runs the function and commits locally: one WAL flush, as on the plain "
-        "server; the coordinator writes nothing. Most of the distance is on the worker: "
+        "Delegated: the coordinator runs the entry point ledger.post_entry (the owner "
+        "checked, the writer read), and Citus sends the call of ledger_shard.post_entry "
+        "whole to the owner's worker in a remote transaction (BEGIN with a distributed "
+        "transaction id, the call, COMMIT: three round trips on one connection, one more "
+        "backend per call); the worker runs the function and commits: one WAL flush, as on "
+        "the plain server; the coordinator writes nothing. Most of the distance is on the worker: "
         "Citus runs _apply's account update + entry insert (a data-modifying CTE feeding an "
         "INSERT) as INSERT ... SELECT through an intermediate result (the rows copied into "
         "a result file, then inserted from it), about 1.8 ms of the 2.8 ms of server time "
@@ -112,13 +114,13 @@ SCENARIOS = (
         "post_entry_in_transaction",
         "BEGIN; ledger.post_entry (uniform); COMMIT",
         POST_ENTRY_IN_TRANSACTION,
-        "Not delegated: the coordinator runs the function, and each statement on the "
-        "owner's shard is a round trip to the worker (BEGIN with a distributed transaction "
-        "id, the row lock, the account update, its rows copied back into an intermediate "
-        "result on the worker, the entry insert from it); COMMIT is a two-phase commit "
-        "(PREPARE TRANSACTION on the worker, the commit record on the coordinator, COMMIT "
-        "PREPARED): WAL flushes "
-        "on two nodes instead of one (see the flushes per call).",
+        "Delegated too (force_delegation): the coordinator runs the entry point, and the "
+        "call of ledger_shard.post_entry goes whole to the owner's worker inside the "
+        "caller's distributed transaction (BEGIN with a distributed transaction id, the "
+        "call); COMMIT is a one-phase commit on that worker, the only node written: one WAL "
+        "flush there, none on the coordinator (see the flushes per call), where a function "
+        "run on the coordinator would cost a round trip per statement and a two-phase "
+        "commit.",
     ),
     CitusScenario(
         "transfer_across_workers",
@@ -275,18 +277,38 @@ def store_pairs(url: str, pairs: list[tuple[int, str, str]]) -> None:
 
 
 def routing(url: str) -> dict[str, str]:
-    """How the coordinator plans post_entry outside and inside a transaction
-    block (EXPLAIN, nothing runs): the first lines of each plan."""
-    call = "SELECT * FROM ledger.post_entry('o1', 'bench', 'CREDIT_ADD', 'explain', 1)"
+    """What the coordinator sends the workers for one post_entry, outside and
+    inside a transaction block (citus.log_remote_commands): each command's
+    start and the node it went to."""
+    call = "SELECT * FROM ledger.post_entry('o1', 'bench', 'CREDIT_ADD', %s, 1)"
 
-    def plan(conn: psycopg.Connection[Any]) -> str:
-        lines = [r[0].strip() for r in conn.execute("EXPLAIN (COSTS OFF) " + call).fetchall()]
-        return " / ".join(line for line in lines if line)[:300]
+    def sent(conn: psycopg.Connection[Any], key: str, block: bool) -> str:
+        commands: list[str] = []
+
+        def note(notice: psycopg.errors.Diagnostic) -> None:
+            text = notice.message_primary or ""
+            if text.startswith("issuing "):
+                where = (notice.message_detail or "").split("@")[-1].split(" ")[0]
+                command = text[len("issuing ") :]
+                if " FROM " in command:  # the call itself: the function it names
+                    function = command.split(" FROM ", 1)[1].split("(")[0]
+                    command = f"SELECT ... FROM {function}(...)"
+                commands.append(f"{command.split(';')[0][:60]} -> {where}")
+
+        conn.add_notice_handler(note)
+        conn.execute("SET citus.log_remote_commands = on")
+        if block:
+            with conn.transaction():
+                conn.execute(call, (key,))
+        else:
+            conn.execute(call, (key,))
+        conn.execute("RESET citus.log_remote_commands")
+        conn.remove_notice_handler(note)
+        return "; ".join(commands)
 
     with psycopg.connect(url, autocommit=True) as conn:
-        outside = plan(conn)
-        with conn.transaction():
-            inside = plan(conn)
+        outside = sent(conn, "routing-outside", False)
+        inside = sent(conn, "routing-inside", True)
     return {"outside a transaction block": outside, "inside BEGIN ... COMMIT": inside}
 
 
@@ -446,7 +468,13 @@ def markdown(results: dict[str, Any]) -> str:
                 + " |"
             )
     if results.get("routing"):
-        lines += ["", "## How the coordinator plans post_entry (EXPLAIN)", ""]
+        lines += [
+            "",
+            "## What the coordinator sends the workers for one post_entry",
+            "",
+            "citus.log_remote_commands during one call (the commands, and the node each went to):",
+            "",
+        ]
         for where, text in results["routing"].items():
             lines.append(f"- {where}: `{text}`")
     lines += [

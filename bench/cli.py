@@ -95,6 +95,7 @@ def parse_args(argv: list[str] | None) -> Plan:
             seconds=0.0,
             scale=0,
             growth_rows=0,
+            due_grants=0,
             out=args.out or (RESULTS / "tmp" if quick else RESULTS),
             only=None,
             debug=args.debug,

@@ -443,8 +443,15 @@ $$;
 
 -- The role that wrote a row: the role set with SET ROLE, else the login role
 -- (inside SECURITY DEFINER functions current_user is the owner, not the caller).
+-- A function of schema ledger_shard that Citus runs on the owner's worker
+-- runs there in a session of ledger_schema_owner, the role it was reached
+-- as: it sets ledger.writer to the writer its caller passed from the
+-- coordinator, and that names the writer. Only in a session of the schema
+-- owner, which no caller can open; anywhere else ledger.writer is ignored.
 CREATE OR REPLACE FUNCTION ledger._writer()
 RETURNS text
 LANGUAGE sql STABLE
-AS $$ SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text
+AS $$ SELECT CASE WHEN session_user = 'ledger_schema_owner'
+                       AND current_setting('ledger.writer', true) <> '' THEN current_setting('ledger.writer', true)
+                  WHEN current_setting('role') = 'none' THEN session_user::text
                   ELSE current_setting('role') END $$;

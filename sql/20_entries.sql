@@ -321,13 +321,20 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.post_entry(
+-- post_entry as it runs on the owner's shard: everything the call does,
+-- once ledger.post_entry (below) has checked the owner and read the writer.
+-- On Citus this is the function distributed by owner_id (force delegation):
+-- a call runs whole on the owner's worker, reached as the schema owner,
+-- hence created_by, the caller's role read on the coordinator. Schema
+-- ledger_shard: no caller may name it (migrations/0017_ledger_shard.sql).
+CREATE OR REPLACE FUNCTION ledger_shard.post_entry(
     owner_id        text,
     app             text,
     operation       text,
     idempotency_key text,
-    amount          numeric DEFAULT NULL,
-    metadata        text DEFAULT '{}')
+    amount          numeric,
+    metadata        text,
+    created_by      text)
 RETURNS ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -339,6 +346,7 @@ DECLARE
     v_meta    jsonb;
     v_fp      uuid;
 BEGIN
+    PERFORM set_config('ledger.writer', post_entry.created_by, true);  -- ledger._writer()
     v_checked := ledger._require_id('owner_id', post_entry.owner_id);
     v_checked := ledger._require_id('idempotency_key', post_entry.idempotency_key);
     SELECT o.* INTO v_op FROM ledger.operations o
@@ -357,6 +365,35 @@ BEGIN
                          CASE v_op.direction WHEN 'debit' THEN -v_amount ELSE v_amount END,
                          post_entry.idempotency_key, v_fp, v_meta,
                          p_priority => v_op.grant_priority, p_expires_after => v_op.expires_after);
+END
+$$;
+
+-- The entry point: a plain function on every node, never distributed. It
+-- refuses a missing or malformed owner (LG007) before the call below is
+-- planned (on Citus a NULL owner_id there would crash the backend), reads
+-- the writer here, and calls the shard function in one statement with a
+-- FROM clause (Citus delegates that form of call, not a PL/pgSQL
+-- expression).
+CREATE OR REPLACE FUNCTION ledger.post_entry(
+    owner_id        text,
+    app             text,
+    operation       text,
+    idempotency_key text,
+    amount          numeric DEFAULT NULL,
+    metadata        text DEFAULT '{}')
+RETURNS ledger.entry_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_owner  text := ledger._require_id('owner_id', post_entry.owner_id);
+    v_writer text := ledger._writer();
+    v_result ledger.entry_result;
+BEGIN
+    SELECT * INTO v_result
+    FROM ledger_shard.post_entry(v_owner, post_entry.app, post_entry.operation, post_entry.idempotency_key,
+                                 post_entry.amount, post_entry.metadata, v_writer);
+    RETURN v_result;
 END
 $$;
 COMMENT ON FUNCTION ledger.post_entry(text, text, text, text, numeric, text) IS $$

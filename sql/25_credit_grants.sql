@@ -404,15 +404,20 @@ AS $$
                 ELSE 'active' END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.grant_credits(
+-- grant_credits as it runs on the owner's shard; ledger.grant_credits
+-- (below) is the entry point. As ledger_shard.post_entry
+-- (sql/20_entries.sql): on Citus distributed by owner_id and run whole on
+-- the owner's worker.
+CREATE OR REPLACE FUNCTION ledger_shard.grant_credits(
     owner_id        text,
     app             text,
     operation       text,
     idempotency_key text,
-    amount          numeric DEFAULT NULL,
-    expires_at      timestamptz DEFAULT NULL,
-    priority        integer DEFAULT NULL,
-    metadata        text DEFAULT '{}')
+    amount          numeric,
+    expires_at      timestamptz,
+    priority        integer,
+    metadata        text,
+    created_by      text)
 RETURNS ledger.entry_result
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -424,6 +429,7 @@ DECLARE
     v_fp     uuid;
     v_now    timestamptz := clock_timestamp();
 BEGIN
+    PERFORM set_config('ledger.writer', grant_credits.created_by, true);  -- ledger._writer()
     PERFORM ledger._require_id('owner_id', grant_credits.owner_id);
     PERFORM ledger._require_id('idempotency_key', grant_credits.idempotency_key);
     v_op := ledger._operation_for(grant_credits.app, grant_credits.operation);
@@ -463,6 +469,33 @@ BEGIN
                          grant_credits.idempotency_key, v_fp, v_meta,
                          p_priority => coalesce(grant_credits.priority, v_op.grant_priority),
                          p_expires_after => v_op.expires_after, p_expires_at => grant_credits.expires_at);
+END
+$$;
+
+-- The entry point, never distributed: as ledger.post_entry.
+CREATE OR REPLACE FUNCTION ledger.grant_credits(
+    owner_id        text,
+    app             text,
+    operation       text,
+    idempotency_key text,
+    amount          numeric DEFAULT NULL,
+    expires_at      timestamptz DEFAULT NULL,
+    priority        integer DEFAULT NULL,
+    metadata        text DEFAULT '{}')
+RETURNS ledger.entry_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_owner  text := ledger._require_id('owner_id', grant_credits.owner_id);
+    v_writer text := ledger._writer();
+    v_result ledger.entry_result;
+BEGIN
+    SELECT * INTO v_result
+    FROM ledger_shard.grant_credits(v_owner, grant_credits.app, grant_credits.operation,
+                                    grant_credits.idempotency_key, grant_credits.amount, grant_credits.expires_at,
+                                    grant_credits.priority, grant_credits.metadata, v_writer);
+    RETURN v_result;
 END
 $$;
 COMMENT ON FUNCTION ledger.grant_credits(text, text, text, text, numeric, timestamptz, integer, text) IS $$

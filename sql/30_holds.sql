@@ -103,13 +103,17 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.create_hold(
+-- create_hold as it runs on the owner's shard; ledger.create_hold (below)
+-- is the entry point. As ledger_shard.post_entry (sql/20_entries.sql): on
+-- Citus distributed by owner_id and run whole on the owner's worker.
+CREATE OR REPLACE FUNCTION ledger_shard.create_hold(
     owner_id        text,
     app             text,
     operation       text,
     idempotency_key text,
-    amount          numeric DEFAULT NULL,
-    ttl             interval DEFAULT '15 minutes')
+    amount          numeric,
+    ttl             interval,
+    created_by      text)
 RETURNS ledger.hold_result
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -126,6 +130,7 @@ DECLARE
     v_alerts  jsonb;
     v_before  bigint;
 BEGIN
+    PERFORM set_config('ledger.writer', create_hold.created_by, true);  -- ledger._writer()
     PERFORM ledger._require_id('owner_id', create_hold.owner_id);
     PERFORM ledger._require_id('idempotency_key', create_hold.idempotency_key);
     v_op := ledger._operation_for(create_hold.app, create_hold.operation);
@@ -205,6 +210,30 @@ BEGIN
     END IF;
     RETURN (v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation, v_hold.amount, v_hold.status,
             v_hold.expires_at, false)::ledger.hold_result;
+END
+$$;
+
+-- The entry point, never distributed: as ledger.post_entry.
+CREATE OR REPLACE FUNCTION ledger.create_hold(
+    owner_id        text,
+    app             text,
+    operation       text,
+    idempotency_key text,
+    amount          numeric DEFAULT NULL,
+    ttl             interval DEFAULT '15 minutes')
+RETURNS ledger.hold_result
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_owner  text := ledger._require_id('owner_id', create_hold.owner_id);
+    v_writer text := ledger._writer();
+    v_result ledger.hold_result;
+BEGIN
+    SELECT * INTO v_result
+    FROM ledger_shard.create_hold(v_owner, create_hold.app, create_hold.operation, create_hold.idempotency_key,
+                                  create_hold.amount, create_hold.ttl, v_writer);
+    RETURN v_result;
 END
 $$;
 COMMENT ON FUNCTION ledger.create_hold(text, text, text, text, numeric, interval) IS $$

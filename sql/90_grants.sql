@@ -4,6 +4,11 @@
 -- Everything is owned by ledger_schema_owner (migrations/0009), which no app
 -- or operator role can act as; each role below gets only these grants.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC, ledger_owner;
+-- The functions of schema ledger_shard (what post_entry, create_hold and
+-- grant_credits run on the owner's shard) are their owner's alone: callers
+-- reach them through the functions of schema ledger, and no role but the
+-- owner has USAGE on the schema (migrations/0017_ledger_shard.sql).
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger_shard FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_app, ledger_reader, ledger_owner;
 
 GRANT SELECT ON ledger.apps, ledger.operations, ledger.accounts, ledger.entries, ledger.holds,

@@ -477,13 +477,16 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
+# Schema ledger_shard holds what post_entry, create_hold and grant_credits run
+# on the owner's shard, under the same names: their bodies count as their
+# entry points'.
 _BODIES = """
 SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = 'ledger'
+WHERE n.nspname IN ('ledger', 'ledger_shard')
 """
 
-_CALL = re.compile(r"\bledger\.([a-z_][a-z0-9_]*)\s*\(")
+_CALL = re.compile(r"\bledger(?:_shard)?\.([a-z_][a-z0-9_]*)\s*\(")
 _SQLSTATE = re.compile(r"'(LG[0-9A-Z]{3})'")
 
 

@@ -1,6 +1,6 @@
 -- The ledger on Citus (distributed PostgreSQL): everything Citus-specific
 -- that `ledger migrate` does, in one place. ledger_py/migrate.py runs this
--- file only on a database where the citus extension exists; it defines three
+-- file only on a database where the citus extension exists; it defines
 -- functions in pg_temp (this session only, never propagated to the workers)
 -- and calls them, as the migrating superuser:
 --
@@ -10,10 +10,11 @@
 --   pg_temp.ledger_distribute_tables()     before sql/ is loaded
 --   pg_temp.ledger_distribute_functions()  after it is loaded
 --
--- the last two in the transaction that loads sql/, with
--- citus.multi_shard_modify_mode = 'sequential'.
+-- the last two each in a transaction of its own, with
+-- citus.multi_shard_modify_mode = 'sequential' (both call a fourth,
+-- pg_temp.ledger_undistribute_callable_functions()).
 --
--- All three are idempotent: a second migrate finds everything in place and
+-- All of them are idempotent: a second migrate finds everything in place and
 -- changes nothing. On plain PostgreSQL none of this runs; the tables,
 -- constraints and functions are the same.
 --
@@ -27,10 +28,15 @@
 --   * ledger.event_feed stays a plain table on the coordinator;
 --   * the example app's tables (schema example_app) are Citus local tables:
 --     they stay on the coordinator, in Citus's metadata;
---   * every public function with an owner_id argument that touches that
---     owner only is distributed by that argument, colocated with
---     ledger.accounts: a call outside a transaction block runs whole on the
---     owner's worker.
+--   * the functions of schema ledger_shard (post_entry, create_hold and
+--     grant_credits as they run on the owner's shard) are distributed by
+--     owner_id, colocated with ledger.accounts, with force_delegation: the
+--     call their entry point in schema ledger makes runs whole on the
+--     owner's worker. Nothing else is distributed by an argument: Citus
+--     12.1 crashes the coordinator's backend when a distributed function is
+--     called with a NULL distribution argument or from a subquery, so no
+--     caller may name one (no USAGE on ledger_shard for any role but its
+--     owner; docs/CITUS.md, "A distributed function crashes Citus 12.1").
 --
 -- The schema owner and the workers. Citus reaches the workers as the role
 -- that runs a statement, and the SECURITY DEFINER functions run as
@@ -103,6 +109,12 @@ BEGIN
     IF failed IS NOT NULL THEN
         RAISE EXCEPTION 'cannot give the workers the schema owner''s password: %', failed;
     END IF;
+
+    -- 0b. No function outside schema ledger_shard keeps a distribution
+    -- argument (an earlier release distributed ledger.post_entry and the
+    -- other public single-owner functions by owner_id): cleared before sql/
+    -- loads their new definitions, which must not be delegated.
+    PERFORM pg_temp.ledger_undistribute_callable_functions();
 
     -- 1. What is still to do.
     SELECT coalesce(array_agg(c.oid ORDER BY c.oid <> 'ledger.accounts'::regclass, c.relname), '{}')
@@ -213,43 +225,70 @@ $distribute$;
 CREATE OR REPLACE FUNCTION pg_temp.ledger_distribute_functions() RETURNS integer
 LANGUAGE plpgsql AS $distribute$
 DECLARE
-    -- It takes an owner_id but may write to another owner too (the other
-    -- leg of a transfer it reverses): it stays on the coordinator.
-    spanning constant text[] := ARRAY['reverse_entry'];
+    r record;
+    done integer := 0;
+    users text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    -- No other function keeps a distribution argument (an earlier release
+    -- distributed the public single-owner functions of schema ledger).
+    PERFORM pg_temp.ledger_undistribute_callable_functions();
+    -- The functions of schema ledger_shard, by owner_id, colocated with
+    -- ledger.accounts. force_delegation: each is called from inside its
+    -- entry point in schema ledger, where Citus delegates a call only with
+    -- it; the delegated call then joins the caller's distributed
+    -- transaction (a statement that fails later rolls it back on the
+    -- worker too), in or out of a transaction block.
+    FOR r IN
+        SELECT p.oid::regprocedure AS routine
+        FROM pg_proc p
+        WHERE p.pronamespace = 'ledger_shard'::regnamespace AND p.prokind = 'f'
+          AND NOT EXISTS (SELECT 1 FROM pg_dist_object d
+                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                            AND d.distribution_argument_index IS NOT NULL AND d.force_delegation)
+        ORDER BY 1::text
+    LOOP
+        PERFORM create_distributed_function(r.routine, 'owner_id', colocate_with := 'ledger.accounts',
+                                            force_delegation := true);
+        done := done + 1;
+    END LOOP;
+    -- What makes this safe (docs/CITUS.md, "A distributed function crashes
+    -- Citus 12.1"): no role but the schema owner may use ledger_shard.
+    SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ', ')
+    INTO users
+    FROM pg_namespace n, aclexplode(n.nspacl) a
+    WHERE n.nspname = 'ledger_shard' AND a.privilege_type = 'USAGE' AND a.grantee <> n.nspowner;
+    IF users IS NOT NULL THEN
+        RAISE EXCEPTION 'schema ledger_shard must be usable by its owner alone; USAGE is granted to %', users
+            USING HINT = 'REVOKE USAGE ON SCHEMA ledger_shard FROM ' || users || ';';
+    END IF;
+    RETURN done;
+END
+$distribute$;
+
+
+-- Guarantees: no function outside schema ledger_shard has a distribution
+-- argument (each such function stays a distributed object, without one:
+-- create_distributed_function without an argument clears it on every
+-- node). Returns how many it cleared. Run before sql/ is loaded too, so
+-- that the public functions an earlier release distributed are plain
+-- functions again before their new definitions arrive.
+CREATE OR REPLACE FUNCTION pg_temp.ledger_undistribute_callable_functions() RETURNS integer
+LANGUAGE plpgsql AS $distribute$
+DECLARE
     r record;
     done integer := 0;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
     FOR r IN
         SELECT p.oid::regprocedure AS routine
-        FROM pg_proc p
-        JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = 'ledger' AND p.prokind = 'f'
-          AND p.proname NOT LIKE '\_%' AND NOT (p.proname = ANY (spanning))
-          -- an input argument named owner_id, of type text
-          -- an input argument named owner_id, of type text, without a default:
-          -- a trailing `owner_id => NULL` (get_entry, capture_hold, ...) is
-          -- optional, and Citus 12.1 crashes the backend (signal 11) when a
-          -- call of a distributed function leaves its distribution argument
-          -- to the default. Input arguments come first in proargnames only
-          -- when there are no OUT ones before them: count input positions.
-          AND EXISTS (SELECT 1
-                      FROM (SELECT a.name, a.typ,
-                                   count(*) FILTER (WHERE a.mode IN ('i', 'b', 'v'))
-                                       OVER (ORDER BY a.o) AS input_position
-                            FROM unnest(p.proargnames,
-                                        coalesce(p.proargmodes::text[], array_fill('i'::text, ARRAY[p.pronargs])),
-                                        coalesce(p.proallargtypes, p.proargtypes::oid[]))
-                                 WITH ORDINALITY AS a(name, mode, typ, o)) x
-                      WHERE x.name = 'owner_id' AND x.typ = 'text'::regtype
-                        AND x.input_position <= p.pronargs - p.pronargdefaults)
-          AND NOT EXISTS (SELECT 1 FROM pg_dist_object d
-                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                            AND d.distribution_argument_index IS NOT NULL)
+        FROM pg_dist_object d
+        JOIN pg_proc p ON p.oid = d.objid
+        WHERE d.classid = 'pg_proc'::regclass AND d.distribution_argument_index IS NOT NULL
+          AND p.pronamespace <> 'ledger_shard'::regnamespace
         ORDER BY 1::text
     LOOP
-        PERFORM create_distributed_function(r.routine, 'owner_id',
-                                            colocate_with := 'ledger.accounts');
+        PERFORM create_distributed_function(r.routine);
         done := done + 1;
     END LOOP;
     RETURN done;

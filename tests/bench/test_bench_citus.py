@@ -73,8 +73,13 @@ def test_each_call_has_a_ratio_and_its_reason(citus_quick: tuple[dict, Path]) ->
     assert "fsync=on" in markdown and "synchronous_commit=on" in markdown
 
 
-def test_the_call_outside_a_transaction_block_is_delegated(citus_quick: tuple[dict, Path]) -> None:
-    routing = citus_quick[0]["routing"]
-    assert "Citus Adaptive" in routing["outside a transaction block"]
-    assert "Task Count: 1" in routing["outside a transaction block"]
-    assert "Citus" not in routing["inside BEGIN ... COMMIT"]
+def test_post_entry_is_one_call_on_the_owners_worker_in_a_transaction_block_or_not(
+    citus_quick: tuple[dict, Path],
+) -> None:
+    """The entry point ledger.post_entry runs on the coordinator; the call
+    of ledger_shard.post_entry it makes is sent whole to one worker."""
+    for where, sent in citus_quick[0]["routing"].items():
+        calls = [c for c in sent.split("; ") if "ledger_shard.post_entry(" in c]
+        assert len(calls) == 1, (where, sent)
+        node = calls[0].split(" -> ")[1]
+        assert all(c.endswith(f" -> {node}") for c in sent.split("; ")), (where, sent)

@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -336,7 +337,12 @@ def drop_database(coordinator_url: str, name: str) -> None:
                     # worker may keep a prepared transaction of a two-phase commit
                     # whose coordinator is gone (rolled back here: the database goes).
                     if time.monotonic() > deadline:
-                        raise
+                        # A throwaway database of the test cluster that will
+                        # not go: left behind (the cluster itself is removed
+                        # with its folder at the end of the session) rather
+                        # than failing an unrelated test.
+                        print(f"could not drop {name} on {node_url}: left behind", file=sys.stderr)
+                        break
                     conn.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                         " WHERE datname = %s AND pid <> pg_backend_pid()",
@@ -390,6 +396,11 @@ def clone_database(coordinator_url: str, template: str, name: str) -> str:
                 except psycopg.errors.ObjectInUse:
                     # A backend of the template still exiting.
                     if time.monotonic() > deadline:
-                        raise
+                        # A throwaway database of the test cluster that will
+                        # not go: left behind (the cluster itself is removed
+                        # with its folder at the end of the session) rather
+                        # than failing an unrelated test.
+                        print(f"could not drop {name} on {node_url}: left behind", file=sys.stderr)
+                        break
                     time.sleep(0.05)
     return _with_database(coordinator_url, name)

@@ -1,7 +1,7 @@
 """`ledger migrate` on a Citus coordinator distributes the ledger
 (sql/citus/distribute.sql): per-owner tables by owner_id and colocated,
 reference tables, the example app's tables as Citus local tables, the
-single-owner functions delegated to the owner's worker, the schema owner able
+single-owner writes delegated to the owner's worker, the schema owner able
 to reach every node, the append-only triggers on the shards; a second run
 changes nothing; an existing single-server ledger moves onto the cluster
 without losing an entry.
@@ -13,6 +13,7 @@ without losing an entry.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -40,16 +41,12 @@ PER_OWNER = {
     "ledger.events",
 }
 REFERENCE = {"ledger.apps", "ledger.operations", "ledger.api_keys", "ledger.balance_alerts"}
-SINGLE_OWNER_FUNCTIONS = {
-    "post_entry",
-    "get_balance",
-    "list_entries",
-    "balance_at",
-    "create_hold",
-    "list_holds",
-    "grant_credits",
-    "list_grants",
-    "list_spending",
+# The functions distributed by owner_id: what post_entry, create_hold and
+# grant_credits run on the owner's shard, in a schema no caller may use.
+SHARD_FUNCTIONS = {
+    "ledger_shard.post_entry",
+    "ledger_shard.create_hold",
+    "ledger_shard.grant_credits",
 }
 _names = itertools.count()
 
@@ -135,49 +132,114 @@ def test_an_owners_rows_live_on_one_worker_and_owners_spread_over_both(
     assert call(conn, "verify") == []
 
 
-def test_single_owner_functions_are_delegated_and_the_others_are_not(
-    conn: psycopg.Connection[Any],
-) -> None:
-    distributed = {
-        name
-        for (name,) in conn.execute(
-            "SELECT p.proname::text FROM pg_dist_object d JOIN pg_proc p ON p.oid = d.objid"
-            " WHERE d.classid = 'pg_proc'::regclass AND d.distribution_argument_index IS NOT NULL"
-        )
-    }
-    assert distributed == SINGLE_OWNER_FUNCTIONS
-    colocated = conn.execute(
-        "SELECT DISTINCT d.colocationid = (SELECT colocationid FROM pg_dist_partition"
-        "                                  WHERE logicalrelid = 'ledger.accounts'::regclass)"
-        " FROM pg_dist_object d WHERE d.distribution_argument_index IS NOT NULL"
+def test_only_the_shard_functions_are_delegated(conn: psycopg.Connection[Any]) -> None:
+    distributed = conn.execute(
+        "SELECT p.oid::regproc::text, d.force_delegation,"
+        "       d.colocationid = (SELECT colocationid FROM pg_dist_partition"
+        "                         WHERE logicalrelid = 'ledger.accounts'::regclass),"
+        "       (p.proargnames)[d.distribution_argument_index + 1]"
+        " FROM pg_dist_object d JOIN pg_proc p ON p.oid = d.objid"
+        " WHERE d.classid = 'pg_proc'::regclass AND d.distribution_argument_index IS NOT NULL"
     ).fetchall()
-    assert colocated == [(True,)]
+    assert {name for name, *_ in distributed} == SHARD_FUNCTIONS
+    assert {tuple(rest) for _, *rest in distributed} == {(True, True, "owner_id")}
 
 
-def test_a_call_outside_a_transaction_runs_on_the_owners_worker(
+def remote_commands(
+    conn: psycopg.Connection[Any], call: Callable[[], object]
+) -> list[tuple[str, str]]:
+    """(command, where) of each command the coordinator sent while `call` ran."""
+    sent: list[tuple[str, str]] = []
+
+    def note(notice: psycopg.errors.Diagnostic) -> None:
+        if (notice.message_primary or "").startswith("issuing "):
+            sent.append((notice.message_primary or "", notice.message_detail or ""))
+
+    conn.add_notice_handler(note)
+    conn.execute("SET citus.log_remote_commands = on")
+    try:
+        call()
+    finally:
+        conn.execute("RESET citus.log_remote_commands")
+        conn.remove_notice_handler(note)
+    return sent
+
+
+def test_a_write_runs_whole_on_the_owners_worker_in_a_transaction_block_or_not(
     conn: psycopg.Connection[Any],
 ) -> None:
-    remote: list[str] = []
-    conn.add_notice_handler(lambda notice: remote.append(notice.message_primary or ""))
-    conn.execute("SET citus.log_remote_commands = on")
-    post(conn, "delegated", "CREDIT_ADD", "d1", amount=3)
-    conn.execute("RESET citus.log_remote_commands")
-    sent = [m for m in remote if "post_entry" in m]
-    # One command: the whole call, sent to the worker that holds the owner.
-    assert len(sent) == 1 and "ledger.post_entry" in sent[0], remote
-    assert balance(conn, "delegated") == 3
-    # Inside a transaction block the function runs on the coordinator.
-    remote.clear()
-    conn.execute("SET citus.log_remote_commands = on")
-    with conn.transaction():
-        post(conn, "delegated", "CREDIT_ADD", "d2", amount=4)
-    conn.execute("RESET citus.log_remote_commands")
-    assert not [m for m in remote if "post_entry" in m], remote
+    worker = conn.execute(
+        "SELECT ':' || nodeport || ' ' FROM pg_dist_shard_placement"
+        " WHERE shardid = get_shard_id_for_distribution_column('ledger.accounts', 'delegated')"
+    ).fetchone()
+    assert worker is not None
+
+    def calls() -> list[str]:
+        return [
+            command + " @ " + where
+            for command, where in sent
+            if "ledger" in command and "assign_distributed_transaction_id" not in command
+        ]
+
+    # Outside a transaction block: the whole call, sent to the owner's worker,
+    # inside the remote transaction Citus opens for it.
+    sent = remote_commands(conn, lambda: post(conn, "delegated", "CREDIT_ADD", "d1", amount=3))
+    assert len(calls()) == 1 and "ledger_shard.post_entry(" in calls()[0], sent
+    assert worker[0] in calls()[0] + " ", sent
+
+    # Inside one: the same single command, part of the caller's transaction.
+    def in_a_transaction() -> None:
+        with conn.transaction():
+            post(conn, "delegated", "CREDIT_ADD", "d2", amount=4)
+            one(
+                conn,
+                "create_hold",
+                owner_id="delegated",
+                app="core",
+                operation="CREDIT_SPEND",
+                idempotency_key="d3",
+                amount=2,
+            )
+
+    sent = remote_commands(conn, in_a_transaction)
+    assert [c.split("(")[0].split()[-1] for c in calls()] == [
+        "ledger_shard.post_entry",
+        "ledger_shard.create_hold",
+    ], sent
     assert balance(conn, "delegated") == 7
+    # The writer is the caller's role, though Citus reached the worker as the schema owner.
+    writers = conn.execute(
+        "SELECT DISTINCT created_by FROM ledger.entries WHERE owner_id = 'delegated'"
+        " UNION SELECT created_by FROM ledger.holds WHERE owner_id = 'delegated'"
+    ).fetchall()
+    assert writers == [(citus.SUPERUSER,)]
+
+
+def test_the_public_single_owner_functions_of_an_earlier_release_are_undistributed(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The release before distributed ledger.post_entry, get_balance, ... by
+    owner_id: migrate clears that (they are entry points now)."""
+    for function in ("ledger.get_balance(text)", "ledger.list_entries(text,bigint,integer,text)"):
+        conn.execute(
+            "SELECT create_distributed_function(%s::regprocedure, 'owner_id',"
+            " colocate_with := 'ledger.accounts')",
+            (function,),
+        )
+    migrate(db_url)
+    distributed = conn.execute(
+        "SELECT p.oid::regproc::text FROM pg_dist_object d JOIN pg_proc p ON p.oid = d.objid"
+        " WHERE d.classid = 'pg_proc'::regclass AND d.distribution_argument_index IS NOT NULL"
+    ).fetchall()
+    assert {name for (name,) in distributed} == SHARD_FUNCTIONS
+    assert balance(conn, "nobody") == 0
 
 
 def test_every_function_exists_on_every_node(conn: psycopg.Connection[Any]) -> None:
-    query = "SELECT count(*) FROM pg_proc WHERE pronamespace = 'ledger'::regnamespace"
+    query = (
+        "SELECT count(*) FROM pg_proc"
+        " WHERE pronamespace IN ('ledger'::regnamespace, 'ledger_shard'::regnamespace)"
+    )
     here = conn.execute(query).fetchone()
     assert here is not None
     assert on_workers(conn, query) == [str(here[0])] * 2
@@ -301,7 +363,7 @@ def test_a_service_login_role_works_on_every_node(
     service_url = db_url.replace(f"{citus.SUPERUSER}@", f"{service}@", 1)
     with psycopg.connect(service_url, autocommit=True) as svc:
         post(svc, first, "CREDIT_ADD", "svc-1", amount=10)  # delegated to first's worker
-        with svc.transaction():  # on the coordinator
+        with svc.transaction():  # delegated too, in the service's transaction
             post(svc, second, "CREDIT_ADD", "svc-2", amount=5)
         one(
             svc,

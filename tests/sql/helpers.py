@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 
@@ -74,15 +75,17 @@ def lock_waits(conn: psycopg.Connection[Any], query_like: str | None = None) -> 
     return int(row[0])
 
 
-# Citus 12.1 (function_call_delegation.c) hashes the distribution argument of a
-# delegated call without checking for NULL: a call such as
-# get_balance(owner_id => NULL) kills the coordinator's backend (signal 11)
-# and PostgreSQL restarts every session. docs/CITUS.md, "A NULL owner".
-NULL_OWNER_CRASHES_CITUS = "Citus 12.1 crashes on a NULL distribution argument (docs/CITUS.md)"
-
-
-def skip_null_owner_on_citus(backend: str, owner_id: Any) -> None:
-    if backend == "citus" and owner_id is None:
-        import pytest
-
-        pytest.skip(NULL_OWNER_CRASHES_CITUS)
+def login_member(conn: psycopg.Connection[Any], group: str) -> str:
+    """A LOGIN role that is a member of `group` (ledger_app, ledger_reader,
+    ledger_owner), made once per server: what a service or an operator logs
+    in as. Tests SET ROLE to it rather than to the NOLOGIN group itself: on
+    Citus the workers are reached as the current role, which must log in
+    (roles are created on every node)."""
+    role = f"ledger_test_{group}_login"
+    conn.execute(
+        sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN"
+            " CREATE ROLE {role} LOGIN IN ROLE {group}; END IF; END $$"
+        ).format(name=sql.Literal(role), role=sql.Identifier(role), group=sql.Identifier(group))
+    )
+    return role

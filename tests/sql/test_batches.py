@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .helpers import balance, call, counts, lock_waits, one, post
+from .helpers import balance, call, counts, lock_waits, login_member, one, post
 
 
 def batch(
@@ -362,10 +362,6 @@ def test_the_first_failing_item_is_reported(conn):
     )
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("entries", "reason"),
     [
@@ -420,10 +416,6 @@ def test_text_the_database_cannot_store_is_lg007_with_the_index(conn):
         assert ("\\u0000" in words) == (reason == "not storable"), words
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("raw", "index", "key", "path"),
     [
@@ -550,19 +542,16 @@ def test_a_credit_beyond_the_largest_balance_is_lg006(conn):
     assert json.loads(error.diag.message_detail)["reason"] == "balance overflow"
 
 
-@pytest.mark.plain_only(
-    "SET ROLE to a NOLOGIN group role: on Citus the workers are reached as the current role,"
-    " which must log in (tests/citus/test_distribute.py runs these calls as a LOGIN member)"
-)
 def test_roles(conn):
-    conn.execute("SET ROLE ledger_app")
+    """A service (a login member of ledger_app) posts batches, and created_by
+    names it; a member of ledger_reader cannot."""
+    service, reader = login_member(conn, "ledger_app"), login_member(conn, "ledger_reader")
+    conn.execute(f"SET ROLE {service}")
     rows = batch(conn, [item("quinn", "CREDIT_ADD", "role-1", 2)])
     assert rows[0]["balance"] == 2
     batch(conn, [item("quinn", "CREDIT_ADD", "role-2", 2)], as_jsonb=True)
-    assert (
-        conn.execute("SELECT created_by FROM ledger.entries LIMIT 1").fetchone()[0] == "ledger_app"
-    )
-    conn.execute("SET ROLE ledger_reader")
+    assert conn.execute("SELECT DISTINCT created_by FROM ledger.entries").fetchall() == [(service,)]
+    conn.execute(f"SET ROLE {reader}")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         batch(conn, [item("quinn", "CREDIT_ADD", "role-3", 2)])
     conn.execute("RESET ROLE")

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from .helpers import balance, call, counts, one, post, skip_null_owner_on_citus
+from .helpers import balance, call, counts, one, post
 
 
 def test_credit_with_default_and_chosen_amount(conn):
@@ -184,10 +184,6 @@ def test_list_entries_pages_newest_first(conn):
     ]
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize("max_rows", [0, -1, 1001, None])
 def test_list_entries_bounds_max_rows(conn, max_rows):
     with pytest.raises(psycopg.Error) as err:
@@ -301,10 +297,6 @@ def test_a_debit_cannot_spend_held_credits(conn):
 LONG = "x" * 300
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("params", "sqlstate"),
     [
@@ -335,8 +327,7 @@ LONG = "x" * 300
         ({"metadata": '{"a": "' + "y" * 70000 + '"}'}, "LG007"),
     ],
 )
-def test_bad_input_gets_its_code_and_writes_nothing(conn, backend, params, sqlstate):
-    skip_null_owner_on_citus(backend, params.get("owner_id", "sam"))
+def test_bad_input_gets_its_code_and_writes_nothing(conn, params, sqlstate):
     post(conn, "sam", "CREDIT_ADD", "seed", amount=100)
     before = counts(conn)
     call_params = {
@@ -401,10 +392,6 @@ def test_positional_and_literal_calls_work_from_sql(conn):
     assert row == (4,)
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("metadata", "key", "path"),
     [
@@ -439,10 +426,6 @@ def test_metadata_with_a_duplicate_key_is_lg007_and_writes_nothing(conn, metadat
         assert post(conn, "sam", "CREDIT_ADD", f"ok-{index}", amount=5, metadata=distinct)
 
 
-@pytest.mark.plain_only(
-    "input rules, checked before any table is read by the same helpers on Citus"
-    " (the error paths of create_hold and post_entries run on the cluster)"
-)
 @pytest.mark.parametrize(
     ("metadata", "reason"),
     [

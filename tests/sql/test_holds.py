@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from .helpers import call, counts, lock_waits, one, post
+from .helpers import call, counts, lock_waits, login_member, one, post
 
 
 def hold(
@@ -133,7 +133,7 @@ def test_holds_reduce_what_debits_and_new_holds_may_take(funded):
     assert available(conn, "ann") == (15, 15, 0)
 
 
-def test_create_hold_errors(funded, backend):
+def test_create_hold_errors(funded):
     conn = funded
     base = {
         "owner_id": "ann",
@@ -164,8 +164,6 @@ def test_create_hold_errors(funded, backend):
         ({"idempotency_key": "k" * 256}, "LG007"),
     ]
     for change, sqlstate in cases:
-        if backend == "citus" and change.get("owner_id", "ann") is None:
-            continue  # NULL_OWNER_CRASHES_CITUS
         fails(conn, sqlstate, "create_hold", **{**base, **change})
     assert (
         conn.execute("SELECT count(*) FROM ledger.accounts WHERE owner_id = 'nobody'").fetchone()[0]
@@ -397,17 +395,16 @@ def test_concurrent_holds_never_reserve_more_than_available(db_url, conn):
     assert available(conn, "eli") == (50, 50, 0)
 
 
-@pytest.mark.plain_only(
-    "SET ROLE to a NOLOGIN group role: on Citus the workers are reached as the current role,"
-    " which must log in (tests/citus/test_distribute.py runs these calls as a LOGIN member)"
-)
 def test_roles(funded):
+    """A service (a login member of ledger_app) holds and captures, and
+    created_by names it; a member of ledger_reader reads and cannot write."""
     conn = funded
-    conn.execute("SET ROLE ledger_app")
+    service, reader = login_member(conn, "ledger_app"), login_member(conn, "ledger_reader")
+    conn.execute(f"SET ROLE {service}")
     h = hold(conn, "ann", "role", 2)
-    assert conn.execute("SELECT created_by FROM ledger.holds").fetchone()[0] == "ledger_app"
+    assert conn.execute("SELECT created_by FROM ledger.holds").fetchone()[0] == service
     one(conn, "capture_hold", hold_id=h["hold_id"], app="core", amount=1)
-    conn.execute("SET ROLE ledger_reader")
+    conn.execute(f"SET ROLE {reader}")
     assert one(conn, "get_hold", hold_id=h["hold_id"])["status"] == "captured"
     assert len(call(conn, "list_holds", owner_id="ann")) == 1
     for function, params in [
@@ -490,25 +487,25 @@ def test_a_debit_waiting_for_the_lock_sees_a_hold_created_meanwhile(db_url, fund
 
 
 # A statement-level trigger that sleeps on the second UPDATE of ledger.accounts in
-# a transaction of a session that asked for it: it stretches the time between a
-# debit's decision (its second UPDATE: the fast path's comes first and matches
-# nothing while a hold is open) and what runs after it in the same call.
+# a transaction: it stretches the time between a debit's decision and what runs
+# after it in the same call, should a debit ever update the account before it
+# decides. On Citus it fires on the owner's shard, in the worker's session that
+# runs the whole call (citus.enable_unsafe_triggers lets a distributed table
+# have it; on plain PostgreSQL the setting is an unused placeholder).
 PAUSE_AFTER_THE_DECISION = [
     "CREATE FUNCTION public.pause_after_decision() RETURNS trigger LANGUAGE plpgsql AS $$"
     " DECLARE n integer := coalesce(nullif(current_setting('test.fired', true), ''), '0')::integer + 1;"
     " BEGIN PERFORM set_config('test.fired', n::text, true);"
-    " IF current_setting('test.pause', true) = 'on' AND n = 2 THEN PERFORM pg_sleep(1.3); END IF;"
+    " IF n = 2 THEN PERFORM pg_sleep(1.3); END IF;"
     " RETURN NULL; END $$",
+    "SET citus.enable_unsafe_triggers = on",
     "CREATE TRIGGER pause_after_decision AFTER UPDATE ON ledger.accounts"
     " FOR EACH STATEMENT EXECUTE FUNCTION public.pause_after_decision()",
+    "RESET citus.enable_unsafe_triggers",
 ]
 
 
-@pytest.mark.plain_only(
-    "a test trigger on ledger.accounts that reads the session's settings: on Citus it would fire"
-    " on the shards, in the workers' sessions"
-)
-def test_a_refused_debit_explains_itself_with_the_instant_it_decided(db_url, funded):
+def test_a_refused_debit_explains_itself_with_the_instant_it_decided(funded):
     """One clock decision per hold and call: a debit refused because a hold
     still counted must not report `available` as if the hold had expired
     (a second clock reading after the decision), even when the hold expires
@@ -517,10 +514,8 @@ def test_a_refused_debit_explains_itself_with_the_instant_it_decided(db_url, fun
     hold(conn, "ann", "short", 15, ttl=timedelta(seconds=1))
     for statement in PAUSE_AFTER_THE_DECISION:
         conn.execute(statement)
-    with psycopg.connect(db_url, autocommit=True) as c:
-        c.execute("SET test.pause = 'on'")
-        with pytest.raises(psycopg.Error) as info:
-            post(c, "ann", "CREDIT_SPEND", "spend-10", amount=10)
+    with pytest.raises(psycopg.Error) as info:
+        post(conn, "ann", "CREDIT_SPEND", "spend-10", amount=10)
     assert info.value.sqlstate == "LG001"
     detail = json.loads(info.value.diag.message_detail)
     # It was refused because the hold counted (20 - 15 = 5 < 10); it says so.

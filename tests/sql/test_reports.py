@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from .helpers import call, one, post
+from .helpers import call, login_member, one, post
 
 
 def report(
@@ -120,19 +120,17 @@ def test_report_errors(activity):
         assert info.value.sqlstate == sqlstate, params
 
 
-@pytest.mark.plain_only(
-    "SET ROLE to a NOLOGIN group role: on Citus the workers are reached as the current role,"
-    " which must log in (tests/citus/test_distribute.py runs these calls as a LOGIN member)"
-)
 def test_reader_reports_and_verifies(activity):
+    """As a member of ledger_reader (an auditor's login), then of ledger_app."""
     conn, start, _, end = activity
     expected = report(conn, "core", start, end)
-    conn.execute("SET ROLE ledger_reader")
+    conn.execute(f"SET ROLE {login_member(conn, 'ledger_reader')}")
     assert report(conn, "core", start, end) == expected
     assert call(conn, "verify") == []
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         post(conn, "ann", "CREDIT_ADD", "reader-write", amount=1)
-    conn.execute("SET ROLE ledger_app")
+    conn.execute("RESET ROLE")
+    conn.execute(f"SET ROLE {login_member(conn, 'ledger_app')}")
     assert report(conn, "core", start, end) == expected
     conn.execute("RESET ROLE")
 

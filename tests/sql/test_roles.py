@@ -61,6 +61,40 @@ def test_ledger_app_uses_the_api_and_is_recorded_as_writer(conn, funded):
     assert one(conn, "get_balance", owner_id="alice")["balance"] == 45
 
 
+def test_a_caller_cannot_choose_the_writer(conn, funded):
+    """ledger.writer names the writer only in a session of the schema owner
+    (a call Citus runs on the owner's worker): a caller who sets it is still
+    recorded as itself."""
+    conn.execute("SET ROLE ledger_app")
+    conn.execute("SET ledger.writer = 'someone_else'")
+    entry = post(conn, "alice", "CREDIT_SPEND", "forged", amount=1)
+    assert one(conn, "get_entry", entry_id=entry["entry_id"])["created_by"] == "ledger_app"
+
+
+def test_no_caller_role_may_use_schema_ledger_shard(conn, funded):
+    """What post_entry, create_hold and grant_credits run on the owner's shard
+    (on Citus, the distributed functions) is its owner's alone: callers go
+    through the entry points of schema ledger."""
+    row = conn.execute(
+        "SELECT array_agg(a.grantee::regrole::text) FILTER (WHERE a.grantee <> n.nspowner),"
+        " bool_or(a.grantee = 0)"
+        " FROM pg_namespace n LEFT JOIN LATERAL aclexplode(n.nspacl) a ON true"
+        " WHERE n.nspname = 'ledger_shard'"
+    ).fetchone()
+    assert row is not None and row[0] is None and not row[1], row  # no one but the owner
+    for role in ("ledger_app", "ledger_reader", "ledger_owner"):
+        conn.execute(f"SET ROLE {role}")
+        assert (
+            _fails(
+                conn,
+                "SELECT * FROM ledger_shard.post_entry('alice', 'core', 'CREDIT_ADD', 'x', 1,"
+                " '{}', 'forged')",
+            )
+            == "42501"
+        ), role
+        conn.execute("RESET ROLE")
+
+
 def test_only_the_owner_role_defines_apps_and_operations(conn):
     for role in ("ledger_app", "ledger_reader"):
         conn.execute(f"SET ROLE {role}")
