@@ -64,7 +64,7 @@ def _metrics_directory() -> str:
     # again, now that the directory is set (metrics are made after the fork).
     from prometheus_client import values
 
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return path
 
 
@@ -75,7 +75,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """A worker ended: its live gauges (its pool) leave the sums; its counters stay."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def on_exit(server: Any) -> None:

@@ -57,8 +57,8 @@ from typing import Any, cast
 
 from flask import Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -197,21 +197,29 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        live = {"multiprocess_mode": "livesum"}
         self.pool_size = Gauge(
-            "ledger_pool_size", "Connections the pools hold (open)", registry=r, **live
+            "ledger_pool_size",
+            "Connections the pools hold (open)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.pool_available = Gauge(
-            "ledger_pool_available", "Idle connections of the pools", registry=r, **live
+            "ledger_pool_available",
+            "Idle connections of the pools",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.pool_max = Gauge(
-            "ledger_pool_max", "Connections the pools may open", registry=r, **live
+            "ledger_pool_max",
+            "Connections the pools may open",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.pool_waiting = Gauge(
             "ledger_pool_requests_waiting",
             "Requests waiting now for a pool connection",
             registry=r,
-            **live,
+            multiprocess_mode="livesum",
         )
         self.pool_counters = {
             "requests_num": Counter(
@@ -274,7 +282,7 @@ class Metrics:
         if self.multiprocess_dir is None:
             return encoder(self.registry), content_type
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         registry.register(self.database)
         return encoder(registry), content_type
 
@@ -461,9 +469,8 @@ def install(app: Flask) -> None:
 
     @app.before_request
     def start_request() -> None:
-        _current.set(
-            RequestRecord(request_id_from(request.headers.get(REQUEST_ID_HEADER)), time.perf_counter())
-        )
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        _current.set(RequestRecord(request_id, time.perf_counter()))
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -515,7 +522,7 @@ def install(app: Flask) -> None:
         _current.set(None)
 
     @app.get("/metrics")
-    @app.doc(  # type: ignore[attr-defined]
+    @app.doc(  # type: ignore[attr-defined,untyped-decorator]
         summary="Metrics in the Prometheus text format",
         tags=["Service"],
         responses={

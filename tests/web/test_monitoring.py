@@ -91,7 +91,10 @@ def test_figures_move_with_requests_by_route_status_and_code(
     requests = "ledger_http_requests_total"
     assert moved(before, after, requests, method="POST", route="/ledger", status="201") == 1
     assert moved(before, after, requests, method="POST", route="/ledger", status="402") == 1
-    assert moved(before, after, requests, method="GET", route="/entries/<int:entry_id>", status="404") == 1
+    assert (
+        moved(before, after, requests, method="GET", route="/entries/<int:entry_id>", status="404")
+        == 1
+    )
     assert moved(before, after, requests, method="GET", route="unmatched", status="404") == 1
     # The first scrape itself is counted (the second one answers before it counts).
     assert moved(before, after, requests, method="GET", route="/metrics", status="200") == 1
@@ -167,19 +170,37 @@ def test_request_log_line_and_request_id_round_trip(
 
     # An error: its code; no secret, path, body or query in any line.
     lines.clear()
-    refused = client.get("/balance/bob?x=secret-query", headers={"Authorization": "Bearer lgk_nope"})
+    refused = client.get(
+        "/balance/bob?x=secret-query", headers={"Authorization": "Bearer lgk_nope"}
+    )
     assert refused.status_code == 401
     [line] = lines
-    assert (line["status"], line["code"], line["route"]) == (401, "unauthorized", "/balance/<path:owner_id>")
+    assert (line["status"], line["code"], line["route"]) == (
+        401,
+        "unauthorized",
+        "/balance/<path:owner_id>",
+    )
     assert "app" not in line
     lines.clear()
     client.post(
         "/ledger",
-        json={"owner_id": "bob", "operation": "CREDIT_SPEND", "amount": 1, "metadata": {"card": "4242"}},
+        json={
+            "owner_id": "bob",
+            "operation": "CREDIT_SPEND",
+            "amount": 1,
+            "metadata": {"card": "4242"},
+        },
         headers={**auth, "Idempotency-Key": "bob-2"},
     )
     written = json.dumps(lines)
-    for secret in (tokens["example_app"], auth["Authorization"], "lgk_nope", "secret-query", "4242", "bob-2"):
+    for secret in (
+        tokens["example_app"],
+        auth["Authorization"],
+        "lgk_nope",
+        "secret-query",
+        "4242",
+        "bob-2",
+    ):
         assert secret not in written
 
 
@@ -190,7 +211,10 @@ def test_the_metrics_token_guards_the_scrape_when_set(ledger: Ledger) -> None:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-me"}):
             response = client.get("/metrics", headers=headers)
             assert response.status_code == 401 and response.json["code"] == "unauthorized"
-        assert "ledger_http_requests_total" in scrape(client, {"Authorization": "Bearer scrape-me"}).__repr__()
+        assert (
+            "ledger_http_requests_total"
+            in scrape(client, {"Authorization": "Bearer scrape-me"}).__repr__()
+        )
     finally:
         close_app(app)
 
@@ -214,15 +238,22 @@ def test_database_figures_follow_the_event_and_webhook_backlogs(
     assert value(start, "ledger_events_unrelayed") == 0
     assert value(start, "ledger_webhook_deliveries_pending") == 0
 
-    ledger.post_entry(owner_id="carol", app="example_app", operation="CREDIT_ADD", idempotency_key="c1", amount=4)
+    ledger.post_entry(
+        owner_id="carol", app="example_app", operation="CREDIT_ADD", idempotency_key="c1", amount=4
+    )
     written = scrape(client)
     assert value(written, "ledger_events_unrelayed") == 1  # entry.posted
-    assert value(written, "ledger_event_feed_position") == value(start, "ledger_event_feed_position")
+    assert value(written, "ledger_event_feed_position") == value(
+        start, "ledger_event_feed_position"
+    )
 
     assert ledger.relay_events() == 1
     relayed = scrape(client)
     assert value(relayed, "ledger_events_unrelayed") == 0
-    assert value(relayed, "ledger_event_feed_position") == value(start, "ledger_event_feed_position") + 1
+    assert (
+        value(relayed, "ledger_event_feed_position")
+        == value(start, "ledger_event_feed_position") + 1
+    )
     assert value(relayed, "ledger_webhook_fan_out_lag") == 1
 
     assert ledger.fan_out_webhooks() == 1
@@ -244,7 +275,12 @@ def test_database_figures_follow_the_event_and_webhook_backlogs(
     # A grant past its expiry: due until expire_grants writes it off, then counted as expired.
     soon = datetime.now(timezone.utc) + timedelta(seconds=1)
     ledger.grant_credits(
-        owner_id="dave", app="core", operation="PROMO_CREDIT", idempotency_key="d1", amount=3, expires_at=soon
+        owner_id="dave",
+        app="core",
+        operation="PROMO_CREDIT",
+        idempotency_key="d1",
+        amount=3,
+        expires_at=soon,
     )
     time.sleep(max(0.0, (soon - datetime.now(timezone.utc)).total_seconds()) + 0.05)
     due = scrape(client)
@@ -257,11 +293,17 @@ def test_database_figures_follow_the_event_and_webhook_backlogs(
     assert value(expired, "ledger_grants_expired_recent") == 1
 
 
-def test_database_figures_are_read_at_most_once_per_interval(client: FlaskClient, ledger: Ledger) -> None:
+def test_database_figures_are_read_at_most_once_per_interval(
+    client: FlaskClient, ledger: Ledger
+) -> None:
     first = scrape(client)
-    ledger.post_entry(owner_id="erin", app="example_app", operation="CREDIT_ADD", idempotency_key="e1", amount=1)
+    ledger.post_entry(
+        owner_id="erin", app="example_app", operation="CREDIT_ADD", idempotency_key="e1", amount=1
+    )
     # The default interval (5 s): the second scrape reuses the first one's figures.
-    assert value(scrape(client), "ledger_events_unrelayed") == value(first, "ledger_events_unrelayed")
+    assert value(scrape(client), "ledger_events_unrelayed") == value(
+        first, "ledger_events_unrelayed"
+    )
 
 
 def test_an_unreachable_database_reads_as_down_and_the_scrape_still_answers(
@@ -279,4 +321,7 @@ def test_an_unreachable_database_reads_as_down_and_the_scrape_still_answers(
         locker.execute("ROLLBACK")
     assert value(samples, "ledger_metrics_database_up") == 0
     assert "ledger_events_unrelayed" not in {name for name, _ in samples}
-    assert value(samples, "ledger_http_requests_total", method="GET", route="/metrics", status="200") >= 1
+    assert (
+        value(samples, "ledger_http_requests_total", method="GET", route="/metrics", status="200")
+        >= 1
+    )

@@ -79,8 +79,25 @@ def test_one_scrape_sums_both_workers(db_url: str, tmp_path: Path) -> None:
         # Whichever worker answers, the scrape counts every request of both.
         for _ in range(6):
             samples = scrape(base)
-            assert value(samples, "ledger_http_requests_total", method="POST", route="/ledger", status="201") == REQUESTS
-            assert value(samples, "ledger_http_request_duration_seconds_count", method="POST", route="/ledger") == REQUESTS
+            assert (
+                value(
+                    samples,
+                    "ledger_http_requests_total",
+                    method="POST",
+                    route="/ledger",
+                    status="201",
+                )
+                == REQUESTS
+            )
+            assert (
+                value(
+                    samples,
+                    "ledger_http_request_duration_seconds_count",
+                    method="POST",
+                    route="/ledger",
+                )
+                == REQUESTS
+            )
             assert value(samples, "ledger_metrics_database_up") == 1
 
         # A worker ends: gunicorn starts another. Its counts stay; its pool leaves the sums.
@@ -93,5 +110,14 @@ def test_one_scrape_sums_both_workers(db_url: str, tmp_path: Path) -> None:
         for _ in range(4):
             samples = scrape(base)
             assert value(samples, "ledger_pool_max") == 8
-            assert value(samples, "ledger_http_requests_total", method="POST", route="/ledger", status="201") == REQUESTS
+            assert (
+                value(
+                    samples,
+                    "ledger_http_requests_total",
+                    method="POST",
+                    route="/ledger",
+                    status="201",
+                )
+                == REQUESTS
+            )
     assert not directory.exists()
