@@ -5,6 +5,7 @@ gets a fresh directory, removed at exit."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -57,7 +58,11 @@ def wait_for(condition, what: str, seconds: float = 20.0) -> None:  # type: igno
 
 
 def test_one_scrape_sums_both_workers(db_url: str, tmp_path: Path) -> None:
-    with serving(db_url, LEDGER_METRICS_DIR=str(tmp_path)) as (base, token):
+    log = tmp_path / "server.log"
+    with serving(db_url, stderr=log, LEDGER_METRICS_DIR=str(tmp_path), LEDGER_LOG_LEVEL="info") as (
+        base,
+        token,
+    ):
         [directory] = [p for p in tmp_path.iterdir() if p.name.startswith("ledger-metrics-")]
         # Each worker's pool may open 4 connections (LEDGER_POOL_SIZE): 8 only if both are summed.
         wait_for(lambda: len(worker_pids(directory)) == 2, "two workers")
@@ -68,7 +73,10 @@ def test_one_scrape_sums_both_workers(db_url: str, tmp_path: Path) -> None:
 
         def credit(i: int) -> int:
             body = {"owner_id": f"o{i % 5}", "operation": "CREDIT_ADD", "amount": 1}
-            return call(base, "POST", "/ledger", body, {**auth, "Idempotency-Key": f"k{i}"})[0]
+            headers = {**auth, "Idempotency-Key": f"k{i}", "X-Request-Id": f"load-{i}"}
+            status, answered, _ = call(base, "POST", "/ledger", body, headers)
+            assert answered["X-Request-Id"] == f"load-{i}"
+            return status
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             assert set(pool.map(credit, range(REQUESTS))) == {201}
@@ -121,3 +129,19 @@ def test_one_scrape_sums_both_workers(db_url: str, tmp_path: Path) -> None:
                 == REQUESTS
             )
     assert not directory.exists()
+
+    # The server's stderr: one JSON line per request, each with the id it was sent.
+    requests = {}
+    for text in log.read_text().splitlines():
+        if text.startswith("{") and '"logger":"ledger.requests"' in text:
+            line = json.loads(text)
+            requests[line["request_id"]] = line
+    for i in range(REQUESTS):
+        line = requests[f"load-{i}"]
+        assert (line["route"], line["status"], line["app"], line["ledger_fn"]) == (
+            "/ledger",
+            201,
+            "example_app",
+            "post_entry",
+        )
+    assert token not in log.read_text()
