@@ -4,9 +4,10 @@
 ``ledger_http_requests_total`` by method, route (the URL rule, e.g.
 ``/balance/<path:owner_id>``, never the raw path) and status,
 ``ledger_http_request_duration_seconds`` by method and route,
-``ledger_http_errors_total`` by the ``code`` of the error body (``LG001``,
-``unauthorized``, ...), and ``ledger_call_duration_seconds`` by ledger_py
-method. The pool (psycopg_pool's ``get_stats``) is copied into gauges and
+``ledger_http_errors_total`` by the ``code`` of the error body (a ledger
+error's name such as ``insufficient_credits`` for SQLSTATE LG001, or the
+HTTP layer's, such as ``unauthorized``), and ``ledger_call_duration_seconds``
+by ledger_py method. The pool (psycopg_pool's ``get_stats``) is copied into gauges and
 counters at most once a second per process, at the end of a request or at a
 scrape. What lives in the database (event and webhook backlogs, recent
 deliveries and expiries) is read at scrape time by ``DatabaseCollector``:
@@ -48,11 +49,9 @@ import re
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, cast
 
 from flask import Flask, Response, current_app, request
@@ -110,10 +109,10 @@ def current_request_id() -> str | None:
 
 
 def request_id_from(header: str | None) -> str:
-    """The client's id when well formed, else a new one (32 hex digits)."""
+    """The client's id when well formed, else a new one (32 hex digits, random)."""
     if header and _WELL_FORMED_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class TimedLedger:
@@ -125,10 +124,6 @@ class TimedLedger:
     def __init__(self, ledger: Ledger, histogram: Histogram) -> None:
         self._ledger = ledger
         self._histogram = histogram
-
-    @property
-    def wrapped(self) -> Ledger:
-        return self._ledger
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._ledger, name)
@@ -185,8 +180,8 @@ class Metrics:
         )
         self.errors = Counter(
             "ledger_http_errors",
-            "Error responses by the code of their body (LGxxx names of the ledger's"
-            " errors, or the HTTP layer's codes such as unauthorized)",
+            "Error responses by the code of their body (a ledger error's name, e.g."
+            " insufficient_credits for LG001, or the HTTP layer's, e.g. unauthorized)",
             ("code",),
             registry=r,
         )
@@ -382,15 +377,17 @@ class DatabaseCollector(Collector):
 # ---- logs -------------------------------------------------------------------------------------
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC), level, logger, request id, and
     the record's ``fields`` (request lines) or its message."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
         }
@@ -404,7 +401,7 @@ class JsonFormatter(logging.Formatter):
             line["message"] = record.getMessage()
             if record.exc_info:
                 line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), default=str)
+        return _encode(line)
 
 
 def _configure_logging(app: Flask) -> None:
@@ -463,9 +460,11 @@ def install(app: Flask) -> None:
     monitoring: Monitoring = app.extensions["ledger_monitoring"]
     metrics = monitoring.metrics
     _configure_logging(app)
-    requests_child = metrics.requests.labels
-    duration_child = metrics.duration.labels
-    errors_child = metrics.errors.labels
+    # Each metric's child per label values, looked up once (labels() validates
+    # and locks on every call).
+    requests_child = _children(metrics.requests)
+    duration_child = _children(metrics.duration)
+    errors_child = _children(metrics.errors)
 
     @app.before_request
     def start_request() -> None:
@@ -514,7 +513,11 @@ def install(app: Flask) -> None:
                 fields["ledger_ms"] = round(took * 1000, 3)
                 fields["db_calls"] = len(record.calls)
                 fields["db_ms"] = round(sum(t for _, t in record.calls) * 1000, 3)
-            request_log.log(level, "request", extra={"fields": fields})
+            # A record made here, not by Logger.log: no walk up the stack for
+            # the caller's file and line, which the line does not carry.
+            entry = logging.LogRecord(request_log.name, level, "", 0, "request", None, None)
+            entry.fields = fields
+            request_log.handle(entry)
         return response
 
     @app.teardown_request
@@ -543,6 +546,19 @@ def install(app: Flask) -> None:
                 raise api_error(401, "unauthorized", "send Authorization: Bearer <metrics token>")
         body, content_type = metrics.exposition(request.headers.get("Accept"))
         return Response(body, content_type=content_type)
+
+
+def _children(metric: Any) -> Callable[..., Any]:
+    """metric.labels(*values), remembered per tuple of values."""
+    known: dict[tuple[str, ...], Any] = {}
+
+    def child(*values: str) -> Any:
+        found = known.get(values)
+        if found is None:
+            found = known.setdefault(values, metric.labels(*values))
+        return found
+
+    return child
 
 
 def _key_holder() -> str | None:
