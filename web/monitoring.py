@@ -54,7 +54,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
@@ -491,9 +491,10 @@ def install(app: Flask) -> None:
                 errors_child(code).inc()
         response.headers[REQUEST_ID_HEADER] = record.request_id
         metrics.refresh_pool(time.monotonic())
-        level = logging.ERROR if status >= 500 and status != 503 else logging.INFO
-        if status == 503:
-            level = logging.WARNING
+        # A 503 is the database's state (unreachable, a lock wait); another 5xx a fault.
+        level = (
+            logging.INFO if status < 500 else logging.WARNING if status == 503 else logging.ERROR
+        )
         if request_log.isEnabledFor(level):
             fields: dict[str, Any] = {
                 "request_id": record.request_id,
@@ -566,8 +567,3 @@ def _key_holder() -> str | None:
     holder = auth.current_user
     app_name = getattr(holder, "app", None)
     return app_name if isinstance(app_name, str) else None
-
-
-def monitoring_of(app: Flask | None = None) -> Monitoring:
-    target = app if app is not None else current_app
-    return target.extensions["ledger_monitoring"]  # type: ignore[no-any-return]
