@@ -167,6 +167,27 @@ BEGIN
 END
 $$;
 
+-- Guarantees: p_take credits taken from grant p_grant_id (which has at
+-- least that many left) for entry p_entry_id, recorded as its spending row;
+-- the debit that empties the grant closes it as spent (at p_at).
+CREATE OR REPLACE FUNCTION ledger._take(
+    p_owner_id text, p_entry_id bigint, p_seq bigint, p_grant_id bigint, p_take bigint, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    WITH u AS (
+        UPDATE ledger.grants g
+        SET remaining = g.remaining - p_take,
+            status = CASE WHEN g.remaining = p_take THEN 'spent' ELSE 'active' END,
+            closed_at = CASE WHEN g.remaining = p_take THEN p_at END
+        WHERE g.owner_id = p_owner_id AND g.grant_id = p_grant_id
+        RETURNING g.grant_id)
+    INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
+    SELECT p_owner_id, p_entry_id, u.grant_id, p_seq, -p_take FROM u;
+END
+$$;
+
 -- Guarantees: p_amount credits taken from the owner's usable grants in
 -- spending order, each take recorded as a spending row of entry p_entry_id.
 -- Only grants made before that entry (seq < p_seq) are spent, so a batch
@@ -196,15 +217,7 @@ BEGIN
     LIMIT 1;
     IF v_grant.remaining >= p_amount AND v_grant.seq < p_seq
        AND (v_grant.expires_at IS NULL OR v_grant.expires_at > p_at) THEN
-        WITH u AS (
-            UPDATE ledger.grants g
-            SET remaining = g.remaining - p_amount,
-                status = CASE WHEN g.remaining = p_amount THEN 'spent' ELSE 'active' END,
-                closed_at = CASE WHEN g.remaining = p_amount THEN p_at END
-            WHERE g.owner_id = p_owner_id AND g.grant_id = v_grant.grant_id
-            RETURNING g.grant_id)
-        INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
-        SELECT p_owner_id, p_entry_id, u.grant_id, p_seq, -p_amount FROM u;
+        PERFORM ledger._take(p_owner_id, p_entry_id, p_seq, v_grant.grant_id, p_amount, p_at);
         RETURN;
     END IF;
     FOR v_grant IN
@@ -214,15 +227,7 @@ BEGIN
         ORDER BY g.priority, g.expires_at, g.seq, g.grant_id
     LOOP
         v_take := least(v_grant.remaining, v_left);
-        WITH u AS (
-            UPDATE ledger.grants g
-            SET remaining = g.remaining - v_take,
-                status = CASE WHEN g.remaining = v_take THEN 'spent' ELSE 'active' END,
-                closed_at = CASE WHEN g.remaining = v_take THEN p_at END
-            WHERE g.owner_id = p_owner_id AND g.grant_id = v_grant.grant_id
-            RETURNING g.grant_id)
-        INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
-        SELECT p_owner_id, p_entry_id, u.grant_id, p_seq, -v_take FROM u;
+        PERFORM ledger._take(p_owner_id, p_entry_id, p_seq, v_grant.grant_id, v_take, p_at);
         v_left := v_left - v_take;
         EXIT WHEN v_left = 0;
     END LOOP;
