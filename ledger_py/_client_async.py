@@ -1145,6 +1145,16 @@ class AsyncLedger:
             },
         )
 
+    async def find_owners(
+        self,
+        *,
+        owner_id: str,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[BusyOwner]:
+        """The owners whose id is owner_id or follows it in id order."""
+        return await self._rows(q.FIND_OWNERS, conn, {"owner_id": owner_id, "max_rows": max_rows})
+
     async def balance_series(
         self,
         *,

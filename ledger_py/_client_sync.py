@@ -1048,6 +1048,16 @@ class Ledger:
             },
         )
 
+    def find_owners(
+        self,
+        *,
+        owner_id: str,
+        max_rows: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[BusyOwner]:
+        """The owners whose id is owner_id or follows it in id order."""
+        return self._rows(q.FIND_OWNERS, conn, {"owner_id": owner_id, "max_rows": max_rows})
+
     def balance_series(
         self,
         *,

@@ -513,6 +513,13 @@ OWNER_HISTORY = Call(
     results.HistoryEntry,
     callers=CONSOLE_READERS,
 )
+FIND_OWNERS = Call(
+    "find_owners",
+    (("owner_id", "text"),),
+    (("max_rows", "integer"),),
+    results.BusyOwner,
+    callers=CONSOLE_READERS,
+)
 BALANCE_SERIES = Call(
     "balance_series",
     (("owner_id", "text"),),
@@ -618,6 +625,7 @@ ALL_CALLS: tuple[Call, ...] = (
     OPERATOR_RELEASE_HOLD,
     LIST_OPERATOR_ACTIONS,
     OWNER_HISTORY,
+    FIND_OWNERS,
     BALANCE_SERIES,
     DAILY_ACTIVITY,
     BUSIEST_OWNERS,

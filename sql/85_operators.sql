@@ -340,6 +340,28 @@ operation when given. Each row says which entry reversed it (reversed_by)
 and, for an entry an operator wrote, who and why. max_rows 1 to 1000
 (LG007 otherwise). Read-only; metadata and keys are read with get_entry.$$;
 
+CREATE OR REPLACE FUNCTION ledger.find_owners(owner_id text, max_rows integer DEFAULT 20)
+RETURNS SETOF ledger.busy_owner
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ledger._require_id('owner_id', find_owners.owner_id);
+    PERFORM ledger._webhook_rows(find_owners.max_rows, 100);
+    RETURN QUERY
+    SELECT a.owner_id, a.last_seq, a.updated_at, a.balance
+    FROM ledger.accounts a
+    WHERE a.owner_id >= find_owners.owner_id
+    ORDER BY a.owner_id
+    LIMIT find_owners.max_rows;
+END
+$$;
+COMMENT ON FUNCTION ledger.find_owners(text, integer) IS $$
+The owners whose id is owner_id or follows it in id order (an owner
+search: the first row is the owner itself when it exists), with how many
+entries each has, when its account last changed and its balance.
+max_rows 1 to 100 (LG007 otherwise). Read-only.$$;
+
 CREATE OR REPLACE FUNCTION ledger.balance_series(owner_id text, points integer DEFAULT 60)
 RETURNS SETOF ledger.balance_point
 LANGUAGE plpgsql STABLE SECURITY DEFINER

@@ -149,6 +149,7 @@ GRANT EXECUTE ON FUNCTION
     ledger.list_operator_actions(text, bigint, bigint, integer),
     ledger.owner_history(text, bigint, integer, text, text),
     ledger.balance_series(text, integer),
+    ledger.find_owners(text, integer),
     ledger.daily_activity(integer),
     ledger.busiest_owners(interval, integer),
     ledger.list_open_holds(interval, interval, integer),
