@@ -273,7 +273,9 @@ def sign_in() -> Any:
             error=error,
             name=name,
         )
-        return Response(html, status=401)
+        # 200: the form again, with what went wrong (a 4xx status would be
+        # logged by the browser as a failed resource load).
+        return Response(html)
     role = g.console_signed_in_role
     data = {"name": name, "role": role, "csrf": secrets.token_urlsafe(32)}
     response = redirect(next_url)
