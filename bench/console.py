@@ -17,7 +17,7 @@ and Jinja. Side by side in the same rounds:
 
 Renders interleave round by round (each kind once per round) so that drift
 hits all of them. Results: bench/results/console.md and .json (quick:
-bench/results/tmp/, 10,000 entries and fewer renders).
+bench/results/tmp/, 2,000 entries and fewer renders).
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def report(results: dict[str, Any]) -> str:
         f"`python -m bench --console{' --quick' if plan['mode'] == 'quick' else ''}`: "
         f"{plan['renders']} renders of each (after {plan['warmup']} unmeasured), interleaved, "
         "in-process through Flask's test client (no network); "
-        f"{str(results['settings'].get('version', '?')).split(' on ')[0]}, a durable throwaway server on the same machine "
+        f"{str(results['settings'].get('version', '?')).split(' on ')[0]}, "
+        "a durable throwaway server on the same machine "
         f"({results['machine'].get('cores', '?')} cores, load {results['load']['before']} before, "
         f"{results['load']['after']} after). Loading the owner took {plan['load_seconds']:.0f} s "
         "(setup, not measured).",
@@ -186,7 +187,7 @@ def report(results: dict[str, Any]) -> str:
 
 def main(mode: str, out: Path) -> int:
     quick = mode == "quick"
-    entries = 10_000 if quick else 100_000
+    entries = 2_000 if quick else 100_000
     renders, warmup = (5, 2) if quick else (31, 5)
     load_before = load_average()
     server = start_server()

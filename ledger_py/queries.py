@@ -570,7 +570,9 @@ CONSOLE_SIGN_IN = Call(
 CONSOLE_SIGNED_IN = Call(
     "console_signed_in", (("name", "text"),), returns="boolean", callers=(CONSOLE,)
 )
-CONSOLE_USER = Call("console_user", (("name", "text"),), (), results.ConsoleUser, callers=(CONSOLE,))
+CONSOLE_USER = Call(
+    "console_user", (("name", "text"),), (), results.ConsoleUser, callers=(CONSOLE,)
+)
 CONSOLE_SECRET = Call("console_secret", (), returns="text", callers=(CONSOLE,))
 
 ALL_CALLS: tuple[Call, ...] = (

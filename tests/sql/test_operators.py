@@ -97,7 +97,9 @@ def test_reverse_another_apps_entry_records_the_operator_and_the_reason(conn):
         "charged twice for content 7",
     )
     reversed_row = next(
-        r for r in call(conn, "owner_history", owner_id="ann") if r["entry_id"] == charge["entry_id"]
+        r
+        for r in call(conn, "owner_history", owner_id="ann")
+        if r["entry_id"] == charge["entry_id"]
     )
     assert reversed_row["reversed_by"] == undo["entry_id"]
 
@@ -340,7 +342,9 @@ def test_verify_runs_are_recorded(conn):
 
 def test_console_sign_in_is_slowed_after_three_failures(conn):
     hashed = "scrypt:32768:8:1$salt$" + "0" * 64
-    user = one(conn, "set_console_user", name="ann@example.com", role="viewer", password_hash=hashed)
+    user = one(
+        conn, "set_console_user", name="ann@example.com", role="viewer", password_hash=hashed
+    )
     assert (user["role"], user["failed_count"]) == ("viewer", 0)
     assert call(conn, "console_sign_in", name="nobody") == []
     for _ in range(3):

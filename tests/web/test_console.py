@@ -58,7 +58,9 @@ def test_the_console_needs_a_console_sign_in(client, people, tokens):
     assert "Wrong name or password" in refused.text and "Set-Cookie" not in refused.headers
     signed = sign_in(client, "olga")
     assert signed.status_code == 302
-    cookie = next(h for h in signed.headers.getlist("Set-Cookie") if h.startswith("ledger_console="))
+    cookie = next(
+        h for h in signed.headers.getlist("Set-Cookie") if h.startswith("ledger_console=")
+    )
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
     assert client.get("/console/").status_code == 200
 
@@ -164,7 +166,12 @@ def test_owner_page_history_chart_and_corrections(client, people, ledger):
     assert "reason+is+required" in answer.headers["Location"]
     answer = client.post(
         f"/console/entries/{charge.entry_id}/reverse",
-        data={"csrf_token": token, "reason": "double charge", "idempotency_key": "k1", "owner_id": "cy"},
+        data={
+            "csrf_token": token,
+            "reason": "double charge",
+            "idempotency_key": "k1",
+            "owner_id": "cy",
+        },
     )
     assert answer.status_code == 302
     shown = client.get(answer.headers["Location"])
@@ -173,7 +180,12 @@ def test_owner_page_history_chart_and_corrections(client, people, ledger):
     [promo] = [g for g in ledger.list_grants(owner_id="cy") if g.entry_id == grant.entry_id]
     answer = client.post(
         f"/console/grants/{promo.grant_id}/void",
-        data={"csrf_token": token, "reason": "promo by mistake", "idempotency_key": "k2", "owner_id": "cy"},
+        data={
+            "csrf_token": token,
+            "reason": "promo by mistake",
+            "idempotency_key": "k2",
+            "owner_id": "cy",
+        },
     )
     assert "Voided" in answer.headers["Location"]
     actions = ledger.list_operator_actions(owner_id="cy")

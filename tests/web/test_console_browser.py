@@ -59,7 +59,11 @@ def live(server_url: str, template_url: str) -> Iterator[dict[str, Any]]:
     try:
         ledger.set_console_user(name="sam", role="operator", password_hash=hash_password(PASSWORD))
         promo = ledger.grant_credits(
-            owner_id=OWNER, app="core", operation="PROMO_CREDIT", idempotency_key="promo", amount=300
+            owner_id=OWNER,
+            app="core",
+            operation="PROMO_CREDIT",
+            idempotency_key="promo",
+            amount=300,
         )
         ledger.post_entry(
             owner_id=OWNER, app="core", operation="CREDIT_ADD", idempotency_key="buy", amount=100
@@ -118,9 +122,11 @@ def page(browser: Any) -> Iterator[Any]:
     problems: list[str] = []
     opened.on(
         "console",
-        lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-        if msg.type in ("error", "warning")
-        else None,
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type in ("error", "warning")
+            else None
+        ),
     )
     opened.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     opened.set_default_timeout(10_000)

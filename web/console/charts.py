@@ -47,8 +47,10 @@ def _axis(top: int) -> str:
         value = top * i // 4
         y = PAD_TOP + plot_h - plot_h * i / 4
         parts.append(
-            f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:,}</text>'
+            f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" '
+            f'y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" '
+            f'text-anchor="end">{value:,}</text>'
         )
     return "".join(parts)
 
@@ -73,7 +75,8 @@ def balance_chart(points: Sequence[tuple[datetime, int]], label: str) -> Markup:
         )
     first, last = points[0][0], points[-1][0]
     labels = (
-        f'<text class="tick" x="{PAD_LEFT}" y="{HEIGHT - 8}">{escape(first.strftime("%Y-%m-%d %H:%M"))}</text>'
+        f'<text class="tick" x="{PAD_LEFT}" y="{HEIGHT - 8}">'
+        f"{escape(first.strftime('%Y-%m-%d %H:%M'))}</text>"
         f'<text class="tick" x="{WIDTH - PAD_RIGHT}" y="{HEIGHT - 8}" text-anchor="end">'
         f"{escape(last.strftime('%Y-%m-%d %H:%M'))}</text>"
     )
@@ -113,9 +116,7 @@ def daily_bars(days: Sequence[date], series: Sequence[Series], label: str) -> Ma
                 f'<text class="tick" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
                 f"{escape(day.strftime('%m-%d'))}</text>"
             )
-    legend = "".join(
-        f'<span class="key {s.css_class}">{escape(s.name)}</span>' for s in series
-    )
+    legend = "".join(f'<span class="key {s.css_class}">{escape(s.name)}</span>' for s in series)
     svg = (
         f'<svg class="chart daily-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(label)}" data-days="{len(days)}" preserveAspectRatio="xMidYMid meet">'

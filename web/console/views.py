@@ -253,7 +253,9 @@ def sign_in() -> Any:
     # The sign-in form carries a token of its own (login CSRF: no site can sign
     # a browser in as someone else).
     try:
-        expected = _serializer("pre").loads(request.cookies.get(PRE_SESSION_COOKIE, ""), max_age=3600)
+        expected = _serializer("pre").loads(
+            request.cookies.get(PRE_SESSION_COOKIE, ""), max_age=3600
+        )
     except (SignatureExpired, BadSignature):
         expected = None
     given = request.form.get("pre_token", "")
@@ -278,15 +280,15 @@ def sign_in() -> Any:
         return Response(html)
     role = g.console_signed_in_role
     data = {"name": name, "role": role, "csrf": secrets.token_urlsafe(32)}
-    response = redirect(next_url)
-    response.set_cookie(
+    signed_in = redirect(next_url)
+    signed_in.set_cookie(
         SESSION_COOKIE,
         _serializer("session").dumps(data),
         max_age=SESSION_HOURS * 3600,
         **_cookie_args(),
     )
-    response.delete_cookie(PRE_SESSION_COOKIE, path="/console")
-    return response
+    signed_in.delete_cookie(PRE_SESSION_COOKIE, path="/console")
+    return signed_in
 
 
 def _authenticate(name: str, password: str) -> str | None:
@@ -400,7 +402,9 @@ def overview() -> Any:
             )
         ]
         totals = {s.name: sum(s.values) for s in series}
-        chart = charts.daily_bars(days, series, f"{app_name}: credits per day, last {OVERVIEW_DAYS} days")
+        chart = charts.daily_bars(
+            days, series, f"{app_name}: credits per day, last {OVERVIEW_DAYS} days"
+        )
         per_app.append({"app": app_name, "chart": chart, "totals": totals})
     return _page(
         "console/overview.html",
@@ -431,7 +435,9 @@ def find_owner() -> Any:
             with _db() as conn:
                 found = _ledger().find_owners(owner_id=wanted, max_rows=20, conn=conn)
         except LedgerError as exc:
-            return _page("console/owners.html", title="Owners", wanted=wanted, found=[], error=exc.message)
+            return _page(
+                "console/owners.html", title="Owners", wanted=wanted, found=[], error=exc.message
+            )
         if found and found[0].owner_id == wanted:
             return redirect(url_for(".owner", owner_id=wanted))
     return _page("console/owners.html", title="Owners", wanted=wanted, found=found, error=None)
@@ -460,14 +466,16 @@ def owner(owner_id: str) -> Any:
     history = history[:HISTORY_PAGE]
     next_url = None
     if more:
-        args = {"before_seq": history[-1].seq}
+        args: dict[str, Any] = {"before_seq": history[-1].seq}
         if app_filter:
             args["app"] = app_filter
         if operation_filter:
             args["operation"] = operation_filter
         next_url = url_for(".owner", owner_id=owner_id, **args)
     now = datetime.now(timezone.utc)
-    chart = charts.balance_chart([(p.at, p.balance) for p in points], f"Balance of {owner_id} over time")
+    chart = charts.balance_chart(
+        [(p.at, p.balance) for p in points], f"Balance of {owner_id} over time"
+    )
     return _page(
         "console/owner.html",
         title=f"Owner {owner_id}",
@@ -538,10 +546,14 @@ def entry(entry_id: int) -> Any:
         [row] = ledger.owner_history(
             owner_id=found.owner_id, before_seq=found.seq + 1, max_rows=1, conn=conn
         )
-        actions = ledger.list_operator_actions(owner_id=found.owner_id, entry_id=entry_id, conn=conn)
+        actions = ledger.list_operator_actions(
+            owner_id=found.owner_id, entry_id=entry_id, conn=conn
+        )
         reversal = None
         if row.reversed_by is not None:
-            reversal = ledger.get_entry(entry_id=row.reversed_by, owner_id=found.owner_id, conn=conn)
+            reversal = ledger.get_entry(
+                entry_id=row.reversed_by, owner_id=found.owner_id, conn=conn
+            )
     return _page(
         "console/entry.html",
         title=f"Entry {entry_id}",
