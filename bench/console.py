@@ -51,8 +51,9 @@ def say(text: str) -> None:
 
 
 def load_owner(url: str, entries: int) -> float:
-    """BIG gets `entries` entries through ledger.post_entry (a purchase, a promo
-    grant, then debits, every tenth by example_app); SMALL a handful. Seconds taken."""
+    """BIG gets `entries` entries (a purchase, a promo grant, then debits in
+    batches of ledger.post_entries, every tenth by example_app); SMALL a
+    handful. Seconds taken."""
     started = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -65,10 +66,12 @@ def load_owner(url: str, entries: int) -> float:
         while done < entries:
             upto = min(done + BATCH, entries)
             conn.execute(
-                "SELECT count(CASE WHEN g %% 10 = 0"
-                " THEN ledger.post_entry(%(o)s, 'example_app', 'CONTENT_ACCESS', 'read-' || g)"
-                " ELSE ledger.post_entry(%(o)s, 'core', 'CREDIT_SPEND', 'spend-' || g, 1) END)"
-                " FROM generate_series(%(a)s::integer, %(b)s::integer) g",
+                "SELECT count(*) FROM ledger.post_entries((SELECT jsonb_agg(CASE WHEN g %% 10 = 0"
+                " THEN jsonb_build_object('owner_id', %(o)s::text, 'app', 'example_app',"
+                " 'operation', 'CONTENT_ACCESS', 'idempotency_key', 'read-' || g)"
+                " ELSE jsonb_build_object('owner_id', %(o)s::text, 'app', 'core',"
+                " 'operation', 'CREDIT_SPEND', 'idempotency_key', 'spend-' || g, 'amount', 1) END"
+                " ORDER BY g) FROM generate_series(%(a)s::integer, %(b)s::integer) g))",
                 {"o": BIG, "a": done + 1, "b": upto},
             )
             done = upto
@@ -196,7 +199,7 @@ def main(mode: str, out: Path) -> int:
         settings = server_settings(server_url)
         url = dataset.create_database(server_url, "bench_console")
         migrate(url)
-        say(f"console: loading an owner with {entries:,} entries through ledger.post_entry")
+        say(f"console: loading an owner with {entries:,} entries through ledger.post_entries")
         loaded = load_owner(url, entries)
         say(f"  loaded in {loaded:.0f} s; {renders} renders of each page, interleaved")
         figures = measure(url, renders, warmup, entries)
