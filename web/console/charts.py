@@ -110,7 +110,7 @@ def daily_bars(days: Sequence[date], series: Sequence[Series], label: str) -> Ma
             )
     ticks = []
     for d, day in enumerate(days):
-        if d % 7 == 0 or d == len(days) - 1:
+        if (len(days) - 1 - d) % 7 == 0:  # the last day, and every 7th before it
             x = PAD_LEFT + group_w * d + group_w / 2
             ticks.append(
                 f'<text class="tick" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
