@@ -123,6 +123,83 @@ RETURNING entry_id;
 """
 )
 
+# The full floor: the grants floor plus the entry.posted event row the
+# ledger writes with every entry (its payload built from the entry's columns,
+# as the ledger's is), still one plain statement on the floor tables. This
+# is the same physical work as a ledger write: account, entry, grant or
+# spending rows, event.
+_EVENT_ROW = """\
+INSERT INTO floor.events (owner_id, type, seq, entry_id, app, payload, occurred_at, recorded_at)
+SELECT e.owner_id, 'entry.posted', e.seq, e.entry_id, e.app,
+       jsonb_strip_nulls(jsonb_build_object(
+           'entry_id', e.entry_id, 'owner_id', e.owner_id, 'app', e.app, 'operation', e.operation,
+           'amount', e.amount, 'balance', e.balance, 'seq', e.seq, 'created_at', e.created_at,
+           'idempotency_key', e.idempotency_key))
+         || jsonb_build_object('metadata', e.metadata),
+       e.created_at, e.created_at
+FROM e
+"""
+
+FLOOR_FULL_UNIFORM = (
+    _OWNER
+    + _KEY
+    + """\
+WITH a AS (
+    UPDATE floor.accounts SET balance = balance + 1, last_seq = last_seq + 1,
+        updated_at = clock_timestamp()
+    WHERE owner_id = 'o' || :owner
+    RETURNING owner_id, balance, last_seq, updated_at),
+e AS (
+    INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance, idempotency_key,
+                               fingerprint, metadata, created_at, created_by)
+    SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_ADD', 1, a.balance, 'k' || :key,
+           md5('k' || :key)::uuid, '{}', a.updated_at, current_user
+    FROM a
+    RETURNING *),
+g AS (
+    INSERT INTO floor.grants (owner_id, entry_id, seq, app, operation, amount, remaining, priority,
+                              expires_at, created_at)
+    SELECT e.owner_id, e.entry_id, e.seq, 'bench', 'CREDIT_ADD', e.amount, e.amount, 50, NULL,
+           e.created_at
+    FROM e)
+"""
+    + _EVENT_ROW
+    + "RETURNING entry_id;\n"
+)
+
+FLOOR_FULL_HOT = (
+    _KEY
+    + """\
+WITH a AS (
+    UPDATE floor.accounts SET balance = balance - 1, last_seq = last_seq + 1,
+        updated_at = clock_timestamp()
+    WHERE owner_id = 'hot' AND balance >= 1
+    RETURNING owner_id, balance, last_seq, updated_at),
+e AS (
+    INSERT INTO floor.entries (owner_id, seq, app, operation, amount, balance, idempotency_key,
+                               fingerprint, metadata, created_at, created_by)
+    SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_SPEND', -1, a.balance, 'k' || :key,
+           md5('k' || :key)::uuid, '{}', a.updated_at, current_user
+    FROM a
+    RETURNING *),
+g AS (
+    UPDATE floor.grants g SET remaining = g.remaining - 1
+    FROM e
+    WHERE g.owner_id = e.owner_id
+      AND g.grant_id = (SELECT nxt.grant_id FROM floor.grants nxt
+                        WHERE nxt.owner_id = 'hot' AND nxt.status = 'active' AND nxt.remaining > 0
+                        ORDER BY nxt.priority, nxt.expires_at, nxt.seq, nxt.grant_id
+                        LIMIT 1)
+    RETURNING g.owner_id, g.grant_id),
+s AS (
+    INSERT INTO floor.grant_spending (owner_id, entry_id, grant_id, seq, amount)
+    SELECT e.owner_id, e.entry_id, g.grant_id, e.seq, -1
+    FROM e JOIN g USING (owner_id))
+"""
+    + _EVENT_ROW
+    + "RETURNING entry_id;\n"
+)
+
 ONE_ROW_UPDATE = "UPDATE bench_counter SET v = v + 1 WHERE id = 1;\n"
 
 POST_ENTRY_UNIFORM = (

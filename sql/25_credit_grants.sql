@@ -183,6 +183,23 @@ DECLARE
     v_take  bigint;
     v_grant record;
 BEGIN
+    -- Mostly the first grant in spending order covers the debit: one
+    -- probe of the spending-order index and one statement, without the
+    -- cursor the loop below opens (a third of the call's cost).
+    SELECT g.grant_id, g.remaining INTO v_grant FROM ledger.grants g
+    WHERE g.owner_id = p_owner_id AND g.status = 'active' AND g.remaining > 0
+      AND (g.expires_at IS NULL OR g.expires_at > p_at) AND g.seq < p_seq
+    ORDER BY g.priority, g.expires_at, g.seq, g.grant_id
+    LIMIT 1;
+    IF v_grant.remaining >= p_amount THEN
+        WITH u AS (
+            UPDATE ledger.grants g SET remaining = g.remaining - p_amount
+            WHERE g.owner_id = p_owner_id AND g.grant_id = v_grant.grant_id
+            RETURNING g.grant_id)
+        INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
+        SELECT p_owner_id, p_entry_id, u.grant_id, p_seq, -p_amount FROM u;
+        RETURN;
+    END IF;
     FOR v_grant IN
         SELECT g.grant_id, g.remaining FROM ledger.grants g
         WHERE g.owner_id = p_owner_id AND g.status = 'active' AND g.remaining > 0
@@ -595,7 +612,7 @@ DECLARE
     v_at      timestamptz;
     v_fp      uuid;
     v_result  ledger.entry_result;
-    v_alerts  jsonb;
+    v_alerts  boolean;
     v_before  bigint;
     v_seq     bigint;
 BEGIN
@@ -629,8 +646,8 @@ BEGIN
 
     v_account := ledger._lock_account(v_grant.owner_id, false);
     v_at := clock_timestamp();
-    v_alerts := ledger._alert_thresholds();
-    IF v_alerts IS NOT NULL THEN
+    v_alerts := ledger._alerts_on();
+    IF v_alerts THEN
         v_before := ledger._stored_available(v_grant.owner_id);
     END IF;
     IF v_account.next_expiry <= v_at THEN
@@ -665,8 +682,8 @@ BEGIN
                               'voided', v_grant.remaining, 'entry_id', v_result.entry_id,
                               'reason', void_grant.reason, 'idempotency_key', void_grant.idempotency_key)),
                           v_at, v_at, p_entry_id => v_result.entry_id, p_grant_id => v_grant.grant_id);
-    IF v_alerts IS NOT NULL THEN
-        PERFORM ledger._balance_alerts(v_grant.owner_id, v_alerts, v_before,
+    IF v_alerts THEN
+        PERFORM ledger._balance_alerts(v_grant.owner_id, v_before,
                                        ledger._stored_available(v_grant.owner_id), v_at);
     END IF;
     RETURN v_result;
@@ -696,7 +713,7 @@ DECLARE
     v_at     timestamptz;
     v_due    integer;
     v_done   integer := 0;
-    v_alerts jsonb := ledger._alert_thresholds();
+    v_alerts boolean := ledger._alerts_on();
     v_before bigint;
     v_grant  record;
     v_seq    bigint;
@@ -723,14 +740,14 @@ BEGIN
         PERFORM 1 FROM ledger.accounts a WHERE a.owner_id = v_owner FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
         v_at := clock_timestamp();
-        IF v_alerts IS NOT NULL THEN
+        IF v_alerts THEN
             v_before := ledger._stored_available(v_owner);
         END IF;
         SELECT count(*) INTO v_due FROM ledger.grants g
         WHERE g.owner_id = v_owner AND g.status = 'active' AND g.remaining > 0 AND g.expires_at <= v_at;
         PERFORM ledger._expire_due(v_owner, v_at);
-        IF v_alerts IS NOT NULL THEN
-            PERFORM ledger._balance_alerts(v_owner, v_alerts, v_before, ledger._stored_available(v_owner), v_at);
+        IF v_alerts THEN
+            PERFORM ledger._balance_alerts(v_owner, v_before, ledger._stored_available(v_owner), v_at);
         END IF;
         v_done := v_done + v_due;
         EXIT WHEN v_done >= expire_grants.max_rows;
