@@ -467,8 +467,8 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
             ),
             Example(
                 "ledger.owner_history(text,bigint,integer,text,text)",
-                "SELECT seq, entry_id, app, operation, amount, balance, reversed_by, operator, reason"
-                " FROM ledger.owner_history(owner_id => 'user-42', max_rows => 5);",
+                "SELECT seq, entry_id, app, operation, amount, balance, reversed_by, operator,"
+                " reason FROM ledger.owner_history(owner_id => 'user-42', max_rows => 5);",
                 "ledger_reader",
             ),
             Example(
