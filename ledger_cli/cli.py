@@ -1531,10 +1531,31 @@ def events_prune(ctx: click.Context, older_than: datetime.timedelta | None, batc
 
 @cli.command()
 @json_option
+@click.option(
+    "--record",
+    is_flag=True,
+    help="record the run (ledger.record_verify(): the console's overview shows the latest); "
+    "prints the first 20 findings",
+)
 @click.pass_context
-def verify(ctx: click.Context, as_json: bool) -> None:
+def verify(ctx: click.Context, as_json: bool, record: bool) -> None:
     """Check the ledger's invariants; exit status 1 if any discrepancy is found."""
     url = _settings(ctx).url()
+    if record:
+        with _open_ledger(url, statement_timeout=None) as ledger:
+            run = ledger.record_verify()
+        if as_json:
+            _echo_json(run)
+        else:
+            click.echo(
+                f"recorded verify run {run.run_id}: "
+                + (f"{run.findings} discrepancies" if run.findings else "no discrepancy")
+            )
+            for row in run.sample:
+                click.echo(f"{row['check_name']}: {row['owner_id']}: {row['detail']}")
+        if run.findings:
+            ctx.exit(1)
+        return
     estimate = _estimated_entries(url)
     with _open_ledger(url, statement_timeout=None) as ledger:
         if estimate >= VERIFY_PROGRESS_THRESHOLD and not as_json:

@@ -77,3 +77,13 @@ def test_add_list_and_remove_console_users(ledger, db_url: str) -> None:  # type
     assert ledger("console", "remove-user", "olga").output == "removed console user olga\n"
     missing = ledger("console", "remove-user", "olga")
     assert missing.exit_code == 1 and missing.output == "Error: no console user olga\n"
+
+
+def test_verify_record_keeps_the_run_for_the_console(ledger) -> None:  # type: ignore[no-untyped-def]
+    recorded = ledger("verify", "--record")
+    assert recorded.exit_code == 0, recorded.output
+    assert (
+        recorded.output.startswith("recorded verify run ") and "no discrepancy" in recorded.output
+    )
+    runs = json.loads(ledger("verify", "--record", "--json").output)
+    assert runs["findings"] == 0 and runs["sample"] == []
