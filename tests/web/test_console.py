@@ -226,6 +226,8 @@ def test_the_other_pages_render(client, people, ledger):
         data={"csrf_token": token, "reason": "stuck", "idempotency_key": "k", "owner_id": "di"},
     )
     assert "Released" in answer.headers["Location"]
+    corrections = client.get("/console/owners/di").text
+    assert "Corrections by operators" in corrections and f"hold {hold.hold_id}" in corrections
     assert ledger.get_balance(owner_id="di").available == 11
     found = client.get("/console/owners?owner_id=di")
     assert found.status_code == 302 and found.headers["Location"].endswith("/console/owners/di")

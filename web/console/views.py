@@ -462,6 +462,7 @@ def owner(owner_id: str) -> Any:
             conn=conn,
         )
         points = ledger.balance_series(owner_id=owner_id, points=CHART_POINTS, conn=conn)
+        corrections = ledger.list_operator_actions(owner_id=owner_id, max_rows=10, conn=conn)
     more = len(history) > HISTORY_PAGE
     history = history[:HISTORY_PAGE]
     next_url = None
@@ -489,6 +490,7 @@ def owner(owner_id: str) -> Any:
         app_filter=app_filter or "",
         operation_filter=operation_filter or "",
         chart=chart,
+        corrections=corrections,
         now=now,
     )
 
