@@ -75,6 +75,8 @@ class Gunicorn:
         workers: int = WORKERS,
         threads: int = THREADS_PER_WORKER,
         extra_args: tuple[str, ...] = (),
+        repo: Path = REPO,
+        env_extra: dict[str, str] | None = None,
     ):
         self.port = _free_port()
         self.workers = workers
@@ -89,7 +91,8 @@ class Gunicorn:
             LEDGER_POOL_SIZE=str(threads),
             LEDGER_LOG_LEVEL="warning",
         )
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+        env.update(env_extra or {})
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [
@@ -103,7 +106,7 @@ class Gunicorn:
                 *extra_args,
                 "web.wsgi:app",
             ],
-            cwd=REPO,
+            cwd=repo,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

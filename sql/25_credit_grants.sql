@@ -167,6 +167,27 @@ BEGIN
 END
 $$;
 
+-- Guarantees: p_take credits taken from grant p_grant_id (which has at
+-- least that many left) for entry p_entry_id, recorded as its spending row;
+-- the debit that empties the grant closes it as spent (at p_at).
+CREATE OR REPLACE FUNCTION ledger._take(
+    p_owner_id text, p_entry_id bigint, p_seq bigint, p_grant_id bigint, p_take bigint, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    WITH u AS (
+        UPDATE ledger.grants g
+        SET remaining = g.remaining - p_take,
+            status = CASE WHEN g.remaining = p_take THEN 'spent' ELSE 'active' END,
+            closed_at = CASE WHEN g.remaining = p_take THEN p_at END
+        WHERE g.owner_id = p_owner_id AND g.grant_id = p_grant_id
+        RETURNING g.grant_id)
+    INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
+    SELECT p_owner_id, p_entry_id, u.grant_id, p_seq, -p_take FROM u;
+END
+$$;
+
 -- Guarantees: p_amount credits taken from the owner's usable grants in
 -- spending order, each take recorded as a spending row of entry p_entry_id.
 -- Only grants made before that entry (seq < p_seq) are spent, so a batch
@@ -183,21 +204,20 @@ DECLARE
     v_take  bigint;
     v_grant record;
 BEGIN
-    -- Mostly the first grant in spending order covers the debit: one
+    -- Mostly the first active grant in spending order covers the debit: one
     -- probe of the spending-order index and one statement, without the
-    -- cursor the loop below opens (a third of the call's cost).
-    SELECT g.grant_id, g.remaining INTO v_grant FROM ledger.grants g
-    WHERE g.owner_id = p_owner_id AND g.status = 'active' AND g.remaining > 0
-      AND (g.expires_at IS NULL OR g.expires_at > p_at) AND g.seq < p_seq
+    -- cursor the loop below opens. The grant found is used only if it is
+    -- also first among those usable here (made before this entry, not past
+    -- its expiry), else the loop decides: the probe names the owner alone
+    -- (with the seq and the clock in it as well, the plan cache planned it
+    -- afresh at every call, three to five times the cost).
+    SELECT g.grant_id, g.remaining, g.seq, g.expires_at INTO v_grant FROM ledger.grants g
+    WHERE g.owner_id = p_owner_id AND g.status = 'active'
     ORDER BY g.priority, g.expires_at, g.seq, g.grant_id
     LIMIT 1;
-    IF v_grant.remaining >= p_amount THEN
-        WITH u AS (
-            UPDATE ledger.grants g SET remaining = g.remaining - p_amount
-            WHERE g.owner_id = p_owner_id AND g.grant_id = v_grant.grant_id
-            RETURNING g.grant_id)
-        INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
-        SELECT p_owner_id, p_entry_id, u.grant_id, p_seq, -p_amount FROM u;
+    IF v_grant.remaining >= p_amount AND v_grant.seq < p_seq
+       AND (v_grant.expires_at IS NULL OR v_grant.expires_at > p_at) THEN
+        PERFORM ledger._take(p_owner_id, p_entry_id, p_seq, v_grant.grant_id, p_amount, p_at);
         RETURN;
     END IF;
     FOR v_grant IN
@@ -207,12 +227,7 @@ BEGIN
         ORDER BY g.priority, g.expires_at, g.seq, g.grant_id
     LOOP
         v_take := least(v_grant.remaining, v_left);
-        WITH u AS (
-            UPDATE ledger.grants g SET remaining = g.remaining - v_take
-            WHERE g.owner_id = p_owner_id AND g.grant_id = v_grant.grant_id
-            RETURNING g.grant_id)
-        INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
-        SELECT p_owner_id, p_entry_id, u.grant_id, p_seq, -v_take FROM u;
+        PERFORM ledger._take(p_owner_id, p_entry_id, p_seq, v_grant.grant_id, v_take, p_at);
         v_left := v_left - v_take;
         EXIT WHEN v_left = 0;
     END LOOP;
@@ -251,8 +266,9 @@ BEGIN
         v_found := true;
         INSERT INTO ledger.grant_spending (owner_id, entry_id, grant_id, seq, amount)
         VALUES (p_owner_id, p_entry_id, v_back.grant_id, p_seq, v_back.amount);
-        IF v_back.status = 'active' AND (v_back.expires_at IS NULL OR v_back.expires_at > p_at) THEN
-            UPDATE ledger.grants g SET remaining = g.remaining + v_back.amount
+        IF v_back.status IN ('active', 'spent') AND (v_back.expires_at IS NULL OR v_back.expires_at > p_at) THEN
+            -- A spent grant that gets credits back is active again.
+            UPDATE ledger.grants g SET remaining = g.remaining + v_back.amount, status = 'active', closed_at = NULL
             WHERE g.owner_id = p_owner_id AND g.grant_id = v_back.grant_id;
             IF v_back.expires_at IS NOT NULL THEN
                 UPDATE ledger.accounts a SET next_expiry = v_back.expires_at
@@ -266,7 +282,7 @@ BEGIN
                                        v_back.amount, NULL, NULL,
                                        jsonb_build_object('grant_id', v_back.grant_id,
                                                           'given_back_by', p_entry_id), p_at);
-            IF v_back.status = 'active' THEN
+            IF v_back.status IN ('active', 'spent') THEN
                 UPDATE ledger.grants g SET status = 'expired', closed_at = v_back.expires_at
                 WHERE g.owner_id = p_owner_id AND g.grant_id = v_back.grant_id;
             END IF;

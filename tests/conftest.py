@@ -64,6 +64,7 @@ CITUS_CONTRACT = {
     "sql/test_webhooks.py",
     "sql/test_webhook_fan_out.py",
     "sql/test_operators.py",
+    "sql/test_metrics_snapshot.py",
     "reliability/test_webhooks.py",
     "web/test_example_app.py",
     "web/test_grants_api.py",
