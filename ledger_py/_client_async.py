@@ -37,7 +37,6 @@ from .errors import LedgerUnavailable, Where, translate_errors
 from .results import (
     ApiKey,
     App,
-    Backlog,
     Balance,
     BalancePoint,
     BusyOwner,
@@ -1209,16 +1208,6 @@ class AsyncLedger:
             conn,
             {"expiring_within": expiring_within, "stale_after": stale_after, "max_rows": max_rows},
         )
-
-    async def ledger_backlog(
-        self,
-        *,
-        failed_since: timedelta | None = None,
-        conn: psycopg.AsyncConnection[Any] | None = None,
-    ) -> Backlog:
-        """Unrelayed events, pending deliveries, deliveries failed within failed_since."""
-        result: Backlog = await self._one(q.LEDGER_BACKLOG, conn, {"failed_since": failed_since})
-        return result
 
     async def latest_verify(
         self, *, conn: psycopg.AsyncConnection[Any] | None = None

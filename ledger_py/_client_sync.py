@@ -36,7 +36,6 @@ from .errors import LedgerUnavailable, Where, translate_errors
 from .results import (
     ApiKey,
     App,
-    Backlog,
     Balance,
     BalancePoint,
     BusyOwner,
@@ -1108,13 +1107,6 @@ class Ledger:
             conn,
             {"expiring_within": expiring_within, "stale_after": stale_after, "max_rows": max_rows},
         )
-
-    def ledger_backlog(
-        self, *, failed_since: timedelta | None = None, conn: psycopg.Connection[Any] | None = None
-    ) -> Backlog:
-        """Unrelayed events, pending deliveries, deliveries failed within failed_since."""
-        result: Backlog = self._one(q.LEDGER_BACKLOG, conn, {"failed_since": failed_since})
-        return result
 
     def latest_verify(self, *, conn: psycopg.Connection[Any] | None = None) -> VerifyRun | None:
         """The last recorded verify() run, or None."""

@@ -547,13 +547,6 @@ LIST_OPEN_HOLDS = Call(
     results.OpenHold,
     callers=CONSOLE_READERS,
 )
-LEDGER_BACKLOG = Call(
-    "ledger_backlog",
-    (),
-    (("failed_since", "interval"),),
-    results.Backlog,
-    callers=CONSOLE_READERS,
-)
 LATEST_VERIFY = Call("latest_verify", (), (), results.VerifyRun, callers=CONSOLE_READERS)
 RECORD_VERIFY = Call("record_verify", (), (), results.VerifyRun, callers=(OWNER, OPERATOR))
 SET_CONSOLE_USER = Call(
@@ -636,7 +629,6 @@ ALL_CALLS: tuple[Call, ...] = (
     DAILY_ACTIVITY,
     BUSIEST_OWNERS,
     LIST_OPEN_HOLDS,
-    LEDGER_BACKLOG,
     LATEST_VERIFY,
     RECORD_VERIFY,
     SET_CONSOLE_USER,

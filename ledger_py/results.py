@@ -459,16 +459,6 @@ class OpenHold:
 
 
 @dataclass(frozen=True)
-class Backlog:
-    """What waits to go out: unrelayed events, pending and recently failed deliveries."""
-
-    unrelayed_events: int
-    pending_deliveries: int
-    failed_deliveries: int
-    oldest_pending_at: datetime | None
-
-
-@dataclass(frozen=True)
 class VerifyRun:
     """A recorded run of verify(): when, how long, how many findings, the first ones."""
 

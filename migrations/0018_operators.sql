@@ -161,13 +161,6 @@ CREATE TYPE ledger.history_entry AS (
     reason            text
 );
 
-CREATE TYPE ledger.ledger_backlog AS (
-    unrelayed_events    bigint,
-    pending_deliveries  bigint,
-    failed_deliveries   bigint,
-    oldest_pending_at   timestamptz
-);
-
 CREATE TYPE ledger.verify_run AS (
     run_id      bigint,
     ran_at      timestamptz,
@@ -204,6 +197,5 @@ ALTER TYPE ledger.busy_owner OWNER TO ledger_schema_owner;
 ALTER TYPE ledger.open_hold OWNER TO ledger_schema_owner;
 ALTER TYPE ledger.balance_point OWNER TO ledger_schema_owner;
 ALTER TYPE ledger.history_entry OWNER TO ledger_schema_owner;
-ALTER TYPE ledger.ledger_backlog OWNER TO ledger_schema_owner;
 ALTER TYPE ledger.console_sign_in OWNER TO ledger_schema_owner;
 ALTER TYPE ledger.console_user OWNER TO ledger_schema_owner;

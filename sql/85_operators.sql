@@ -509,32 +509,6 @@ than stale_after), open, or expired (its expiry passed: it reserves
 nothing any more, and no capture or release closed it). max_rows 1 to
 1000 (LG007 otherwise). Read-only.$$;
 
-CREATE OR REPLACE FUNCTION ledger.ledger_backlog(failed_since interval DEFAULT interval '1 day')
-RETURNS ledger.ledger_backlog
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_result ledger.ledger_backlog;
-BEGIN
-    IF ledger_backlog.failed_since IS NULL OR ledger_backlog.failed_since < interval '0' THEN
-        RAISE EXCEPTION 'invalid argument: failed_since must be 0 or more'
-            USING ERRCODE = 'LG007', DETAIL = json_build_object('field', 'failed_since', 'reason', 'out of range')::text;
-    END IF;
-    SELECT count(*) INTO v_result.unrelayed_events FROM ledger.events e WHERE NOT e.relayed;
-    SELECT count(*), min(d.created_at) INTO v_result.pending_deliveries, v_result.oldest_pending_at
-    FROM ledger.webhook_deliveries d WHERE d.status = 'pending';
-    SELECT count(*) INTO v_result.failed_deliveries
-    FROM ledger.webhook_deliveries d
-    WHERE d.status = 'failed' AND d.finished_at >= clock_timestamp() - ledger_backlog.failed_since;
-    RETURN v_result;
-END
-$$;
-COMMENT ON FUNCTION ledger.ledger_backlog(interval) IS $$
-What waits to go out: events not yet relayed to the feed, webhook
-deliveries pending (and the oldest one's creation), and deliveries that
-failed for good within failed_since (0 or more, else LG007). Read-only.$$;
-
 CREATE OR REPLACE FUNCTION ledger.record_verify()
 RETURNS ledger.verify_run
 LANGUAGE plpgsql SECURITY DEFINER

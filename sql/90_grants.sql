@@ -155,7 +155,6 @@ GRANT EXECUTE ON FUNCTION
     ledger.daily_activity(integer),
     ledger.busiest_owners(interval, integer),
     ledger.list_open_holds(interval, interval, integer),
-    ledger.ledger_backlog(interval),
     ledger.latest_verify()
 TO ledger_app, ledger_reader, ledger_owner, ledger_operator;
 GRANT EXECUTE ON FUNCTION

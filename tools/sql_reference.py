@@ -503,12 +503,6 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 "ledger_reader",
             ),
             Example(
-                "ledger.ledger_backlog(interval)",
-                "SELECT unrelayed_events, pending_deliveries, failed_deliveries"
-                " FROM ledger.ledger_backlog();",
-                "ledger_reader",
-            ),
-            Example(
                 "ledger.record_verify()",
                 "SELECT findings, sample, ran_by FROM ledger.record_verify();",
                 "ledger_operator",

@@ -384,7 +384,7 @@ def overview() -> Any:
     with _db() as conn:
         activity = ledger.daily_activity(days=OVERVIEW_DAYS, conn=conn)
         busiest = ledger.busiest_owners(since=timedelta(days=1), max_rows=10, conn=conn)
-        backlog = ledger.ledger_backlog(conn=conn)
+        backlog = ledger.metrics_snapshot(recent=timedelta(days=1), conn=conn)
         verify_run = ledger.latest_verify(conn=conn)
     today = datetime.now(timezone.utc).date()
     days = [today - timedelta(days=OVERVIEW_DAYS - 1 - i) for i in range(OVERVIEW_DAYS)]
@@ -628,7 +628,7 @@ def webhooks() -> Any:
             )
             for e in endpoints
         }
-        backlog = ledger.ledger_backlog(conn=conn)
+        backlog = ledger.metrics_snapshot(recent=timedelta(days=1), conn=conn)
     return _page(
         "console/webhooks.html",
         title="Webhooks",
