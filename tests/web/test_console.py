@@ -233,6 +233,9 @@ def test_the_other_pages_render(client, people, ledger):
     assert found.status_code == 302 and found.headers["Location"].endswith("/console/owners/di")
     assert client.get("/console/owners?owner_id=d").status_code == 200
     assert client.get("/console/entries/999999").status_code == 404
+    refused = client.get("/console/owners/" + "x" * 300)
+    assert refused.status_code == 422 and "owner_id" in refused.text
+    assert client.get("/console/owners/di?before_seq=%C2%B2").status_code == 200
     resent = client.post(
         f"/console/webhooks/{endpoint.endpoint_id}/resend/{delivery.event_id}",
         data={"csrf_token": token, "app": "core"},

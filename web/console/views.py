@@ -33,6 +33,7 @@ from ledger_py.errors import LedgerError, NotFound
 from web.console import charts
 from web.console.passwords import password_matches
 from web.database import connection
+from web.errors import status_for
 
 bp = Blueprint(
     "console",
@@ -230,6 +231,14 @@ def _not_found(exc: NotFound) -> Any:
     return render_template("console/error.html", title="Not found", message=exc.message), 404
 
 
+@bp.errorhandler(LedgerError)
+def _ledger_error(exc: LedgerError) -> Any:
+    """A page's read refused by the ledger (a malformed owner id, say), or the
+    database unreachable: the ledger's message, with the API's status."""
+    message = exc.message if status_for(exc) < 500 else "The ledger's database is unavailable."
+    return render_template("console/error.html", title="Refused", message=message), status_for(exc)
+
+
 # -- sign-in ------------------------------------------------------------------------
 
 
@@ -350,7 +359,7 @@ def _back(target: str, message: str, level: str = "ok") -> Any:
 
 def _positive_int(name: str) -> int | None:
     raw = request.args.get(name, "")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 2**63 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**63 else None
 
 
 def _may_correct(user: ConsoleSession) -> bool:
@@ -500,7 +509,7 @@ def grant_credits(owner_id: str) -> Any:
     form = request.form
     back = url_for(".owner", owner_id=owner_id)
     amount_raw = form.get("amount", "").strip()
-    if amount_raw and not amount_raw.isdigit():
+    if amount_raw and not (amount_raw.isascii() and amount_raw.isdigit()):
         return _back(back, "Refused: the amount must be a whole number.", "error")
     amount = int(amount_raw) if amount_raw else None
     user: ConsoleSession = g.console_user
