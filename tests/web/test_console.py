@@ -121,6 +121,7 @@ def test_every_post_needs_the_session_csrf_token(client, people, ledger):
     path = f"/console/entries/{made.entry_id}/reverse"
     assert client.post(path, data=form).status_code == 403
     assert client.post(path, data={**form, "csrf_token": "forged"}).status_code == 403
+    assert client.post(path, data={**form, "csrf_token": "f\u00f6rged"}).status_code == 403
     answer = client.post(
         path, data={**form, "csrf_token": token}, headers={"Origin": "https://evil.example"}
     )

@@ -184,7 +184,7 @@ def _check_csrf(expected: str) -> None:
     """Every POST carries the session's token; a cross-site page cannot read it.
     A request whose Origin names another site is refused as well."""
     given = request.form.get("csrf_token", "")
-    if not given or not hmac.compare_digest(given, expected):
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Forbidden("the form is missing its CSRF token or it does not match your session")
     origin = request.headers.get("Origin")
     if origin and origin != "null" and urlsplit(origin).netloc != request.host:
@@ -268,7 +268,7 @@ def sign_in() -> Any:
     except (SignatureExpired, BadSignature):
         expected = None
     given = request.form.get("pre_token", "")
-    if not expected or not hmac.compare_digest(given, str(expected)):
+    if not expected or not hmac.compare_digest(given.encode(), str(expected).encode()):
         raise Forbidden("the sign-in form expired or came from elsewhere: reload the page")
     name = request.form.get("name", "").strip()
     password = request.form.get("password", "")
