@@ -38,6 +38,7 @@ class Plan:
     citus: bool = False  # the Citus scenario (bench/citus.py) instead of the main run
     citus_url: str | None = None
     webhooks: bool = False  # the webhook dispatch scenario (bench/webhooks.py) instead
+    console: bool = False  # the console's render time (bench/console.py) instead
 
 
 def parse_args(argv: list[str] | None) -> Plan:
@@ -86,8 +87,27 @@ def parse_args(argv: list[str] | None) -> Plan:
         "beside a bare HTTP client, latency from commit to receipt (bench/results/webhooks.md); "
         "3 rounds",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="the console: server-side render time of the owner page of an owner with "
+        "100,000 entries beside GET /balance in the same rounds (bench/results/console.md)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.console:
+        return Plan(
+            mode="quick" if quick else "full",
+            runs=0,
+            seconds=0.0,
+            scale=0,
+            growth_rows=0,
+            due_grants=0,
+            out=args.out or (RESULTS / "tmp" if quick else RESULTS),
+            only=None,
+            debug=args.debug,
+            console=True,
+        )
     if args.webhooks:
         return Plan(
             mode="quick" if quick else "full",
@@ -554,6 +574,10 @@ def growth_scenarios(
 
 def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
+    if plan.console:
+        from bench import console
+
+        return console.main(mode=plan.mode, out=plan.out)
     if plan.webhooks:
         from bench import webhooks
 

@@ -22,7 +22,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from ledger_py.client import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, Ledger
 from ledger_py.errors import LedgerError, LedgerUnavailable
-from web import example_app, ledger_api, monitoring, webhooks
+from web import console, example_app, ledger_api, monitoring, webhooks
 from web.api_keys import KeyResolver
 from web.database import connection
 from web.errors import RETRY_AFTER_SECONDS, register_error_handlers, unavailable_body
@@ -137,6 +137,8 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
     app.register_blueprint(example_app.bp)
     app.register_blueprint(webhooks.events_bp)
     app.register_blueprint(webhooks.bp)
+    # The operators' console (/console): HTML pages, signed-in people only.
+    console.register(app)
     _register_service_routes(app)
     return app
 
