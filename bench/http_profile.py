@@ -104,7 +104,9 @@ def steps(url: str, token: str) -> dict[str, Step]:
     """Each measured piece, as a function of the call number."""
     from web.app import create_app
 
-    app = create_app({"LEDGER_DATABASE_URL": url, "LEDGER_POOL_SIZE": 1})
+    app = create_app(
+        {"LEDGER_DATABASE_URL": url, "LEDGER_POOL_SIZE": 1, "API_KEY_CACHE_SECONDS": 1.0}
+    )
     state = app.extensions["ledger_web"]
     ledger = state.ledger
     run = uuid.uuid4().hex[:8]
