@@ -226,7 +226,10 @@ def main() -> None:
     parser.add_argument("--cprofile", action="store_true", help="cProfile POST /ledger")
     parser.add_argument("--gunicorn", type=float, default=0, help="seconds of wrk (0: none)")
     parser.add_argument(
-        "--loop", type=float, default=0, help="then POST /ledger alone for this many seconds (py-spy)"
+        "--loop",
+        type=float,
+        default=0,
+        help="then POST /ledger alone for this many seconds (py-spy)",
     )
     args = parser.parse_args()
     server = start_server()

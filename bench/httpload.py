@@ -1,5 +1,6 @@
-"""The HTTP scenario: `POST /ledger` through gunicorn on loopback, driven by
-wrk with a Lua script (JSON bodies, a unique Idempotency-Key per request)."""
+"""The HTTP scenarios: `POST /ledger` (JSON bodies, a unique Idempotency-Key
+per request) and `GET /balance/{owner}` through gunicorn on loopback, driven
+by wrk with a Lua script."""
 
 from __future__ import annotations
 
@@ -75,7 +76,11 @@ class Gunicorn:
         workers: int = WORKERS,
         threads: int = THREADS_PER_WORKER,
         extra_args: tuple[str, ...] = (),
+        tree: Path = REPO,
+        env_extra: dict[str, str] | None = None,
     ):
+        """`tree`: the checkout whose web/ and ledger_py/ serve (another
+        version's, for a side-by-side run)."""
         self.port = _free_port()
         self.workers = workers
         self.threads = threads
@@ -88,8 +93,9 @@ class Gunicorn:
             LEDGER_THREADS=str(threads),
             LEDGER_POOL_SIZE=str(threads),
             LEDGER_LOG_LEVEL="warning",
+            **(env_extra or {}),
         )
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")])
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [
@@ -103,7 +109,7 @@ class Gunicorn:
                 *extra_args,
                 "web.wsgi:app",
             ],
-            cwd=REPO,
+            cwd=tree,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -207,6 +213,21 @@ function request()
 end
 """
 
+_LUA_BALANCE = """
+local token = "%(token)s"
+tid = tid or "0"
+
+function init(args)
+    math.randomseed(os.time() + tonumber(tid) * 7919)
+end
+
+function request()
+    local headers = {}
+    headers["Authorization"] = "Bearer " .. token
+    return wrk.format("GET", "/balance/o" .. math.random(1, %(owners)d), headers)
+end
+"""
+
 _LUA_MAIN = """
 local next_tid = 0
 function setup(thread)
@@ -225,10 +246,18 @@ end
 """
 
 
-def run_wrk(base: str, token: str, *, connections: int, threads: int, seconds: float) -> Sample:
-    script = (_LUA % {"run": uuid.uuid4().hex[:12], "token": token, "owners": OWNERS}) + (
-        _LUA_MAIN % {}
-    )
+def run_wrk(
+    base: str,
+    token: str,
+    *,
+    connections: int,
+    threads: int,
+    seconds: float,
+    balance: bool = False,
+) -> Sample:
+    """wrk's POST /ledger (or, with `balance`, GET /balance/{owner}) for `seconds`."""
+    values = {"run": uuid.uuid4().hex[:12], "token": token, "owners": OWNERS}
+    script = ((_LUA_BALANCE if balance else _LUA) % values) + (_LUA_MAIN % {})
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
         path = fh.name
@@ -244,7 +273,7 @@ def run_wrk(base: str, token: str, *, connections: int, threads: int, seconds: f
                 f"{max(1, round(seconds))}s",
                 "-s",
                 path,
-                base + "/ledger",
+                base + ("/balance/o1" if balance else "/ledger"),
             ],
             capture_output=True,
             text=True,

@@ -36,8 +36,7 @@ import datetime as dt
 from typing import Any
 
 from apiflask import Schema
-from marshmallow import EXCLUDE, RAISE, fields
-from marshmallow.utils import missing
+from marshmallow import EXCLUDE, RAISE, fields, missing
 from marshmallow.validate import Range
 
 
@@ -50,7 +49,7 @@ class _Decline(Exception):
 _STR, _INT, _RAW = "str", "int", "raw"
 
 
-def _load_kind(field: fields.Field[Any]) -> tuple[str, tuple[int | None, int | None]] | None:
+def _load_kind(field: Any) -> tuple[str, tuple[int | None, int | None]] | None:
     """(kind, (min, max)) of a field the fast load handles, or None."""
     bounds: tuple[int | None, int | None] = (None, None)
     validators = list(field.validators)
@@ -133,7 +132,7 @@ class _LoadPlan:
 # ---- dump -------------------------------------------------------------------------------
 
 
-def _dump_value(field: fields.Field[Any]) -> Any:
+def _dump_value(field: Any) -> Any:
     """A function value -> JSON value for a field the fast dump handles (None: unhandled)."""
     kind = type(field)
     if kind in (fields.Integer, fields.Int) and not field.as_string:
@@ -295,7 +294,7 @@ def _plain(schema: Schema) -> bool:
 class FastSchema(Schema):
     """An apiflask Schema whose load and dump take the compiled path when they can."""
 
-    def load(  # type: ignore[override]
+    def load(
         self,
         data: Any,
         *,
@@ -310,7 +309,7 @@ class FastSchema(Schema):
                     return plan.load(data, unknown or self.unknown or RAISE)
                 except _Decline:
                     pass
-        return super().load(data, many=many, partial=partial, unknown=unknown)
+        return super().load(data, many=many, partial=partial, unknown=unknown)  # type: ignore[arg-type]
 
     def dump(self, obj: Any, *, many: bool | None = None) -> Any:
         plan = _dump_plan(type(self)) if _plain(self) else None

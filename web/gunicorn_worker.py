@@ -22,7 +22,10 @@ On top of gunicorn's gevent worker, this class:
 * answers gunicorn's own errors (malformed request line or headers, bad
   Content-Length, Content-Length with Transfer-Encoding, a request line or
   headers over the limits, ...) with the API's JSON error shape instead of
-  gunicorn's HTML page.
+  gunicorn's HTML page;
+* sends a response's head and its body in one write (gunicorn writes the
+  head, then the body): one system call and one wake-up of the client fewer
+  per response, on loopback half the kernel's work of sending it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from gevent import monkey
 from gevent import socket as gevent_socket
 from gevent.threadpool import ThreadPool
 from gunicorn.http import errors as http_errors
+from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 DEFAULT_HEADER_TIMEOUT = 5.0
@@ -128,6 +132,8 @@ class LedgerWorker(GeventWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         self.header_timeout = _seconds("LEDGER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT)
         self.body_timeout = _seconds("LEDGER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT)
+        # The response class gunicorn's wsgi.create() builds, in this worker process.
+        gunicorn_wsgi.Response = OneWriteResponse
         super().init_process()  # patch(), loads the app, serves until exit
 
     def patch(self) -> None:
@@ -289,6 +295,52 @@ class _InThreads:
             if close is not None:
                 close()
         return (started[0], started[1]), body
+
+
+class OneWriteResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
+    """gunicorn's HTTP/1 response, its head held back until the first body
+    bytes (or the end of the response) so that both leave in one write.
+    Everything else (status, headers, framing, Content-Length) is gunicorn's."""
+
+    _head: bytes | None = None
+    headers_sent: bool
+    headers: list[tuple[str, str]]
+    chunked: bool
+    sock: Any
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        tosend = self.default_headers()
+        tosend.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])  # noqa: UP031
+        self._head = ("%s\r\n" % "".join(tosend)).encode("latin-1")  # noqa: UP031
+        self.headers_sent = True
+
+    def _flush_head(self) -> None:
+        head, self._head = self._head, None
+        if head:
+            self.sock.sendall(head)
+
+    def _emit_body(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head and not self.chunked:
+            self.sock.sendall(head + data)
+            return
+        if head:
+            self.sock.sendall(head)
+        super()._emit_body(data)
+
+    def sendfile(self, respiter: Any) -> Any:
+        # gunicorn's sendfile path writes the head itself: it must be out first.
+        self.send_headers()
+        self._flush_head()
+        return super().sendfile(respiter)
+
+    def close(self) -> None:
+        if not self.headers_sent:
+            self.send_headers()
+        self._flush_head()
+        super().close()
 
 
 def _no_write(data: bytes) -> None:

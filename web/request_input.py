@@ -48,9 +48,10 @@ from urllib.parse import unquote_to_bytes
 import orjson
 from apiflask import APIFlask
 from apiflask.schema_adapters.marshmallow import parser
-from flask import Request, Response, request
+from flask import Request, request
 from flask.json.provider import DefaultJSONProvider
 from webargs import core as webargs_core
+from werkzeug.sansio.response import Response
 
 from web.errors import api_error
 
@@ -184,7 +185,8 @@ class StrictJSONProvider(DefaultJSONProvider):
             return super().response(*args, **kwargs)
         if not data.isascii():
             return super().response(*args, **kwargs)
-        return self._app.response_class(data + b"\n", mimetype=self.mimetype)
+        response: Response = self._app.response_class(data + b"\n", mimetype=self.mimetype)  # type: ignore[arg-type]
+        return response
 
 
 _ORJSON_OPTIONS = (

@@ -28,9 +28,7 @@ def cached_client(ledger: Ledger) -> Iterator[FlaskClient]:
     close_app(app)
 
 
-def _status_after_revoking(
-    send: object, revoke: object, seconds: float
-) -> list[tuple[float, int]]:
+def _status_after_revoking(send: object, revoke: object, seconds: float) -> list[tuple[float, int]]:
     """(seconds since the revocation committed, status) of requests sent
     back to back for `seconds` after it."""
     revoke()  # type: ignore[operator]

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import EXCLUDE, ValidationError, fields
 
-import web.example_app  # noqa: F401  (its schemas)
+import web.example_app
 import web.webhooks  # noqa: F401  (its schemas)
 from web import schemas
 from web.fast_schema import FastSchema, _dump_plan, _load_plan
@@ -44,7 +44,9 @@ JSON_SCALARS = (
 )
 JSON = st.recursive(
     JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -130,7 +132,7 @@ def _dump_both(schema: Any, obj: Any, **kwargs: Any) -> tuple[Any, Any]:
     for dump in (schema.dump, schema.slow_dump):
         try:
             outcomes.append(("ok", dump(obj, **kwargs)))
-        except Exception as exc:  # noqa: BLE001 - the same failure on both paths
+        except Exception as exc:
             outcomes.append(("error", type(exc)))
     return outcomes[0], outcomes[1]
 
