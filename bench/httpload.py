@@ -24,6 +24,9 @@ from bench.scripts import OWNERS
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
 THREADS_PER_WORKER = 4
+# web/gunicorn_conf.py's default (LEDGER_API_KEY_CACHE_SECONDS), read without
+# importing the configuration module.
+API_KEY_CACHE_SECONDS = "1"
 
 
 class HttpUnavailable(RuntimeError):
