@@ -9,7 +9,12 @@ process (``time.process_time``) per call, so that PostgreSQL's own time and
 other load on the machine stay out of it; the gunicorn/gevent layer is
 what `--gunicorn` adds: worker CPU per request under wrk, read from /proc.
 
-    python -m bench.http_profile [--calls 3000] [--cprofile] [--gunicorn]
+    python -m bench.http_profile [--calls 2000] [--cprofile] [--gunicorn SECONDS]
+        [--key-cache SECONDS] [--loop SECONDS]
+
+Run from another checkout's directory with this file's path (``python
+/path/to/bench/http_profile.py``) to profile that checkout's web/ and
+ledger_py/.
 
 A diagnostic beside the benchmark (bench/results/http_profile.md), never
 part of its figures.
@@ -28,6 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -100,12 +106,12 @@ def body_of(i: int) -> bytes:
     ).encode()
 
 
-def steps(url: str, token: str) -> dict[str, Step]:
+def steps(url: str, token: str, key_cache: float = 1.0) -> dict[str, Step]:
     """Each measured piece, as a function of the call number."""
     from web.app import create_app
 
     app = create_app(
-        {"LEDGER_DATABASE_URL": url, "LEDGER_POOL_SIZE": 1, "API_KEY_CACHE_SECONDS": 1.0}
+        {"LEDGER_DATABASE_URL": url, "LEDGER_POOL_SIZE": 1, "API_KEY_CACHE_SECONDS": key_cache}
     )
     state = app.extensions["ledger_web"]
     ledger = state.ledger
@@ -200,22 +206,42 @@ def steps(url: str, token: str) -> dict[str, Step]:
     }
 
 
-def gunicorn_cpu(url: str, token: str, seconds: float) -> None:
-    """Worker CPU per request under wrk (POST /ledger), from /proc."""
-    from bench.serve_ab import _cpu_seconds
+def _thread_cpu(master_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the workers' threads: "main" (gevent's hub and the
+    greenlets: gunicorn's parsing, writing, access log) and "other" (the
+    threads that run the app, the psycopg pool's)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {"main": 0.0, "other": 0.0}
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    for pid in children:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            role = "main" if task.name == pid else "other"
+            out[role] += (int(fields[11]) + int(fields[12])) / ticks
+    return out
 
+
+def gunicorn_cpu(url: str, token: str, seconds: float) -> None:
+    """Worker CPU per request under wrk (8 connections), from /proc."""
     server = httpload.Gunicorn(url)
     try:
         httpload.probe(server.base, token)
         time.sleep(1)
-        before = _cpu_seconds(server.proc.pid)
-        sample = httpload.run_wrk(server.base, token, connections=8, threads=2, seconds=seconds)
-        after = _cpu_seconds(server.proc.pid)
-        cpu = sum(after[p] - before.get(p, 0.0) for p in after)
-        print(
-            f"gunicorn POST /ledger: {sample.rate:.0f} requests/s, worker CPU "
-            f"{cpu * 1e6 / max(1, sample.count):.0f} us per request"
-        )
+        for balance in (False, True):
+            before = _thread_cpu(server.proc.pid)
+            sample = httpload.run_wrk(
+                server.base, token, connections=8, threads=2, seconds=seconds, balance=balance
+            )
+            after = _thread_cpu(server.proc.pid)
+            per = {k: (after[k] - before[k]) * 1e6 / max(1, sample.count) for k in after}
+            print(
+                f"gunicorn {'GET /balance' if balance else 'POST /ledger'}: "
+                f"{sample.rate:.0f} requests/s, worker CPU per request {sum(per.values()):.0f} us"
+                f" (main thread {per['main']:.0f}, app and pool threads {per['other']:.0f})"
+            )
     finally:
         server.stop()
 
@@ -224,6 +250,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--cprofile", action="store_true", help="cProfile POST /ledger")
+    parser.add_argument(
+        "--key-cache", type=float, default=1.0, help="API_KEY_CACHE_SECONDS (the served default)"
+    )
     parser.add_argument("--gunicorn", type=float, default=0, help="seconds of wrk (0: none)")
     parser.add_argument(
         "--loop",
@@ -237,7 +266,7 @@ def main() -> None:
         url = dataset.create_database(server.url(database="postgres"), "bench")
         dataset.prepare_ledger(url)
         token = httpload.create_token(url)
-        measured = steps(url, token)
+        measured = steps(url, token, args.key_cache)
         for step in measured.values():  # warm-up: connections, prepared statements
             for i in range(10):
                 step(10**7 + i)
