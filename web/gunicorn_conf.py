@@ -32,6 +32,8 @@ API_KEY_CACHE_SECONDS_DEFAULT = "1"
 preload_app = False
 loglevel = os.environ.get("LEDGER_LOG_LEVEL", "info")
 accesslog = "-"
+# gunicorn's logger, its default access line built from the atoms it names.
+logger_class = "web.gunicorn_worker.LedgerLogger"
 graceful_timeout = 10
 # Not 0: gunicorn reads each request's headers under the worker's header
 # timeout (LEDGER_HEADER_TIMEOUT) only on connections it may keep alive.
