@@ -235,6 +235,19 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
             script=scripts.FLOOR_GRANTS_HOT,
         ),
         pgbench_scenario(
+            "floor_full_uniform",
+            "full floor: the grants floor's credit + its entry.posted event row, one CTE, uniform",
+            target,
+            script=scripts.FLOOR_FULL_UNIFORM,
+        ),
+        pgbench_scenario(
+            "floor_full_hot",
+            "full floor: the grants floor's debit + its entry.posted event row, one CTE, every"
+            " client on one owner",
+            target,
+            script=scripts.FLOOR_FULL_HOT,
+        ),
+        pgbench_scenario(
             "post_entry_uniform",
             "ledger.post_entry credit, uniform over 10,000 owners",
             target,
@@ -301,8 +314,8 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
     # apart in every round, and the per-round ratio cancels the drift.
     order = [
         "tpcb_like", "one_row_update", "floor_uniform", "floor_grants_uniform", "floor_function",
-        "post_entry_uniform", "transfer_uniform",
-        "floor_hot", "floor_grants_hot", "post_entry_hot",
+        "floor_full_uniform", "post_entry_uniform", "transfer_uniform",
+        "floor_hot", "floor_grants_hot", "floor_full_hot", "post_entry_hot",
         "debit_never_expiring", "debit_expiring",
         "select_only", "get_balance", "post_entry_single_client",
         "floor_batch", "post_entries_batch",
@@ -436,8 +449,9 @@ def http_scenarios(url: str) -> list[Scenario]:
     balance: list[Scenario] = []
     note = (
         f"web/gunicorn_conf.py: {httpload.WORKERS} gevent workers, pool of "
-        f"{httpload.THREADS_PER_WORKER} per worker, access log on, API keys cached up to "
-        f"{httpload.API_KEY_CACHE_SECONDS} s; wrk -t2 -c8 on the same cores"
+        f"{httpload.THREADS_PER_WORKER} per worker, LEDGER_LOG_LEVEL=warning (no request "
+        f"lines), API keys cached up to {httpload.API_KEY_CACHE_SECONDS} s; wrk -t2 -c8 on the "
+        "same cores"
     )
     post.append(
         Scenario(

@@ -17,6 +17,7 @@ from ledger_py.migrate import migrate
 
 FUNDING = 1_000_000  # credits of each uniform owner (the largest CREDIT_ADD)
 HOT_FUNDING_CALLS = 20  # the hot owner gets 20 x 1,000,000: enough for any run
+ALERT_THRESHOLD = 10  # app `alerts`' low-balance threshold (every owner stays above it)
 
 # The owners of the expiring-grants pair (bench/scripts.py): each `e` owner
 # has three grants of 1,000,000 that expire 10, 11 and 12 years from the
@@ -45,6 +46,12 @@ def prepare_ledger(url: str) -> None:
     migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT ledger.define_app('bench', 'benchmarks')")
+        # One app with a balance alert, as a ledger with events in use has:
+        # every write then compares the owner's available credits before and
+        # after it (the threshold is below every funded owner's balance, so
+        # no alert fires: the cost measured is the check's).
+        conn.execute("SELECT ledger.define_app('alerts', 'an app with a low-balance alert')")
+        conn.execute("SELECT ledger.set_balance_alert('alerts', %s)", (ALERT_THRESHOLD,))
         conn.execute(
             "SELECT count(ledger.post_entry('o' || g, 'bench', 'CREDIT_ADD', 'fund-' || g, %s))"
             " FROM generate_series(1, %s) g",
@@ -119,9 +126,10 @@ $$
 """
 
 
-# The ledger's tables the floor copies: the account, the journal, and the
-# grants with their spending rows (the grants floor writes those too).
-FLOOR_TABLES = ("accounts", "entries", "grants", "grant_spending")
+# The ledger's tables the floor copies: the account, the journal, the
+# grants with their spending rows (the grants floor writes those too) and
+# the events outbox (the full floor writes its entry.posted row).
+FLOOR_TABLES = ("accounts", "entries", "grants", "grant_spending", "events")
 
 
 def prepare_floor(url: str) -> list[str]:
@@ -186,7 +194,7 @@ def prepare_floor(url: str) -> list[str]:
         conn.execute("INSERT INTO bench_counter VALUES (1, 0)")
         conn.execute(
             "VACUUM ANALYZE floor.accounts, floor.entries, floor.grants, floor.grant_spending,"
-            " bench_counter"
+            " floor.events, bench_counter"
         )
     return added
 

@@ -82,7 +82,7 @@ def main() -> None:
         target = pgbench.Target("127.0.0.1", server.settings["port"], "postgres", "bench")
         token = httpload.create_token(url)
         for name, tree in (("before", before_tree), ("after", REPO)):
-            servers[name] = httpload.Gunicorn(url, tree=tree)
+            servers[name] = httpload.Gunicorn(url, repo=tree)
             httpload.probe(servers[name].base, token)
         time.sleep(1)
 

@@ -24,8 +24,7 @@ from bench.scripts import OWNERS
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
 THREADS_PER_WORKER = 4
-# web/gunicorn_conf.py's default (LEDGER_API_KEY_CACHE_SECONDS), read without
-# importing the configuration module.
+# web/gunicorn_conf.py's default (LEDGER_API_KEY_CACHE_SECONDS).
 API_KEY_CACHE_SECONDS = "1"
 
 
@@ -79,10 +78,10 @@ class Gunicorn:
         workers: int = WORKERS,
         threads: int = THREADS_PER_WORKER,
         extra_args: tuple[str, ...] = (),
-        tree: Path = REPO,
+        repo: Path = REPO,
         env_extra: dict[str, str] | None = None,
     ):
-        """`tree`: the checkout whose web/ and ledger_py/ serve (another
+        """`repo`: the checkout whose web/ and ledger_py/ serve (another
         version's, for a side-by-side run)."""
         self.port = _free_port()
         self.workers = workers
@@ -96,9 +95,9 @@ class Gunicorn:
             LEDGER_THREADS=str(threads),
             LEDGER_POOL_SIZE=str(threads),
             LEDGER_LOG_LEVEL="warning",
-            **(env_extra or {}),
         )
-        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")])
+        env.update(env_extra or {})
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [
@@ -112,7 +111,7 @@ class Gunicorn:
                 *extra_args,
                 "web.wsgi:app",
             ],
-            cwd=tree,
+            cwd=repo,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

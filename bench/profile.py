@@ -23,6 +23,8 @@ SCENARIOS = {
     "floor_hot": (scripts.FLOOR_HOT, 8),
     "floor_grants_uniform": (scripts.FLOOR_GRANTS_UNIFORM, 8),
     "floor_grants_hot": (scripts.FLOOR_GRANTS_HOT, 8),
+    "floor_full_uniform": (scripts.FLOOR_FULL_UNIFORM, 8),
+    "floor_full_hot": (scripts.FLOOR_FULL_HOT, 8),
     "post_entry_uniform": (scripts.POST_ENTRY_UNIFORM, 8),
     "post_entry_hot": (scripts.POST_ENTRY_HOT, 8),
     "debit_never_expiring": (scripts.DEBIT_NEVER_EXPIRING, 8),

@@ -64,10 +64,8 @@ RETURNING entry_id, balance;
 # The grants floor: the bare floor plus the grant rows the ledger writes
 # now, still one plain statement on the floor tables. A credit also makes
 # its grant (never expiring, as CREDIT_ADD's).
-FLOOR_GRANTS_UNIFORM = (
-    _OWNER
-    + _KEY
-    + """\
+# Its credit's account and entry (the CTEs the full floor reuses), then the grant.
+_CREDIT_ROWS = """\
 WITH a AS (
     UPDATE floor.accounts SET balance = balance + 1, last_seq = last_seq + 1,
         updated_at = clock_timestamp()
@@ -79,22 +77,29 @@ e AS (
     SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_ADD', 1, a.balance, 'k' || :key,
            md5('k' || :key)::uuid, '{}', a.updated_at, current_user
     FROM a
-    RETURNING owner_id, entry_id, seq, amount, created_at)
+    RETURNING *),
+"""
+_CREDIT_GRANT = """\
 INSERT INTO floor.grants (owner_id, entry_id, seq, app, operation, amount, remaining, priority,
                           expires_at, created_at)
 SELECT e.owner_id, e.entry_id, e.seq, 'bench', 'CREDIT_ADD', e.amount, e.amount, 50, NULL,
        e.created_at
 FROM e
-RETURNING entry_id;
 """
+FLOOR_GRANTS_UNIFORM = (
+    _OWNER
+    + _KEY
+    + _CREDIT_ROWS.removesuffix(",\n")
+    + "\n"
+    + _CREDIT_GRANT
+    + "RETURNING entry_id;\n"
 )
 
 # A debit of the hot owner with its grant rows: the first grant in spending
 # order (found through the same partial index the ledger reads) loses the
-# credit, and one spending row records it.
-FLOOR_GRANTS_HOT = (
-    _KEY
-    + """\
+# credit, and one spending row records it. The account, entry and grant
+# update are CTEs the full floor reuses.
+_DEBIT_ROWS = """\
 WITH a AS (
     UPDATE floor.accounts SET balance = balance - 1, last_seq = last_seq + 1,
         updated_at = clock_timestamp()
@@ -106,21 +111,60 @@ e AS (
     SELECT a.owner_id, a.last_seq, 'bench', 'CREDIT_SPEND', -1, a.balance, 'k' || :key,
            md5('k' || :key)::uuid, '{}', a.updated_at, current_user
     FROM a
-    RETURNING owner_id, entry_id, seq),
+    RETURNING *),
 g AS (
     UPDATE floor.grants g SET remaining = g.remaining - 1
     FROM e
     WHERE g.owner_id = e.owner_id
-      AND g.grant_id = (SELECT x.grant_id FROM floor.grants x
-                        WHERE x.owner_id = 'hot' AND x.status = 'active' AND x.remaining > 0
-                        ORDER BY x.priority, x.expires_at, x.seq, x.grant_id
+      AND g.grant_id = (SELECT nxt.grant_id FROM floor.grants nxt
+                        WHERE nxt.owner_id = 'hot' AND nxt.status = 'active' AND nxt.remaining > 0
+                        ORDER BY nxt.priority, nxt.expires_at, nxt.seq, nxt.grant_id
                         LIMIT 1)
     RETURNING g.owner_id, g.grant_id)
+"""
+_DEBIT_SPENDING = """\
 INSERT INTO floor.grant_spending (owner_id, entry_id, grant_id, seq, amount)
 SELECT e.owner_id, e.entry_id, g.grant_id, e.seq, -1
 FROM e JOIN g USING (owner_id)
-RETURNING entry_id;
 """
+FLOOR_GRANTS_HOT = _KEY + _DEBIT_ROWS + _DEBIT_SPENDING + "RETURNING entry_id;\n"
+
+# The full floor: the grants floor plus the entry.posted event row the
+# ledger writes with every entry (its payload built from the entry's columns,
+# as the ledger's is), still one plain statement on the floor tables. This
+# is the same physical work as a ledger write: account, entry, grant or
+# spending rows, event.
+_EVENT_ROW = """\
+INSERT INTO floor.events (owner_id, type, seq, entry_id, app, payload, occurred_at, recorded_at)
+SELECT e.owner_id, 'entry.posted', e.seq, e.entry_id, e.app,
+       jsonb_strip_nulls(jsonb_build_object(
+           'entry_id', e.entry_id, 'owner_id', e.owner_id, 'app', e.app, 'operation', e.operation,
+           'amount', e.amount, 'balance', e.balance, 'seq', e.seq, 'created_at', e.created_at,
+           'idempotency_key', e.idempotency_key))
+         || jsonb_build_object('metadata', e.metadata),
+       e.created_at, e.created_at
+FROM e
+"""
+
+FLOOR_FULL_UNIFORM = (
+    _OWNER
+    + _KEY
+    + _CREDIT_ROWS
+    + "g AS (\n"
+    + _CREDIT_GRANT
+    + ")\n"
+    + _EVENT_ROW
+    + "RETURNING entry_id;\n"
+)
+
+FLOOR_FULL_HOT = (
+    _KEY
+    + _DEBIT_ROWS.removesuffix("\n")
+    + ",\ns AS (\n"
+    + _DEBIT_SPENDING
+    + ")\n"
+    + _EVENT_ROW
+    + "RETURNING entry_id;\n"
 )
 
 ONE_ROW_UPDATE = "UPDATE bench_counter SET v = v + 1 WHERE id = 1;\n"

@@ -21,8 +21,18 @@ import statistics
 
 import psycopg
 
-from bench import dataset
+from bench import dataset, scripts
 from bench.server import start_server
+
+
+def _from_script(script: str) -> str:
+    """A pgbench script's statement for the loop below: its variables become
+    the loop's (o, k), its \\set lines and its RETURNING go."""
+    lines = [line for line in script.splitlines() if not line.startswith("\\")]
+    text = " ".join(line.strip() for line in lines).rstrip(";")
+    text = text.replace("'o' || :owner", "o").replace("'k' || :key", "k")
+    return text.removesuffix(" RETURNING entry_id")
+
 
 STATEMENTS = {
     # The floor's statement itself, run by PL/pgSQL.
@@ -77,6 +87,9 @@ STATEMENTS = {
         " INSERT INTO floor.grant_spending (owner_id, entry_id, grant_id, seq, amount)"
         " SELECT e.owner_id, e.entry_id, g.grant_id, e.seq, -1 FROM e JOIN g USING (owner_id)"
     ),
+    # The full floor: the grants floor's rows plus the entry.posted event row.
+    "floor_full": _from_script(scripts.FLOOR_FULL_UNIFORM),
+    "floor_full_hot": _from_script(scripts.FLOOR_FULL_HOT),
     "floor_function": "SELECT * INTO x FROM floor.credit(o, k, 1)",
     "post_entry": "SELECT * INTO x FROM ledger.post_entry(o, 'bench', 'CREDIT_ADD', k, 1)",
     "post_entry_hot": (

@@ -46,6 +46,7 @@ from .results import (
     HoldRecord,
     JournalEntry,
     KeyHolder,
+    MetricsSnapshot,
     NewWebhookEndpoint,
     Operation,
     ReportRow,
@@ -758,6 +759,15 @@ class AsyncLedger:
     ) -> list[Discrepancy]:
         """Consistency findings; an empty list means healthy."""
         return await self._rows(q.VERIFY, conn, {})
+
+    async def metrics_snapshot(
+        self, *, recent: timedelta | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> MetricsSnapshot:
+        """Monitoring figures: event and webhook backlogs, and what finished
+        within `recent` (None: the SQL default, 5 minutes). Cheap: counts over
+        indexes, for a scrape, not for every request."""
+        result: MetricsSnapshot = await self._one(q.METRICS_SNAPSHOT, conn, {"recent": recent})
+        return result
 
     # -- HTTP API keys (ledger_owner; api_key_lookup: ledger_app) --------------
 

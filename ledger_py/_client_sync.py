@@ -45,6 +45,7 @@ from .results import (
     HoldRecord,
     JournalEntry,
     KeyHolder,
+    MetricsSnapshot,
     NewWebhookEndpoint,
     Operation,
     ReportRow,
@@ -684,6 +685,15 @@ class Ledger:
     def verify(self, *, conn: psycopg.Connection[Any] | None = None) -> list[Discrepancy]:
         """Consistency findings; an empty list means healthy."""
         return self._rows(q.VERIFY, conn, {})
+
+    def metrics_snapshot(
+        self, *, recent: timedelta | None = None, conn: psycopg.Connection[Any] | None = None
+    ) -> MetricsSnapshot:
+        """Monitoring figures: event and webhook backlogs, and what finished
+        within `recent` (None: the SQL default, 5 minutes). Cheap: counts over
+        indexes, for a scrape, not for every request."""
+        result: MetricsSnapshot = self._one(q.METRICS_SNAPSHOT, conn, {"recent": recent})
+        return result
 
     def create_api_key(
         self,

@@ -377,6 +377,9 @@ APP_REPORT = Call(
     callers=READERS,
 )
 VERIFY = Call("verify", (), (), results.Discrepancy, callers=READERS)
+METRICS_SNAPSHOT = Call(
+    "metrics_snapshot", (), (("recent", "interval"),), results.MetricsSnapshot, callers=READERS
+)
 CREATE_API_KEY = Call(
     "create_api_key",
     (("app", "text"), ("token_sha256", "bytea")),
@@ -505,6 +508,7 @@ ALL_CALLS: tuple[Call, ...] = (
     LIST_OPERATIONS,
     APP_REPORT,
     VERIFY,
+    METRICS_SNAPSHOT,
     CREATE_API_KEY,
     LIST_API_KEYS,
     REVOKE_API_KEY,

@@ -139,6 +139,22 @@ class Discrepancy:
 
 
 @dataclass(frozen=True)
+class MetricsSnapshot:
+    """The figures of `metrics_snapshot()` a monitoring system scrapes: the
+    event and webhook backlogs, and what finished within its `recent` window."""
+
+    events_unrelayed: int
+    feed_position: int
+    fan_out_lag: int
+    deliveries_pending: int
+    deliveries_delivered_recent: int
+    deliveries_failed_recent: int
+    grants_expired_recent: int
+    expiry_due_owners: int
+    measured_at: datetime
+
+
+@dataclass(frozen=True)
 class App:
     """A row of `ledger.apps`."""
 

@@ -225,7 +225,6 @@ DECLARE
     v_writer  text;
     v_result  ledger.entry_result;
     v_seq     bigint;
-    v_alerts  jsonb;
     v_before  bigint;
 BEGIN
     v_account := ledger._lock_account(p_owner_id, p_amount > 0);
@@ -239,9 +238,11 @@ BEGIN
     -- Balance alerts compare what the owner had available after its last
     -- write with what it has after this one (expiries observed now included).
     -- A capture's caller does that itself: the hold it frees changes it too.
+    -- Without open holds that is the balance just locked (no query).
     IF p_hold_id IS NULL THEN
-        v_alerts := ledger._alert_thresholds();
-        IF v_alerts IS NOT NULL THEN
+        IF v_account.open_holds = 0 THEN
+            v_before := v_account.balance;
+        ELSIF ledger._alerts_on() THEN
             v_before := ledger._stored_available(p_owner_id);
         END IF;
     END IF;
@@ -314,8 +315,8 @@ BEGIN
     END IF;
     PERFORM ledger._grant_rows(p_owner_id, v_result.entry_id, v_seq, p_app, p_operation, p_amount, p_reverses,
                                p_priority, coalesce(p_expires_at, v_at + p_expires_after), p_parts, v_at);
-    IF v_alerts IS NOT NULL THEN
-        PERFORM ledger._balance_alerts(p_owner_id, v_alerts, v_before, ledger._stored_available(p_owner_id), v_at);
+    IF v_before IS NOT NULL THEN
+        PERFORM ledger._balance_alerts(p_owner_id, v_before, ledger._stored_available(p_owner_id), v_at);
     END IF;
     RETURN v_result;
 END

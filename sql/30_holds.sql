@@ -127,7 +127,7 @@ DECLARE
     v_held    bigint;
     v_at      timestamptz;
     v_writer  text;
-    v_alerts  jsonb;
+    v_alerts  boolean;
     v_before  bigint;
 BEGIN
     PERFORM set_config('ledger.writer', create_hold.created_by, true);  -- ledger._writer()
@@ -158,8 +158,8 @@ BEGIN
         PERFORM ledger._insufficient(create_hold.owner_id, v_amount, 0);
     END IF;
     v_at := clock_timestamp();  -- one reading under the lock: what counts, and the new hold's start
-    v_alerts := ledger._alert_thresholds();
-    IF v_alerts IS NOT NULL THEN
+    v_alerts := ledger._alerts_on();
+    IF v_alerts THEN
         v_before := ledger._stored_available(create_hold.owner_id);
     END IF;
     IF v_account.next_expiry <= v_at THEN
@@ -204,8 +204,8 @@ BEGIN
                                                v_hold.amount, 'active', v_hold.expires_at,
                                                create_hold.idempotency_key),
                           v_at, v_at, p_hold_id => v_hold.hold_id);
-    IF v_alerts IS NOT NULL THEN
-        PERFORM ledger._balance_alerts(create_hold.owner_id, v_alerts, v_before,
+    IF v_alerts THEN
+        PERFORM ledger._balance_alerts(create_hold.owner_id, v_before,
                                        ledger._stored_available(create_hold.owner_id), v_at);
     END IF;
     RETURN (v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation, v_hold.amount, v_hold.status,
@@ -265,7 +265,7 @@ DECLARE
     v_at     timestamptz;
     v_entry  ledger.entries;
     v_result ledger.entry_result;
-    v_alerts jsonb;
+    v_alerts boolean;
     v_before bigint;
     v_seq    bigint;
 BEGIN
@@ -286,8 +286,8 @@ BEGIN
     PERFORM ledger._lock_account(v_hold.owner_id, false);
     v_hold := ledger._hold_of(capture_hold.hold_id, capture_hold.app, v_hold.owner_id, true);
     v_at := clock_timestamp();  -- the call's one expiry decision, under the locks
-    v_alerts := ledger._alert_thresholds();
-    IF v_alerts IS NOT NULL THEN
+    v_alerts := ledger._alerts_on();
+    IF v_alerts THEN
         v_before := ledger._stored_available(v_hold.owner_id);
     END IF;
 
@@ -318,8 +318,8 @@ BEGIN
                                                v_amount, v_result.entry_id),
                           v_result.created_at, v_result.created_at, p_entry_id => v_result.entry_id,
                           p_hold_id => v_hold.hold_id);
-    IF v_alerts IS NOT NULL THEN
-        PERFORM ledger._balance_alerts(v_hold.owner_id, v_alerts, v_before,
+    IF v_alerts THEN
+        PERFORM ledger._balance_alerts(v_hold.owner_id, v_before,
                                        ledger._stored_available(v_hold.owner_id), v_result.created_at);
     END IF;
     RETURN v_result;
@@ -344,7 +344,7 @@ DECLARE
     v_hold    ledger.holds;
     v_at      timestamptz;
     v_account record;
-    v_alerts  jsonb;
+    v_alerts  boolean;
     v_before  bigint;
 BEGIN
     -- Lock order: account, then hold (the account's open_holds changes).
@@ -359,8 +359,8 @@ BEGIN
     IF v_hold.status <> 'active' OR v_hold.expires_at <= v_at THEN
         PERFORM ledger._hold_not_active(v_hold.hold_id, v_hold.status, v_hold.expires_at, v_at);
     END IF;
-    v_alerts := ledger._alert_thresholds();
-    IF v_alerts IS NOT NULL THEN
+    v_alerts := ledger._alerts_on();
+    IF v_alerts THEN
         v_before := ledger._stored_available(v_hold.owner_id);
     END IF;
     UPDATE ledger.holds h SET status = 'released', closed_at = v_at
@@ -371,8 +371,8 @@ BEGIN
                                                v_hold.amount, 'released', v_hold.expires_at,
                                                v_hold.idempotency_key),
                           v_at, v_at, p_hold_id => v_hold.hold_id);
-    IF v_alerts IS NOT NULL THEN
-        PERFORM ledger._balance_alerts(v_hold.owner_id, v_alerts, v_before,
+    IF v_alerts THEN
+        PERFORM ledger._balance_alerts(v_hold.owner_id, v_before,
                                        ledger._stored_available(v_hold.owner_id), v_at);
     END IF;
     RETURN (v_hold.hold_id, v_hold.owner_id, v_hold.app, v_hold.operation, v_hold.amount, 'released',

@@ -256,7 +256,7 @@ DECLARE
     r_created   timestamptz[];
     r_replayed  boolean[];
     r_seq       bigint[];     -- the seq of an entry this batch wrote (else NULL)
-    v_alerts    jsonb;        -- the apps' alert thresholds (NULL: none)
+    v_alerts    boolean;      -- whether any app has a balance alert
     v_before    bigint[];     -- per locked owner: available before the batch
     v_status    text[];       -- write | replay | repeat | LG005 | LG004 | LG001 | LG006
     v_balance   numeric[];    -- balance after the item (items to write)
@@ -363,8 +363,8 @@ BEGIN
         -- Balance alerts compare each owner's available credits before and
         -- after the whole batch (one transaction: what lies between is never
         -- seen by anyone). On Citus, _apply does it item by item.
-        v_alerts := ledger._alert_thresholds();
-        IF v_alerts IS NOT NULL AND to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        v_alerts := ledger._alerts_on();
+        IF v_alerts AND to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
             SELECT array_agg(ledger._stored_available(l.owner_id) ORDER BY l.o) INTO v_before
             FROM unnest(v_locked) WITH ORDINALITY AS l(owner_id, o);
         END IF;
@@ -583,7 +583,7 @@ BEGIN
         END LOOP;
         IF v_before IS NOT NULL THEN
             FOR v_i IN 1 .. cardinality(v_locked) LOOP
-                PERFORM ledger._balance_alerts(v_locked[v_i], v_alerts, v_before[v_i],
+                PERFORM ledger._balance_alerts(v_locked[v_i], v_before[v_i],
                                                ledger._stored_available(v_locked[v_i]), v_at);
             END LOOP;
         END IF;

@@ -127,3 +127,5 @@ GRANT EXECUTE ON FUNCTION
     ledger.prune_events(interval, integer),
     ledger.prune_webhook_deliveries(interval, integer)
 TO ledger_owner, ledger_dispatcher;
+-- Monitoring (sql/85_metrics.sql): counts only, no owner, app or secret.
+GRANT EXECUTE ON FUNCTION ledger.metrics_snapshot(interval) TO ledger_app, ledger_reader, ledger_owner;

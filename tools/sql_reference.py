@@ -378,6 +378,11 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 "ledger_reader",
             ),
             Example("ledger.verify()", "SELECT * FROM ledger.verify();", "ledger_reader"),
+            Example(
+                "ledger.metrics_snapshot(interval)",
+                "SELECT * FROM ledger.metrics_snapshot(recent => interval '5 minutes');",
+                "ledger_reader",
+            ),
         ],
     ),
     (

@@ -22,9 +22,12 @@ from ledger_py import tokens
 from ledger_py.client import Ledger
 from ledger_py.results import KeyHolder
 
-__all__ = ["MAX_CACHED", "KeyHolder", "KeyResolver"]
+__all__ = ["MAX_CACHED", "SERVED_API_KEY_CACHE_SECONDS", "KeyHolder", "KeyResolver"]
 
 MAX_CACHED = 10_000  # keys per process; past it the cache starts over
+# The bound the served stack (web/gunicorn_conf.py) sets unless
+# LEDGER_API_KEY_CACHE_SECONDS says otherwise.
+SERVED_API_KEY_CACHE_SECONDS = "1"
 
 
 class KeyResolver:

@@ -22,7 +22,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from ledger_py.client import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, Ledger
 from ledger_py.errors import LedgerError, LedgerUnavailable
-from web import example_app, ledger_api, webhooks
+from web import example_app, ledger_api, monitoring, webhooks
 from web.api_keys import KeyResolver
 from web.database import connection
 from web.errors import RETRY_AFTER_SECONDS, register_error_handlers, unavailable_body
@@ -123,6 +123,9 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
 
     state = _make_state(app)
     app.extensions["ledger_web"] = state
+    # Request ids, timers, JSON request logs, GET /metrics (web/monitoring.py):
+    # first, so that every request, even one refused by a later hook, is counted.
+    monitoring.install(app)
     # One strict JSON reader for every body, UTF-8 paths (web/request_input.py).
     install_request_input(app)
 
@@ -159,6 +162,8 @@ def _make_state(app: Flask) -> WebState:
         ledger.open()
         owns = True
         atexit.register(ledger.close)
+    # The views' calls are timed for the request log and the metrics.
+    ledger = monitoring.timed_ledger(ledger, app)
     keys = KeyResolver(ledger, cache_seconds=float(app.config["API_KEY_CACHE_SECONDS"]))
     return WebState(ledger=ledger, keys=keys, owns_ledger=owns)
 

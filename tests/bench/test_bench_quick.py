@@ -28,6 +28,8 @@ ALWAYS_RUN = (
     "floor_hot",
     "floor_grants_uniform",
     "floor_grants_hot",
+    "floor_full_uniform",
+    "floor_full_hot",
     "post_entry_uniform",
     "post_entry_hot",
     "transfer_uniform",
@@ -112,7 +114,7 @@ def test_every_scenario_ran_or_says_why_not(quick_results: tuple[dict, Path, str
 def test_targets_carry_value_threshold_and_verdict(quick_results: tuple[dict, Path, str]) -> None:
     targets = quick_results[0]["targets"]
     titles = [t["title"] for t in targets]
-    assert "post_entry uniform / bare floor uniform" in titles
+    assert "post_entry uniform / full floor uniform (account, entry, grant, event rows)" in titles
     assert "get_balance / select-only" in titles
     assert len(titles) == len(set(titles)) >= 10
     for t in targets:
@@ -125,10 +127,8 @@ def test_targets_carry_value_threshold_and_verdict(quick_results: tuple[dict, Pa
             assert t["value"] > 0
     by_pair = {(t.get("numerator"), t.get("denominator")): t for t in targets}
     for pair in (
-        ("post_entry_uniform", "floor_uniform"),
-        ("post_entry_uniform", "floor_grants_uniform"),
-        ("post_entry_hot", "floor_hot"),
-        ("post_entry_hot", "floor_grants_hot"),
+        ("post_entry_uniform", "floor_full_uniform"),
+        ("post_entry_hot", "floor_full_hot"),
         ("debit_expiring", "debit_never_expiring"),
     ):
         assert by_pair[pair]["value"] is not None, pair

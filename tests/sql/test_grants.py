@@ -627,3 +627,46 @@ def test_list_spending_answers_where_the_credits_went(conn):
     with pytest.raises(psycopg.Error) as err:
         call(conn, "list_spending", owner_id="wh", max_rows=0)
     assert err.value.sqlstate == "LG007"
+
+
+def test_a_grant_emptied_by_debits_is_stored_spent_and_a_reversal_reopens_it(conn):
+    credit = post(conn, "sue", "CREDIT_ADD", "c", amount=10)
+    gid = grant_of(conn, credit["entry_id"])["grant_id"]
+    post(conn, "sue", "CREDIT_SPEND", "d1", amount=4)
+    assert grant_of(conn, credit["entry_id"])["status"] == "active"
+    last = post(conn, "sue", "CREDIT_SPEND", "d2", amount=6)
+    row = conn.execute(
+        "SELECT status, remaining, closed_at = %s FROM ledger.grants WHERE grant_id = %s",
+        (last["created_at"], gid),
+    ).fetchone()
+    assert row == ("spent", 0, True)  # closed by the debit that emptied it
+    assert grants(conn, "sue") == []
+    # A reversal gives the credits back: the grant is active again, and spent first.
+    call(conn, "reverse_entry", entry_id=last["entry_id"], app="core", idempotency_key="r")
+    row = conn.execute(
+        "SELECT status, remaining, closed_at FROM ledger.grants WHERE grant_id = %s", (gid,)
+    ).fetchone()
+    assert row == ("active", 6, None)
+    debit = post(conn, "sue", "CREDIT_SPEND", "d3", amount=1)
+    assert spent_by(conn, "sue", debit["entry_id"]) == {gid: -1}
+    # Nothing may leave an active grant empty: the constraint says so.
+    with pytest.raises(psycopg.errors.CheckViolation, match="grants_active_not_empty"):
+        conn.execute("UPDATE ledger.grants SET remaining = 0 WHERE grant_id = %s", (gid,))
+    assert call(conn, "verify") == []
+
+
+@pytest.mark.plain_only("reads the server's per-transaction statistics of one table, not of shards")
+def test_a_debit_that_leaves_credits_in_its_grant_is_a_hot_update(conn):
+    # The spending-order index holds active grants, whatever they have left:
+    # a debit that only lowers `remaining` adds no index entry (a HOT
+    # update), so an owner debited again and again keeps one index entry.
+    post(conn, "hot", "CREDIT_ADD", "c", amount=1000)
+    with conn.transaction():
+        for n in range(5):
+            post(conn, "hot", "CREDIT_SPEND", f"d{n}", amount=1)
+        hot, updated = conn.execute(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('ledger.grants'::regclass),"
+            " pg_stat_get_xact_tuples_updated('ledger.grants'::regclass)"
+        ).fetchone()
+    assert updated == 5
+    assert hot == 5

@@ -92,7 +92,9 @@ def client(app: APIFlask) -> SpecCheckedClient:
 @pytest.fixture
 def tokens(ledger: Ledger) -> dict[str, str]:
     """One API key token per app: example_app, core, other_app."""
-    return {app: create_api_key(ledger, app=app).token for app in ("example_app", "core", OTHER_APP)}
+    return {
+        app: create_api_key(ledger, app=app).token for app in ("example_app", "core", OTHER_APP)
+    }
 
 
 @pytest.fixture
@@ -109,9 +111,10 @@ def served(db_url: str) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def serving(db_url: str, **settings: str) -> Iterator[tuple[str, str]]:
+def serving(db_url: str, stderr: Path | None = None, **settings: str) -> Iterator[tuple[str, str]]:
     """Run the served stack (2 workers unless LEDGER_WORKERS is given) on a free
-    loopback port with the given LEDGER_* settings; SIGINT it afterwards."""
+    loopback port with the given LEDGER_* settings; SIGINT it afterwards.
+    `stderr`: a file that receives the server's log (default: a pipe read on failure)."""
     with Ledger(db_url, max_size=2) as ledger:
         token = create_api_key(ledger, app="example_app").token
     port = free_port()
@@ -124,6 +127,7 @@ def serving(db_url: str, **settings: str) -> Iterator[tuple[str, str]]:
         "PYTHONPATH": str(ROOT),
         **settings,
     }
+    log = None if stderr is None else stderr.open("wb")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -140,7 +144,7 @@ def serving(db_url: str, **settings: str) -> Iterator[tuple[str, str]]:
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if log is None else log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -162,6 +166,8 @@ def serving(db_url: str, **settings: str) -> Iterator[tuple[str, str]]:
         finally:
             if process.stderr:
                 process.stderr.close()
+            if log is not None:
+                log.close()
             if process.poll() is None:
                 process.kill()
                 process.wait()

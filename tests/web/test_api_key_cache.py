@@ -14,8 +14,7 @@ from ledger_py.tokens import create_api_key
 from tests.web.conftest import serving
 from tests.web.helpers import bearer, call
 from web import close_app, create_app
-from web.api_keys import KeyResolver
-from web.gunicorn_conf import API_KEY_CACHE_SECONDS_DEFAULT
+from web.api_keys import SERVED_API_KEY_CACHE_SECONDS, KeyResolver
 
 BOUND = 0.5
 SLACK = 0.3  # a request's own time, on a loaded machine
@@ -82,7 +81,7 @@ def test_the_served_stack_refuses_a_revoked_key_within_its_default_bound(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("LEDGER_API_KEY_CACHE_SECONDS", raising=False)
-    bound = float(API_KEY_CACHE_SECONDS_DEFAULT)
+    bound = float(SERVED_API_KEY_CACHE_SECONDS)
     assert 0 < bound <= 5
     with Ledger(db_url, max_size=1) as ledger, serving(db_url) as (base, _):
         key = create_api_key(ledger, app="core")
