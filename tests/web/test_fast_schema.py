@@ -75,7 +75,7 @@ def _load_both(schema: Any, data: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize("cls", LOADING, ids=lambda c: c.__name__)
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_load_gives_what_marshmallow_gives(cls: type, data: st.DataObject) -> None:
     schema = cls()
@@ -138,7 +138,7 @@ def _dump_both(schema: Any, obj: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize("cls", DUMPING, ids=lambda c: c.__name__)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_dump_gives_what_marshmallow_gives(cls: type, data: st.DataObject) -> None:
     schema = cls()
