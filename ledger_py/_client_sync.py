@@ -32,7 +32,7 @@ from ._client_common import (
     _where_of_pool,
 )
 from .conninfo import libpq_url, with_timeouts
-from .errors import LedgerUnavailable, Where, translate_errors
+from .errors import LedgerUnavailable, Where, ledger_error, translate_errors
 from .results import (
     ApiKey,
     App,
@@ -65,6 +65,16 @@ from .results import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+
+
+def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+    """End a failed call's transaction on a connection of a pool that is not
+    autocommit, as psycopg's `with conn` does (a failure to roll back is
+    left to the pool, which discards such a connection)."""
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        pass
 
 
 class Ledger:
@@ -163,22 +173,40 @@ class Ledger:
                     return cur.fetchall()
         if not self._opened:
             self.open()
+        pool = self._pool
         try:
-            with translate_errors(self._where, params):
-                last = self._pool.max_size
-                for attempt in range(last + 1):
-                    with self._pool.connection() as pooled:
-                        if attempt < last and _has_input(pooled) and self._discard_if_dead(pooled):
-                            continue
-                        with pooled.cursor(row_factory=call.row_factory) as cur:
-                            cur.execute(query, params)
-                            rows: list[Any] = cur.fetchall()
-                            return rows
-                raise AssertionError("unreachable: the last attempt is not checked")
-        except LedgerUnavailable as exc:
-            if self._owns_pool and _broken_connection(exc) and (not self._pool.closed):
-                self._pool.drain()
-            raise
+            last = pool.max_size
+            for attempt in range(last + 1):
+                pooled = pool.getconn()
+                try:
+                    if attempt < last and _has_input(pooled) and self._discard_if_dead(pooled):
+                        continue
+                    with pooled.cursor(row_factory=call.row_factory) as cur:
+                        cur.execute(query, params)
+                        rows: list[Any] = cur.fetchall()
+                    if not pooled.autocommit:
+                        pooled.commit()
+                    return rows
+                except BaseException:
+                    if not pooled.autocommit and (not pooled.closed):
+                        _rollback_quietly(pooled)
+                    raise
+                finally:
+                    pool.putconn(pooled)
+            raise AssertionError("unreachable: the last attempt is not checked")
+        except (psycopg.Error, UnicodeEncodeError) as exc:
+            error = ledger_error(exc, self._where, params)
+            if error is None:
+                raise
+            error.__cause__ = exc
+            if (
+                isinstance(error, LedgerUnavailable)
+                and self._owns_pool
+                and _broken_connection(error)
+                and (not pool.closed)
+            ):
+                pool.drain()
+            raise error from exc
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:

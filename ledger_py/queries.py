@@ -30,13 +30,13 @@ value is acceptable (ranges, lengths, names) stays the database's to judge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from psycopg.rows import RowFactory, class_row, tuple_row
+from psycopg.rows import RowFactory, RowMaker, tuple_row
 
 from . import results
 from .errors import InvalidArgument
@@ -91,6 +91,20 @@ def _checked(name: str, sql_type: str, value: Any) -> Any:
     )
 
 
+def _positional_row(result: type[Any]) -> RowFactory[Any]:
+    """Rows as `result` instances, built from their values in order: the
+    statement selects exactly the result's fields, in its field order
+    (`results.column_list`), so nothing needs the cursor's column names."""
+
+    def make(values: Sequence[Any]) -> Any:
+        return result(*values)
+
+    def factory(cursor: Any) -> RowMaker[Any]:
+        return make
+
+    return factory
+
+
 # The roles of migrations/0001 that are granted EXECUTE (sql/90_grants.sql).
 APP = "ledger_app"  # services
 READER = "ledger_reader"  # auditors and reports
@@ -138,7 +152,9 @@ class Call:
         self.result = result  # None: a scalar result
         self.returns = returns
         self.callers = callers
-        self.row_factory: RowFactory[Any] = class_row(result) if result is not None else tuple_row
+        self.row_factory: RowFactory[Any] = (
+            _positional_row(result) if result is not None else tuple_row
+        )
         self._sql: dict[tuple[str, ...], str] = {}
 
     def __repr__(self) -> str:

@@ -1,8 +1,9 @@
 """What the ledger's functions return, as frozen dataclasses.
 
 Each class mirrors one result type or table of the SQL API; the wrapper
-selects exactly these fields (by name) and builds them with psycopg's
-`class_row`, so a column added to a table later does not break callers.
+selects exactly these fields (by name, in field order) and builds each
+row from its values in that order, so a column added to a table later does
+not break callers.
 The columns a class leaves out are named in `NOT_READ`, with the reason
 (tests/sql/test_catalog.py compares each class with its function's result
 columns, so an added or renamed column is a failing test, not a surprise).

@@ -90,8 +90,8 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
     are the fallback): LEDGER_DATABASE_URL (required unless LEDGER, a Ledger
     instance, is given), LEDGER_POOL_SIZE (default 5), LEDGER_LOCK_TIMEOUT and
     LEDGER_STATEMENT_TIMEOUT (seconds, default 5 and 60; "none": the
-    server's setting), API_KEY_CACHE_SECONDS
-    (default 0: every request asks the database), CONTENT_WORK (the example
+    server's setting), API_KEY_CACHE_SECONDS (default 0: every request asks
+    the database; the served stack's web/gunicorn_conf.py sets 1), CONTENT_WORK (the example
     app's work function), MAX_CONTENT_LENGTH (default 4 MiB)."""
     app = APIFlask(
         "web",
