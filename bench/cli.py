@@ -38,6 +38,7 @@ class Plan:
     citus: bool = False  # the Citus scenario (bench/citus.py) instead of the main run
     citus_url: str | None = None
     webhooks: bool = False  # the webhook dispatch scenario (bench/webhooks.py) instead
+    console: bool = False  # the console's render time (bench/console.py) instead
 
 
 def parse_args(argv: list[str] | None) -> Plan:
@@ -86,8 +87,27 @@ def parse_args(argv: list[str] | None) -> Plan:
         "beside a bare HTTP client, latency from commit to receipt (bench/results/webhooks.md); "
         "3 rounds",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="the console: server-side render time of the owner page of an owner with "
+        "100,000 entries beside GET /balance in the same rounds (bench/results/console.md)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.console:
+        return Plan(
+            mode="quick" if quick else "full",
+            runs=0,
+            seconds=0.0,
+            scale=0,
+            growth_rows=0,
+            due_grants=0,
+            out=args.out or (RESULTS / "tmp" if quick else RESULTS),
+            only=None,
+            debug=args.debug,
+            console=True,
+        )
     if args.webhooks:
         return Plan(
             mode="quick" if quick else "full",
@@ -325,7 +345,7 @@ def main_scenarios(url: str, target: pgbench.Target) -> list[Scenario]:
         batch = next(sc for sc in items if sc.key == "post_entries_batch")
         batch.skip = "ledger.post_entries(jsonb, text) does not exist yet (sql/50_batches.sql)"
     items += python_scenarios(url)
-    items.append(http_scenario(url))
+    items += http_scenarios(url)
     return items
 
 
@@ -412,43 +432,75 @@ def python_scenarios(url: str) -> list[Scenario]:
     return [raw[0], wrapped[0]]
 
 
-def http_scenario(url: str) -> Scenario:
+def http_scenarios(url: str) -> list[Scenario]:
+    """POST /ledger and GET /balance through one gunicorn (the production
+    configuration, web/gunicorn_conf.py), started at the first run."""
     state: dict[str, Any] = {}
 
-    def measure(seconds: float) -> Sample:
+    def server() -> httpload.Gunicorn:
         if "server" not in state:
             token = httpload.create_token(url)
-            server = httpload.Gunicorn(url)
-            state["server"] = server
-            httpload.probe(server.base, token)
+            gunicorn = httpload.Gunicorn(url)
+            state["server"] = gunicorn
+            httpload.probe(gunicorn.base, token)
             state["token"] = token
-        server = state["server"]
-        sample = httpload.run_wrk(
-            server.base, state["token"], connections=CLIENTS, threads=2, seconds=seconds
-        )
-        scenario.extra["worker_rss_mb"] = server.worker_rss_mb()
-        scenario.extra["api_key_cache_seconds"] = os.environ.get(
-            "LEDGER_API_KEY_CACHE_SECONDS", "0"
-        )
-        return sample
+        return state["server"]  # type: ignore[no-any-return]
 
-    scenario = Scenario(
-        "http_post_ledger",
-        "POST /ledger via gunicorn (wrk, 8 connections)",
-        "wrk",
-        CLIENTS,
-        measure,
-        unit="requests/s",
-        note=f"web/gunicorn_conf.py: {httpload.WORKERS} gevent workers, pool of "
-        f"{httpload.THREADS_PER_WORKER} per worker, access log on; "
-        "wrk -t2 -c8 on the same cores",
+    def measure_with(scenario: list[Scenario], balance: bool) -> Callable[[float], Sample]:
+        def measure(seconds: float) -> Sample:
+            gunicorn = server()
+            sample = httpload.run_wrk(
+                gunicorn.base,
+                state["token"],
+                connections=CLIENTS,
+                threads=2,
+                seconds=seconds,
+                balance=balance,
+            )
+            scenario[0].extra["worker_rss_mb"] = gunicorn.worker_rss_mb()
+            scenario[0].extra["api_key_cache_seconds"] = os.environ.get(
+                "LEDGER_API_KEY_CACHE_SECONDS", httpload.API_KEY_CACHE_SECONDS
+            )
+            return sample
+
+        return measure
+
+    post: list[Scenario] = []
+    balance: list[Scenario] = []
+    note = (
+        f"web/gunicorn_conf.py: {httpload.WORKERS} gevent workers, pool of "
+        f"{httpload.THREADS_PER_WORKER} per worker, LEDGER_LOG_LEVEL=warning (no request "
+        f"lines), API keys cached up to {httpload.API_KEY_CACHE_SECONDS} s; wrk -t2 -c8 on the "
+        "same cores"
     )
-    scenario.extra["stop"] = lambda: state["server"].stop() if "server" in state else None
+    post.append(
+        Scenario(
+            "http_post_ledger",
+            "POST /ledger via gunicorn (wrk, 8 connections)",
+            "wrk",
+            CLIENTS,
+            measure_with(post, False),
+            unit="requests/s",
+            note=note,
+        )
+    )
+    balance.append(
+        Scenario(
+            "http_get_balance",
+            "GET /balance/{owner} via gunicorn (wrk, 8 connections)",
+            "wrk",
+            CLIENTS,
+            measure_with(balance, True),
+            unit="requests/s",
+            note=note,
+        )
+    )
+    post[0].extra["stop"] = lambda: state["server"].stop() if "server" in state else None
     try:
         httpload.check_available()
     except httpload.HttpUnavailable as exc:
-        scenario.skip = str(exc)
-    return scenario
+        post[0].skip = balance[0].skip = str(exc)
+    return [post[0], balance[0]]
 
 
 def run_rounds(scenarios: list[Scenario], plan: Plan, url: str, label: str = "") -> None:
@@ -554,6 +606,10 @@ def growth_scenarios(
 
 def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
+    if plan.console:
+        from bench import console
+
+        return console.main(mode=plan.mode, out=plan.out)
     if plan.webhooks:
         from bench import webhooks
 

@@ -1,5 +1,6 @@
-"""The HTTP scenario: `POST /ledger` through gunicorn on loopback, driven by
-wrk with a Lua script (JSON bodies, a unique Idempotency-Key per request)."""
+"""The HTTP scenarios: `POST /ledger` (JSON bodies, a unique Idempotency-Key
+per request) and `GET /balance/{owner}` through gunicorn on loopback, driven
+by wrk with a Lua script."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from bench.scripts import OWNERS
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
 THREADS_PER_WORKER = 4
+# web/gunicorn_conf.py's default (LEDGER_API_KEY_CACHE_SECONDS).
+API_KEY_CACHE_SECONDS = "1"
 
 
 class HttpUnavailable(RuntimeError):
@@ -78,6 +81,8 @@ class Gunicorn:
         repo: Path = REPO,
         env_extra: dict[str, str] | None = None,
     ):
+        """`repo`: the checkout whose web/ and ledger_py/ serve (another
+        version's, for a side-by-side run)."""
         self.port = _free_port()
         self.workers = workers
         self.threads = threads
@@ -210,6 +215,21 @@ function request()
 end
 """
 
+_LUA_BALANCE = """
+local token = "%(token)s"
+tid = tid or "0"
+
+function init(args)
+    math.randomseed(os.time() + tonumber(tid) * 7919)
+end
+
+function request()
+    local headers = {}
+    headers["Authorization"] = "Bearer " .. token
+    return wrk.format("GET", "/balance/o" .. math.random(1, %(owners)d), headers)
+end
+"""
+
 _LUA_MAIN = """
 local next_tid = 0
 function setup(thread)
@@ -228,10 +248,18 @@ end
 """
 
 
-def run_wrk(base: str, token: str, *, connections: int, threads: int, seconds: float) -> Sample:
-    script = (_LUA % {"run": uuid.uuid4().hex[:12], "token": token, "owners": OWNERS}) + (
-        _LUA_MAIN % {}
-    )
+def run_wrk(
+    base: str,
+    token: str,
+    *,
+    connections: int,
+    threads: int,
+    seconds: float,
+    balance: bool = False,
+) -> Sample:
+    """wrk's POST /ledger (or, with `balance`, GET /balance/{owner}) for `seconds`."""
+    values = {"run": uuid.uuid4().hex[:12], "token": token, "owners": OWNERS}
+    script = ((_LUA_BALANCE if balance else _LUA) % values) + (_LUA_MAIN % {})
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
         path = fh.name
@@ -247,7 +275,7 @@ def run_wrk(base: str, token: str, *, connections: int, threads: int, seconds: f
                 f"{max(1, round(seconds))}s",
                 "-s",
                 path,
-                base + "/ledger",
+                base + ("/balance/o1" if balance else "/ledger"),
             ],
             capture_output=True,
             text=True,

@@ -131,12 +131,17 @@ def raw_psycopg(url: str, threads: int, seconds: float) -> tuple[Sample, str | N
             conn.close()
 
 
-def wrapper_ledger(url: str, threads: int, seconds: float) -> tuple[Sample, str | None]:
-    """ledger_py.Ledger with a pool of `threads` connections, shared by the threads."""
+def wrapper_ledger(
+    url: str, threads: int, seconds: float, ledger_class: Any = None
+) -> tuple[Sample, str | None]:
+    """ledger_py.Ledger (or `ledger_class`, another version's) with a pool of
+    `threads` connections, shared by the threads."""
     try:
         from ledger_py import Ledger
     except ImportError as exc:
         raise WrapperMissing(f"ledger_py.Ledger is not available yet ({exc})") from exc
+    if ledger_class is not None:
+        Ledger = ledger_class
     if not hasattr(Ledger, "post_entry"):
         raise WrapperMissing("ledger_py.Ledger has no post_entry yet")
     run = uuid.uuid4().hex[:12]

@@ -616,6 +616,72 @@ def _demo_key(settings: Settings, url: str, base: str) -> None:
     click.echo(f'  curl -s {base}/balance/alice -H "Authorization: Bearer $LEDGER_TOKEN"\n')
 
 
+# -- ledger console -------------------------------------------------------------
+
+
+@cli.group()
+def console() -> None:
+    """Users of the operators' console at /console (operator: corrects; viewer: reads)."""
+
+
+@console.command("add-user")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["operator", "viewer"]),
+    required=True,
+    help="operator: may grant, void, reverse and release; viewer: sees everything, changes nothing",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="read the password from the first line of standard input instead of a prompt",
+)
+@click.pass_context
+def console_add_user(ctx: click.Context, name: str, role: str, password_stdin: bool) -> None:
+    """Add console user NAME, or give it a new role and password (its failed sign-ins cleared)."""
+    from web.console.passwords import MIN_PASSWORD_LENGTH, hash_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.UsageError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        user = ledger.set_console_user(name=name, role=role, password_hash=hash_password(password))
+    click.echo(f"console user {user.name}: {user.role}")
+
+
+@console.command("remove-user")
+@click.argument("name")
+@click.pass_context
+def console_remove_user(ctx: click.Context, name: str) -> None:
+    """Remove console user NAME: its sessions end at their next request."""
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        removed = ledger.remove_console_user(name=name)
+    if not removed:
+        raise click.ClickException(f"no console user {name}")
+    click.echo(f"removed console user {name}")
+
+
+@console.command("list-users")
+@json_option
+@click.pass_context
+def console_list_users(ctx: click.Context, as_json: bool) -> None:
+    """List console users (never their password hashes)."""
+    with _open_ledger(_settings(ctx).url()) as ledger:
+        found = ledger.list_console_users()
+    if as_json:
+        _echo_json(found)
+        return
+    if not found:
+        click.echo("no console users yet: `ledger console add-user NAME --role operator` makes one")
+        return
+    for user in found:
+        click.echo(f"{user.name:<30} {user.role:<9} failed sign-ins: {user.failed_count}")
+
+
 # -- ledger keys --------------------------------------------------------------
 
 
@@ -1465,10 +1531,31 @@ def events_prune(ctx: click.Context, older_than: datetime.timedelta | None, batc
 
 @cli.command()
 @json_option
+@click.option(
+    "--record",
+    is_flag=True,
+    help="record the run (ledger.record_verify(): the console's overview shows the latest); "
+    "prints the first 20 findings",
+)
 @click.pass_context
-def verify(ctx: click.Context, as_json: bool) -> None:
+def verify(ctx: click.Context, as_json: bool, record: bool) -> None:
     """Check the ledger's invariants; exit status 1 if any discrepancy is found."""
     url = _settings(ctx).url()
+    if record:
+        with _open_ledger(url, statement_timeout=None) as ledger:
+            run = ledger.record_verify()
+        if as_json:
+            _echo_json(run)
+        else:
+            click.echo(
+                f"recorded verify run {run.run_id}: "
+                + (f"{run.findings} discrepancies" if run.findings else "no discrepancy")
+            )
+            for row in run.sample:
+                click.echo(f"{row['check_name']}: {row['owner_id']}: {row['detail']}")
+        if run.findings:
+            ctx.exit(1)
+        return
     estimate = _estimated_entries(url)
     with _open_ledger(url, statement_timeout=None) as ledger:
         if estimate >= VERIFY_PROGRESS_THRESHOLD and not as_json:

@@ -33,25 +33,34 @@ from ._client_common import (
     _where_of_pool,
 )
 from .conninfo import libpq_url, with_timeouts
-from .errors import LedgerUnavailable, Where, translate_errors
+from .errors import LedgerUnavailable, Where, ledger_error, translate_errors
 from .results import (
     ApiKey,
     App,
     Balance,
+    BalancePoint,
+    BusyOwner,
+    ConsoleUser,
+    DailyActivity,
     Discrepancy,
     Entry,
     Event,
     Grant,
+    HistoryEntry,
     Hold,
     HoldRecord,
     JournalEntry,
     KeyHolder,
     MetricsSnapshot,
     NewWebhookEndpoint,
+    OpenHold,
     Operation,
+    OperatorAction,
     ReportRow,
+    SignInAttempt,
     Spending,
     Transfer,
+    VerifyRun,
     WebhookAttempt,
     WebhookClaim,
     WebhookDelivery,
@@ -62,6 +71,16 @@ from .results import (
 # (or `if not _ASYNC: <synchronous code>`) keeps only the synchronous branch in
 # the generated module. Here it is always true.
 _ASYNC = True
+
+
+async def _rollback_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
+    """End a failed call's transaction on a connection of a pool that is not
+    autocommit, as psycopg's `with conn` does (a failure to roll back is
+    left to the pool, which discards such a connection)."""
+    try:
+        await conn.rollback()
+    except psycopg.Error:
+        pass
 
 
 class AsyncLedger:
@@ -186,31 +205,52 @@ class AsyncLedger:
                     return await cur.fetchall()
         if not self._opened:
             await self.open()
+        pool = self._pool
         try:
-            with translate_errors(self._where, params):
-                # connection() inlined (a generator-based context manager
-                # would cost the hot path more than the check itself).
-                last = self._pool.max_size
-                for attempt in range(last + 1):
-                    async with self._pool.connection() as pooled:
-                        if (
-                            attempt < last
-                            and _has_input(pooled)
-                            and await self._discard_if_dead(pooled)
-                        ):
-                            continue
-                        async with pooled.cursor(row_factory=call.row_factory) as cur:
-                            await cur.execute(query, params)
-                            rows: list[Any] = await cur.fetchall()
-                            return rows
-                raise AssertionError("unreachable: the last attempt is not checked")
-        except LedgerUnavailable as exc:
+            # The pool's connection() inlined: getconn/putconn, and the
+            # commit (or rollback) its `with conn` does only for a pool
+            # passed in that is not autocommit; errors are translated only
+            # once raised (ledger_error). Each costs the hot path less than
+            # the context managers it replaces.
+            last = pool.max_size
+            for attempt in range(last + 1):
+                pooled = await pool.getconn()
+                try:
+                    if (
+                        attempt < last
+                        and _has_input(pooled)
+                        and await self._discard_if_dead(pooled)
+                    ):
+                        continue
+                    async with pooled.cursor(row_factory=call.row_factory) as cur:
+                        await cur.execute(query, params)
+                        rows: list[Any] = await cur.fetchall()
+                    if not pooled.autocommit:
+                        await pooled.commit()
+                    return rows
+                except BaseException:
+                    if not pooled.autocommit and not pooled.closed:
+                        await _rollback_quietly(pooled)
+                    raise
+                finally:
+                    await pool.putconn(pooled)
+            raise AssertionError("unreachable: the last attempt is not checked")
+        except (psycopg.Error, UnicodeEncodeError) as exc:
+            error = ledger_error(exc, self._where, params)
+            if error is None:
+                raise
+            error.__cause__ = exc
             # The server went away: every idle connection is probably dead.
             # drain() replaces them without a round trip, so the first call
             # after the server is back gets a fresh connection.
-            if self._owns_pool and _broken_connection(exc) and not self._pool.closed:
-                await self._pool.drain()
-            raise
+            if (
+                isinstance(error, LedgerUnavailable)
+                and self._owns_pool
+                and _broken_connection(error)
+                and not pool.closed
+            ):
+                await pool.drain()
+            raise error from exc
 
     @asynccontextmanager
     async def connection(
@@ -987,3 +1027,275 @@ class AsyncLedger:
                 )
             )[0]
         )
+
+    # -- operators (ledger_operator): corrections of any app's rows -------------
+
+    async def operator_grant_credits(
+        self,
+        *,
+        operator: str,
+        reason: str,
+        owner_id: str,
+        app: str,
+        operation: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        expires_at: datetime | None = None,
+        priority: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """grant_credits as app for owner_id, by a person: operator and reason
+        are recorded with the entry (reason required)."""
+        result: Entry = await self._one(
+            q.OPERATOR_GRANT_CREDITS,
+            conn,
+            {
+                "operator": operator,
+                "reason": reason,
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "idempotency_key": idempotency_key,
+                "amount": amount,
+                "expires_at": expires_at,
+                "priority": priority,
+            },
+        )
+        return result
+
+    async def operator_void_grant(
+        self,
+        *,
+        operator: str,
+        reason: str,
+        grant_id: int,
+        idempotency_key: str,
+        owner_id: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Entry:
+        """Void what remains of any app's grant, by a person (reason required)."""
+        result: Entry = await self._one(
+            q.OPERATOR_VOID_GRANT,
+            conn,
+            {
+                "operator": operator,
+                "reason": reason,
+                "grant_id": grant_id,
+                "idempotency_key": idempotency_key,
+                "owner_id": owner_id,
+            },
+        )
+        return result
+
+    async def operator_reverse_entry(
+        self,
+        *,
+        operator: str,
+        reason: str,
+        entry_id: int,
+        idempotency_key: str,
+        owner_id: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[Entry]:
+        """Reverse any app's entry, by a person (reason required); both legs
+        of a transfer, the sending leg first."""
+        return await self._rows(
+            q.OPERATOR_REVERSE_ENTRY,
+            conn,
+            {
+                "operator": operator,
+                "reason": reason,
+                "entry_id": entry_id,
+                "idempotency_key": idempotency_key,
+                "owner_id": owner_id,
+            },
+        )
+
+    async def operator_release_hold(
+        self,
+        *,
+        operator: str,
+        reason: str,
+        hold_id: int,
+        idempotency_key: str,
+        owner_id: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> Hold:
+        """Release any app's active hold, by a person (reason required)."""
+        result: Hold = await self._one(
+            q.OPERATOR_RELEASE_HOLD,
+            conn,
+            {
+                "operator": operator,
+                "reason": reason,
+                "hold_id": hold_id,
+                "idempotency_key": idempotency_key,
+                "owner_id": owner_id,
+            },
+        )
+        return result
+
+    async def record_verify(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> VerifyRun:
+        """Run verify() and record the run (what the console's overview shows)."""
+        result: VerifyRun = await self._one(q.RECORD_VERIFY, conn, {})
+        return result
+
+    # -- the console's reads (ledger_reader, ledger_owner, ledger_operator) ----
+
+    async def list_operator_actions(
+        self,
+        *,
+        owner_id: str,
+        entry_id: int | None = None,
+        hold_id: int | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[OperatorAction]:
+        """What operators did to an owner's rows, newest first (entry_id,
+        hold_id: only those)."""
+        return await self._rows(
+            q.LIST_OPERATOR_ACTIONS,
+            conn,
+            {"owner_id": owner_id, "entry_id": entry_id, "hold_id": hold_id, "max_rows": max_rows},
+        )
+
+    async def owner_history(
+        self,
+        *,
+        owner_id: str,
+        before_seq: int | None = None,
+        max_rows: int | None = None,
+        app: str | None = None,
+        operation: str | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[HistoryEntry]:
+        """An owner's entries newest first by seq; the last row's seq as
+        before_seq gives the next page; app and operation filter."""
+        return await self._rows(
+            q.OWNER_HISTORY,
+            conn,
+            {
+                "owner_id": owner_id,
+                "before_seq": before_seq,
+                "max_rows": max_rows,
+                "app": app,
+                "operation": operation,
+            },
+        )
+
+    async def find_owners(
+        self,
+        *,
+        owner_id: str,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[BusyOwner]:
+        """The owners whose id is owner_id or follows it in id order."""
+        return await self._rows(q.FIND_OWNERS, conn, {"owner_id": owner_id, "max_rows": max_rows})
+
+    async def balance_series(
+        self,
+        *,
+        owner_id: str,
+        points: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[BalancePoint]:
+        """The owner's balance at evenly spaced instants from its first entry to now."""
+        return await self._rows(
+            q.BALANCE_SERIES, conn, {"owner_id": owner_id, "points": points}
+        )
+
+    async def daily_activity(
+        self, *, days: int | None = None, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[DailyActivity]:
+        """Per UTC day and app: credits issued, spent, expired and held."""
+        return await self._rows(q.DAILY_ACTIVITY, conn, {"days": days})
+
+    async def busiest_owners(
+        self,
+        *,
+        since: timedelta | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[BusyOwner]:
+        """The owners with the most entries since `since` ago, most first."""
+        return await self._rows(
+            q.BUSIEST_OWNERS, conn, {"since": since, "max_rows": max_rows}
+        )
+
+    async def list_open_holds(
+        self,
+        *,
+        expiring_within: timedelta | None = None,
+        stale_after: timedelta | None = None,
+        max_rows: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[OpenHold]:
+        """Holds neither captured nor released, soonest expiry first, with their state."""
+        return await self._rows(
+            q.LIST_OPEN_HOLDS,
+            conn,
+            {"expiring_within": expiring_within, "stale_after": stale_after, "max_rows": max_rows},
+        )
+
+    async def latest_verify(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> VerifyRun | None:
+        """The last recorded verify() run, or None."""
+        rows: list[VerifyRun] = await self._rows(q.LATEST_VERIFY, conn, {})
+        return rows[0] if rows else None
+
+    # -- console users (ledger_owner) and sign-ins (ledger_console) -------------
+
+    async def set_console_user(
+        self,
+        *,
+        name: str,
+        role: str,
+        password_hash: str,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> ConsoleUser:
+        """Add a console user or replace its role and password hash."""
+        result: ConsoleUser = await self._one(
+            q.SET_CONSOLE_USER, conn, {"name": name, "role": role, "password_hash": password_hash}
+        )
+        return result
+
+    async def remove_console_user(
+        self, *, name: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> bool:
+        """Remove a console user; whether it existed."""
+        return bool((await self._one(q.REMOVE_CONSOLE_USER, conn, {"name": name}))[0])
+
+    async def list_console_users(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[ConsoleUser]:
+        """The console's users by name (no password hashes)."""
+        return await self._rows(q.LIST_CONSOLE_USERS, conn, {})
+
+    async def console_sign_in(
+        self, *, name: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> SignInAttempt | None:
+        """Start a sign-in attempt: None for an unknown name; else the hash to
+        check (None while the user must wait: wait_seconds)."""
+        rows: list[SignInAttempt] = await self._rows(q.CONSOLE_SIGN_IN, conn, {"name": name})
+        return rows[0] if rows else None
+
+    async def console_signed_in(
+        self, *, name: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> bool:
+        """Record a successful sign-in (the failure count starts again)."""
+        return bool((await self._one(q.CONSOLE_SIGNED_IN, conn, {"name": name}))[0])
+
+    async def console_user(
+        self, *, name: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> ConsoleUser | None:
+        """One console user, or None."""
+        rows: list[ConsoleUser] = await self._rows(q.CONSOLE_USER, conn, {"name": name})
+        return rows[0] if rows else None
+
+    async def console_secret(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> str:
+        """The key of the console's session cookies."""
+        return str((await self._one(q.CONSOLE_SECRET, conn, {}))[0])

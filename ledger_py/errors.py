@@ -470,30 +470,43 @@ def translate_error(
     return None
 
 
+def ledger_error(
+    exc: psycopg.Error | UnicodeEncodeError,
+    where: WhereLike = None,
+    params: Mapping[str, Any] | None = None,
+) -> LedgerError | None:
+    """What the boundary raises (`from exc`) for an error caught around a
+    statement, or None when it is not the ledger's (it then passes unchanged).
+    Called only once something failed: the successful path pays nothing."""
+    if isinstance(exc, psycopg.Error):
+        return translate_error(exc, where, params)
+    # Raised by psycopg while encoding a parameter, before sending: a
+    # string with a lone surrogate is no text PostgreSQL could store.
+    field = _unstorable_field(params, NOT_ENCODABLE)
+    if field is None:
+        return None
+    return InvalidArgument(
+        f"invalid argument: {field} is not valid Unicode text (a lone surrogate)",
+        detail={"field": field, "reason": NOT_ENCODABLE},
+        hint="Text must be encodable as UTF-8; a JSON \\ud800 escape alone is not.",
+    )
+
+
 @contextmanager
 def translate_errors(
     where: WhereLike = None, params: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
-    """The error boundary: psycopg errors raised inside become ledger errors.
+    """The error boundary: psycopg errors raised inside become ledger errors
+    (``ledger_error``; the wrapper's own calls catch them inline, which
+    costs less than this context manager on every call).
 
     `raise ... from` keeps the psycopg error as `__cause__`; errors that are
     not the ledger's pass through unchanged.
     """
     try:
         yield
-    except psycopg.Error as exc:
-        translated = translate_error(exc, where, params)
+    except (psycopg.Error, UnicodeEncodeError) as exc:
+        translated = ledger_error(exc, where, params)
         if translated is None:
             raise
         raise translated from exc
-    except UnicodeEncodeError as exc:
-        # Raised by psycopg while encoding a parameter, before sending: a
-        # string with a lone surrogate is no text PostgreSQL could store.
-        field = _unstorable_field(params, NOT_ENCODABLE)
-        if field is None:
-            raise
-        raise InvalidArgument(
-            f"invalid argument: {field} is not valid Unicode text (a lone surrogate)",
-            detail={"field": field, "reason": NOT_ENCODABLE},
-            hint="Text must be encodable as UTF-8; a JSON \\ud800 escape alone is not.",
-        ) from exc

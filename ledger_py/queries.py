@@ -30,13 +30,13 @@ value is acceptable (ranges, lengths, names) stays the database's to judge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from psycopg.rows import RowFactory, class_row, tuple_row
+from psycopg.rows import RowFactory, RowMaker, tuple_row
 
 from . import results
 from .errors import InvalidArgument
@@ -91,12 +91,29 @@ def _checked(name: str, sql_type: str, value: Any) -> Any:
     )
 
 
+def _positional_row(result: type[Any]) -> RowFactory[Any]:
+    """Rows as `result` instances, built from their values in order: the
+    statement selects exactly the result's fields, in its field order
+    (`results.column_list`), so nothing needs the cursor's column names."""
+
+    def make(values: Sequence[Any]) -> Any:
+        return result(*values)
+
+    def factory(cursor: Any) -> RowMaker[Any]:
+        return make
+
+    return factory
+
+
 # The roles of migrations/0001 that are granted EXECUTE (sql/90_grants.sql).
 APP = "ledger_app"  # services
 READER = "ledger_reader"  # auditors and reports
 OWNER = "ledger_owner"  # operators
 DISPATCHER = "ledger_dispatcher"  # the webhook dispatcher (`ledger webhooks run`)
+OPERATOR = "ledger_operator"  # people correcting the ledger (the console's operators)
+CONSOLE = "ledger_console"  # the console's own users and session key
 READERS = (APP, READER, OWNER)
+CONSOLE_READERS = (APP, READER, OWNER, OPERATOR)
 
 
 class Call:
@@ -135,7 +152,9 @@ class Call:
         self.result = result  # None: a scalar result
         self.returns = returns
         self.callers = callers
-        self.row_factory: RowFactory[Any] = class_row(result) if result is not None else tuple_row
+        self.row_factory: RowFactory[Any] = (
+            _positional_row(result) if result is not None else tuple_row
+        )
         self._sql: dict[tuple[str, ...], str] = {}
 
     def __repr__(self) -> str:
@@ -429,7 +448,7 @@ RESEND_WEBHOOK_EVENT = Call(
     (("event_id", "bigint"), ("app", "text")),
     (("endpoint_id", "bigint"),),
     results.WebhookDelivery,
-    callers=(APP, OWNER),
+    callers=(APP, OWNER, OPERATOR),
 )
 FAN_OUT_WEBHOOKS = Call(
     "fan_out_webhooks", (), (("max_rows", "integer"),), returns="integer", callers=(DISPATCHER,)
@@ -462,6 +481,111 @@ PRUNE_WEBHOOK_DELIVERIES = Call(
     returns="integer",
     callers=(OWNER, DISPATCHER),
 )
+
+# Operators and the console (sql/85_operators.sql).
+OPERATOR_GRANT_CREDITS = Call(
+    "operator_grant_credits",
+    (
+        ("operator", "text"),
+        ("reason", "text"),
+        ("owner_id", "text"),
+        ("app", "text"),
+        ("operation", "text"),
+        ("idempotency_key", "text"),
+    ),
+    (("amount", "numeric"), ("expires_at", "timestamptz"), ("priority", "integer")),
+    results.Entry,
+    callers=(OPERATOR,),
+)
+OPERATOR_VOID_GRANT = Call(
+    "operator_void_grant",
+    (("operator", "text"), ("reason", "text"), ("grant_id", "bigint"), ("idempotency_key", "text")),
+    (("owner_id", "text"),),
+    results.Entry,
+    callers=(OPERATOR,),
+)
+OPERATOR_REVERSE_ENTRY = Call(
+    "operator_reverse_entry",
+    (("operator", "text"), ("reason", "text"), ("entry_id", "bigint"), ("idempotency_key", "text")),
+    (("owner_id", "text"),),
+    results.Entry,
+    callers=(OPERATOR,),
+)
+OPERATOR_RELEASE_HOLD = Call(
+    "operator_release_hold",
+    (("operator", "text"), ("reason", "text"), ("hold_id", "bigint"), ("idempotency_key", "text")),
+    (("owner_id", "text"),),
+    results.Hold,
+    callers=(OPERATOR,),
+)
+LIST_OPERATOR_ACTIONS = Call(
+    "list_operator_actions",
+    (("owner_id", "text"),),
+    (("entry_id", "bigint"), ("hold_id", "bigint"), ("max_rows", "integer")),
+    results.OperatorAction,
+    callers=CONSOLE_READERS,
+)
+OWNER_HISTORY = Call(
+    "owner_history",
+    (("owner_id", "text"),),
+    (("before_seq", "bigint"), ("max_rows", "integer"), ("app", "text"), ("operation", "text")),
+    results.HistoryEntry,
+    callers=CONSOLE_READERS,
+)
+FIND_OWNERS = Call(
+    "find_owners",
+    (("owner_id", "text"),),
+    (("max_rows", "integer"),),
+    results.BusyOwner,
+    callers=CONSOLE_READERS,
+)
+BALANCE_SERIES = Call(
+    "balance_series",
+    (("owner_id", "text"),),
+    (("points", "integer"),),
+    results.BalancePoint,
+    callers=CONSOLE_READERS,
+)
+DAILY_ACTIVITY = Call(
+    "daily_activity", (), (("days", "integer"),), results.DailyActivity, callers=CONSOLE_READERS
+)
+BUSIEST_OWNERS = Call(
+    "busiest_owners",
+    (),
+    (("since", "interval"), ("max_rows", "integer")),
+    results.BusyOwner,
+    callers=CONSOLE_READERS,
+)
+LIST_OPEN_HOLDS = Call(
+    "list_open_holds",
+    (),
+    (("expiring_within", "interval"), ("stale_after", "interval"), ("max_rows", "integer")),
+    results.OpenHold,
+    callers=CONSOLE_READERS,
+)
+LATEST_VERIFY = Call("latest_verify", (), (), results.VerifyRun, callers=CONSOLE_READERS)
+RECORD_VERIFY = Call("record_verify", (), (), results.VerifyRun, callers=(OWNER, OPERATOR))
+SET_CONSOLE_USER = Call(
+    "set_console_user",
+    (("name", "text"), ("role", "text"), ("password_hash", "text")),
+    (),
+    results.ConsoleUser,
+    callers=(OWNER,),
+)
+REMOVE_CONSOLE_USER = Call(
+    "remove_console_user", (("name", "text"),), returns="boolean", callers=(OWNER,)
+)
+LIST_CONSOLE_USERS = Call("list_console_users", (), (), results.ConsoleUser, callers=(OWNER,))
+CONSOLE_SIGN_IN = Call(
+    "console_sign_in", (("name", "text"),), (), results.SignInAttempt, callers=(CONSOLE,)
+)
+CONSOLE_SIGNED_IN = Call(
+    "console_signed_in", (("name", "text"),), returns="boolean", callers=(CONSOLE,)
+)
+CONSOLE_USER = Call(
+    "console_user", (("name", "text"),), (), results.ConsoleUser, callers=(CONSOLE,)
+)
+CONSOLE_SECRET = Call("console_secret", (), returns="text", callers=(CONSOLE,))
 
 ALL_CALLS: tuple[Call, ...] = (
     DEFINE_APP,
@@ -510,6 +634,26 @@ ALL_CALLS: tuple[Call, ...] = (
     RECORD_WEBHOOK_ATTEMPTS,
     PRUNE_EVENTS,
     PRUNE_WEBHOOK_DELIVERIES,
+    OPERATOR_GRANT_CREDITS,
+    OPERATOR_VOID_GRANT,
+    OPERATOR_REVERSE_ENTRY,
+    OPERATOR_RELEASE_HOLD,
+    LIST_OPERATOR_ACTIONS,
+    OWNER_HISTORY,
+    FIND_OWNERS,
+    BALANCE_SERIES,
+    DAILY_ACTIVITY,
+    BUSIEST_OWNERS,
+    LIST_OPEN_HOLDS,
+    LATEST_VERIFY,
+    RECORD_VERIFY,
+    SET_CONSOLE_USER,
+    REMOVE_CONSOLE_USER,
+    LIST_CONSOLE_USERS,
+    CONSOLE_SIGN_IN,
+    CONSOLE_SIGNED_IN,
+    CONSOLE_USER,
+    CONSOLE_SECRET,
 )
 """Every function the wrapper calls: Ledger and AsyncLedger have one method
 of each name, with exactly these parameters (and conn)."""

@@ -1,8 +1,9 @@
 """What the ledger's functions return, as frozen dataclasses.
 
 Each class mirrors one result type or table of the SQL API; the wrapper
-selects exactly these fields (by name) and builds them with psycopg's
-`class_row`, so a column added to a table later does not break callers.
+selects exactly these fields (by name, in field order) and builds each
+row from its values in that order, so a column added to a table later does
+not break callers.
 The columns a class leaves out are named in `NOT_READ`, with the reason
 (tests/sql/test_catalog.py compares each class with its function's result
 columns, so an added or renamed column is a failing test, not a surprise).
@@ -12,7 +13,7 @@ Amounts and balances are ints (bigint); times are aware datetimes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 
@@ -369,6 +370,128 @@ class WebhookClaim:
     secret: str = field(repr=False)
     webhook_id: str
     body: str = field(repr=False)
+
+
+# -- operators and the console (sql/85_operators.sql) ---------------------------
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """What a person did through an operator function: the action, who, why,
+    the app it acted as, and the entry it wrote or the hold it released."""
+
+    action_id: int
+    owner_id: str
+    action: str
+    operator: str
+    reason: str
+    app: str
+    entry_id: int | None
+    hold_id: int | None
+    grant_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One row of an owner's history as the console lists it: the entry,
+    the entry that reversed it (`reversed_by`), and who wrote it and why when
+    an operator did (`operator`, `reason`)."""
+
+    entry_id: int
+    seq: int
+    owner_id: str
+    app: str
+    operation: str
+    amount: int
+    balance: int
+    created_at: datetime
+    created_by: str
+    transfer_id: int | None
+    hold_id: int | None
+    reverses_entry_id: int | None
+    reversed_by: int | None
+    operator: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class BalancePoint:
+    """The owner's balance at an instant (`balance_series`)."""
+
+    at: datetime
+    balance: int
+
+
+@dataclass(frozen=True)
+class DailyActivity:
+    """One app's credits on one UTC day: issued, spent, expired, held."""
+
+    day: date
+    app: str
+    issued: int
+    spent: int
+    expired: int
+    held: int
+
+
+@dataclass(frozen=True)
+class BusyOwner:
+    """An owner with many recent entries: how many, the last one's time, its balance."""
+
+    owner_id: str
+    entries: int
+    last_entry_at: datetime
+    balance: int
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """A hold neither captured nor released; `state` is open, expiring, stale or expired."""
+
+    hold_id: int
+    owner_id: str
+    app: str
+    operation: str
+    amount: int
+    created_at: datetime
+    expires_at: datetime
+    state: str
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    """A recorded run of verify(): when, how long, how many findings, the first ones."""
+
+    run_id: int
+    ran_at: datetime
+    duration_ms: int
+    findings: int
+    sample: list[dict[str, Any]]
+    ran_by: str
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    """A console user (never its password hash): role operator or viewer."""
+
+    name: str
+    role: str
+    failed_count: int
+    last_failed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SignInAttempt:
+    """The start of a sign-in: the hash to check the password against, or
+    None and how many seconds to wait before the next attempt."""
+
+    name: str
+    role: str
+    password_hash: str | None = field(repr=False)
+    wait_seconds: int
 
 
 _FINGERPRINT = "the digest of the request, used only to tell a replay from a conflict"

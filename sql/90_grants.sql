@@ -129,3 +129,42 @@ GRANT EXECUTE ON FUNCTION
 TO ledger_owner, ledger_dispatcher;
 -- Monitoring (sql/85_metrics.sql): counts only, no owner, app or secret.
 GRANT EXECUTE ON FUNCTION ledger.metrics_snapshot(interval) TO ledger_app, ledger_reader, ledger_owner;
+
+-- Operators (sql/85_operators.sql). ledger_operator corrects the ledger
+-- for any app and resends webhook deliveries; the console's reads are for
+-- services, readers, operators and ledger_owner (who
+-- read what readers read); ledger_console keeps the console's
+-- own users and session key; ledger_owner adds and removes console users
+-- (`ledger console add-user`) and records verify runs.
+REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM ledger_operator, ledger_console;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM ledger_operator, ledger_console;
+GRANT EXECUTE ON FUNCTION
+    ledger.operator_grant_credits(text, text, text, text, text, text, numeric, timestamptz, integer),
+    ledger.operator_void_grant(text, text, bigint, text, text),
+    ledger.operator_reverse_entry(text, text, bigint, text, text),
+    ledger.operator_release_hold(text, text, bigint, text, text),
+    ledger.resend_webhook_event(bigint, text, bigint),
+    ledger.record_verify()
+TO ledger_operator;
+GRANT EXECUTE ON FUNCTION ledger.record_verify() TO ledger_owner;
+GRANT EXECUTE ON FUNCTION
+    ledger.list_operator_actions(text, bigint, bigint, integer),
+    ledger.owner_history(text, bigint, integer, text, text),
+    ledger.balance_series(text, integer),
+    ledger.find_owners(text, integer),
+    ledger.daily_activity(integer),
+    ledger.busiest_owners(interval, integer),
+    ledger.list_open_holds(interval, interval, integer),
+    ledger.latest_verify()
+TO ledger_app, ledger_reader, ledger_owner, ledger_operator;
+GRANT EXECUTE ON FUNCTION
+    ledger.console_sign_in(text),
+    ledger.console_signed_in(text),
+    ledger.console_user(text),
+    ledger.console_secret()
+TO ledger_console;
+GRANT EXECUTE ON FUNCTION
+    ledger.set_console_user(text, text, text),
+    ledger.remove_console_user(text),
+    ledger.list_console_users()
+TO ledger_owner;

@@ -63,6 +63,7 @@ CITUS_CONTRACT = {
     "sql/test_events.py",
     "sql/test_webhooks.py",
     "sql/test_webhook_fan_out.py",
+    "sql/test_operators.py",
     "sql/test_metrics_snapshot.py",
     "reliability/test_webhooks.py",
     "web/test_example_app.py",

@@ -5,7 +5,8 @@
 
 Both start a throwaway PostgreSQL, migrate a database and read everything from
 it: the public functions (schema ledger, no leading underscore, EXECUTE
-granted to ledger_app, ledger_reader, ledger_owner or ledger_dispatcher), their parameters with
+granted to ledger_app, ledger_reader, ledger_owner, ledger_dispatcher, ledger_operator or
+ledger_console), their parameters with
 types and defaults, their result columns, their COMMENT (the function's
 guarantees, written beside it in sql/), the SQLSTATEs of class LG their body
 and the bodies of the ledger functions they call can raise (named by
@@ -39,7 +40,14 @@ from ledger_py.errors import EXCEPTIONS_BY_SQLSTATE
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "docs" / "SQL.md"
 COMMAND = "make docs"
-ROLES = ("ledger_app", "ledger_reader", "ledger_owner", "ledger_dispatcher")
+ROLES = (
+    "ledger_app",
+    "ledger_reader",
+    "ledger_owner",
+    "ledger_dispatcher",
+    "ledger_operator",
+    "ledger_console",
+)
 
 
 @dataclass(frozen=True)
@@ -413,6 +421,132 @@ SECTIONS: list[tuple[str, str, list[Example]]] = [
                 "ledger.revoke_api_key(text)",
                 "SELECT ledger.revoke_api_key(key_id) FROM ledger.list_api_keys()"
                 " WHERE label = 'checkout service';",
+                "ledger_owner",
+            ),
+        ],
+    ),
+    (
+        "Operators and the console",
+        "Corrections by people, as members of `ledger_operator`: each acts on any app's rows "
+        "through that app's own function and records who and why; the reads of the operators' "
+        "console (`/console`); its users and sign-ins (`ledger console add-user`).",
+        [
+            Example(
+                "ledger.operator_reverse_entry(text,text,bigint,text,text)",
+                "SELECT entry_id, app, operation, amount, balance, replayed"
+                " FROM ledger.operator_reverse_entry(operator => 'sam',"
+                " reason => 'charged twice for order 9', entry_id => 3,"
+                " idempotency_key => 'ticket-4711', owner_id => 'user-42');",
+                "ledger_operator",
+            ),
+            Example(
+                "ledger.operator_grant_credits(text,text,text,text,text,text,numeric,"
+                "timestamp with time zone,integer)",
+                "SELECT entry_id, app, operation, amount, balance"
+                " FROM ledger.operator_grant_credits(operator => 'sam',"
+                " reason => 'goodwill after the outage', owner_id => 'user-42', app => 'shop',"
+                " operation => 'CREDIT_ADD', idempotency_key => 'ticket-4712', amount => 5);",
+                "ledger_operator",
+            ),
+            Example(
+                "ledger.list_operator_actions(text,bigint,bigint,integer)",
+                "SELECT action, operator, reason, app, entry_id, grant_id"
+                " FROM ledger.list_operator_actions(owner_id => 'user-42');",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.operator_void_grant(text,text,bigint,text,text)",
+                "SELECT entry_id, operation, amount, balance FROM ledger.operator_void_grant("
+                "operator => 'sam', reason => 'granted to the wrong customer',"
+                " grant_id => (SELECT grant_id FROM ledger.list_operator_actions('user-42')"
+                " WHERE action = 'grant_credits'), idempotency_key => 'ticket-4713',"
+                " owner_id => 'user-42');",
+                "ledger_operator",
+            ),
+            Example(
+                "ledger.operator_release_hold(text,text,bigint,text,text)",
+                "SELECT hold_id, status, replayed FROM ledger.operator_release_hold("
+                "operator => 'sam', reason => 'stuck checkout', hold_id => 2,"
+                " idempotency_key => 'ticket-4714', owner_id => 'user-42');",
+                "ledger_operator",
+            ),
+            Example(
+                "ledger.owner_history(text,bigint,integer,text,text)",
+                "SELECT seq, entry_id, app, operation, amount, balance, reversed_by, operator,"
+                " reason FROM ledger.owner_history(owner_id => 'user-42', max_rows => 5);",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.balance_series(text,integer)",
+                "SELECT * FROM ledger.balance_series(owner_id => 'user-42', points => 2);",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.find_owners(text,integer)",
+                "SELECT owner_id, entries, balance FROM ledger.find_owners(owner_id => 'user');",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.daily_activity(integer)",
+                "SELECT app, issued, spent, expired, held FROM ledger.daily_activity(days => 1);",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.busiest_owners(interval,integer)",
+                "SELECT owner_id, entries, balance"
+                " FROM ledger.busiest_owners(since => interval '1 day', max_rows => 10);",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.list_open_holds(interval,interval,integer)",
+                "SELECT hold_id, owner_id, app, amount, state FROM ledger.list_open_holds();",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.record_verify()",
+                "SELECT findings, sample, ran_by FROM ledger.record_verify();",
+                "ledger_operator",
+            ),
+            Example(
+                "ledger.latest_verify()",
+                "SELECT findings, ran_by FROM ledger.latest_verify();",
+                "ledger_reader",
+            ),
+            Example(
+                "ledger.set_console_user(text,text,text)",
+                "SELECT * FROM ledger.set_console_user(name => 'sam', role => 'operator',"
+                " password_hash => 'scrypt:32768:8:1$example-salt$0123456789abcdef');",
+                "ledger_owner",
+            ),
+            Example(
+                "ledger.list_console_users()",
+                "SELECT name, role, failed_count FROM ledger.list_console_users();",
+                "ledger_owner",
+            ),
+            Example(
+                "ledger.console_sign_in(text)",
+                "SELECT name, role, password_hash IS NOT NULL AS check_password, wait_seconds"
+                " FROM ledger.console_sign_in(name => 'sam');",
+                "ledger_console",
+            ),
+            Example(
+                "ledger.console_signed_in(text)",
+                "SELECT ledger.console_signed_in(name => 'sam');",
+                "ledger_console",
+            ),
+            Example(
+                "ledger.console_user(text)",
+                "SELECT name, role, failed_count FROM ledger.console_user(name => 'sam');",
+                "ledger_console",
+            ),
+            Example(
+                "ledger.console_secret()",
+                "SELECT length(ledger.console_secret()) AS secret_length;",
+                "ledger_console",
+            ),
+            Example(
+                "ledger.remove_console_user(text)",
+                "SELECT ledger.remove_console_user(name => 'sam');",
                 "ledger_owner",
             ),
         ],

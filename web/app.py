@@ -22,7 +22,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from ledger_py.client import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, Ledger
 from ledger_py.errors import LedgerError, LedgerUnavailable
-from web import example_app, ledger_api, monitoring, webhooks
+from web import console, example_app, ledger_api, monitoring, webhooks
 from web.api_keys import KeyResolver
 from web.database import connection
 from web.errors import RETRY_AFTER_SECONDS, register_error_handlers, unavailable_body
@@ -90,8 +90,8 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
     are the fallback): LEDGER_DATABASE_URL (required unless LEDGER, a Ledger
     instance, is given), LEDGER_POOL_SIZE (default 5), LEDGER_LOCK_TIMEOUT and
     LEDGER_STATEMENT_TIMEOUT (seconds, default 5 and 60; "none": the
-    server's setting), API_KEY_CACHE_SECONDS
-    (default 0: every request asks the database), CONTENT_WORK (the example
+    server's setting), API_KEY_CACHE_SECONDS (default 0: every request asks
+    the database; the served stack's web/gunicorn_conf.py sets 1), CONTENT_WORK (the example
     app's work function), MAX_CONTENT_LENGTH (default 4 MiB)."""
     app = APIFlask(
         "web",
@@ -137,6 +137,8 @@ def create_app(config: dict[str, Any] | None = None) -> APIFlask:
     app.register_blueprint(example_app.bp)
     app.register_blueprint(webhooks.events_bp)
     app.register_blueprint(webhooks.bp)
+    # The operators' console (/console): HTML pages, signed-in people only.
+    console.register(app)
     _register_service_routes(app)
     return app
 

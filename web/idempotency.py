@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from apiflask import Schema
 from apiflask.fields import String
 from marshmallow import EXCLUDE
 
 from web.errors import api_error
+from web.fast_schema import FastSchema
 
 REPLAY_HEADER = "Idempotent-Replayed"
 
 
-class IdempotencyHeaders(Schema):
+class IdempotencyHeaders(FastSchema):
     class Meta:
         unknown = EXCLUDE
 

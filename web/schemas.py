@@ -23,7 +23,6 @@ from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from apiflask import Schema
 from apiflask.fields import (
     AwareDateTime,
     Boolean,
@@ -41,6 +40,7 @@ from apiflask.validators import Range
 from marshmallow import RAISE
 
 from ledger_py import results
+from web.fast_schema import FastSchema
 
 BIGINT_MAX = 2**63 - 1
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -50,7 +50,7 @@ def _bigint_id(strict: bool = True, **kwargs: object) -> Integer:
     return Integer(strict=strict, validate=Range(min=1, max=BIGINT_MAX), **kwargs)  # type: ignore[arg-type]
 
 
-class StrictSchema(Schema):
+class StrictSchema(FastSchema):
     class Meta:
         unknown = RAISE
 
@@ -281,7 +281,7 @@ def output_schema(
     *,
     exclude: Collection[str] = (),
     descriptions: Mapping[str, str] | None = None,
-) -> type[Schema]:
+) -> type[FastSchema]:
     """The response schema `name` of a result dataclass: every field but
     `exclude`, each required, null allowed where the dataclass allows None,
     with the `descriptions` given."""
@@ -309,7 +309,7 @@ def output_schema(
             fields[field_name] = List(_FIELD_BY_TYPE[item](), **options)
         else:
             fields[field_name] = _FIELD_BY_TYPE[typing.get_origin(hint) or hint](**options)
-    return type(name, (Schema,), {**fields, "__module__": __name__})
+    return type(name, (FastSchema,), {**fields, "__module__": __name__})
 
 
 # A replay is told by the status (200, not 201), so no result carries `replayed`.
@@ -324,7 +324,7 @@ EntryOut = output_schema(
 )
 
 
-class WriteOut(Schema):
+class WriteOut(FastSchema):
     entry = Nested(EntryOut, required=True)
     balance = Integer(required=True)
 
@@ -335,11 +335,11 @@ BalanceOut = output_schema(results.Balance, "BalanceOut")
 JournalEntryOut = output_schema(results.JournalEntry, "JournalEntryOut")
 
 
-class JournalEntryOne(Schema):
+class JournalEntryOne(FastSchema):
     entry = Nested(JournalEntryOut, required=True)
 
 
-class HistoryOut(Schema):
+class HistoryOut(FastSchema):
     owner_id = String(required=True)
     entries = List(Nested(JournalEntryOut), required=True)
     next_after_id = Integer(
@@ -354,7 +354,7 @@ _HOLD_STATUS = {"status": "active, captured, released, expired"}
 HoldOut = output_schema(results.Hold, "HoldOut", exclude={"replayed"}, descriptions=_HOLD_STATUS)
 
 
-class HoldWriteOut(Schema):
+class HoldWriteOut(FastSchema):
     hold = Nested(HoldOut, required=True)
 
 
@@ -367,11 +367,11 @@ HoldRecordOut = output_schema(
 )
 
 
-class HoldRecordOne(Schema):
+class HoldRecordOne(FastSchema):
     hold = Nested(HoldRecordOut, required=True)
 
 
-class HoldListOut(Schema):
+class HoldListOut(FastSchema):
     owner_id = String(required=True)
     holds = List(Nested(HoldRecordOut), required=True)
 
@@ -379,11 +379,11 @@ class HoldListOut(Schema):
 TransferOut = output_schema(results.Transfer, "TransferOut", exclude={"replayed"})
 
 
-class TransferWriteOut(Schema):
+class TransferWriteOut(FastSchema):
     transfer = Nested(TransferOut, required=True)
 
 
-class EntriesOut(Schema):
+class EntriesOut(FastSchema):
     entries = List(Nested(EntryOut), required=True)
 
 
@@ -398,7 +398,7 @@ OperationOut = output_schema(
 )
 
 
-class OperationsOut(Schema):
+class OperationsOut(FastSchema):
     app = String(required=True)
     operations = List(Nested(OperationOut), required=True)
 
@@ -416,7 +416,7 @@ GrantOut = output_schema(
 )
 
 
-class GrantListOut(Schema):
+class GrantListOut(FastSchema):
     owner_id = String(required=True)
     grants = List(
         Nested(GrantOut),
@@ -437,7 +437,7 @@ SpendingOut = output_schema(
 )
 
 
-class SpendingListOut(Schema):
+class SpendingListOut(FastSchema):
     owner_id = String(required=True)
     spending = List(Nested(SpendingOut), required=True, metadata={"description": "newest first"})
 
@@ -446,14 +446,14 @@ class SpendingListOut(Schema):
 ReportRowOut = output_schema(results.ReportRow, "ReportRowOut", exclude={"app"})
 
 
-class ReportOut(Schema):
+class ReportOut(FastSchema):
     app = String(required=True)
     from_time = DateTime(required=True, data_key="from")
     to_time = DateTime(required=True, data_key="to")
     rows = List(Nested(ReportRowOut), required=True)
 
 
-class ContentOut(Schema):
+class ContentOut(FastSchema):
     content_id = Integer(required=True)
     owner_id = String(required=True)
     title = String(required=True)
@@ -461,7 +461,7 @@ class ContentOut(Schema):
     created_at = DateTime(required=True)
 
 
-class ContentWriteOut(Schema):
+class ContentWriteOut(FastSchema):
     content = Nested(ContentOut, required=True)
     entry = Nested(EntryOut, required=True)
     balance = Integer(required=True)
@@ -495,7 +495,7 @@ EventOut = output_schema(
 )
 
 
-class EventsOut(Schema):
+class EventsOut(FastSchema):
     events = List(Nested(EventOut), required=True)
     next_cursor = String(
         required=True,
@@ -557,11 +557,11 @@ WebhookEndpointOut = output_schema(
 )
 
 
-class WebhookEndpointOne(Schema):
+class WebhookEndpointOne(FastSchema):
     endpoint = Nested(WebhookEndpointOut, required=True)
 
 
-class WebhookEndpointCreated(Schema):
+class WebhookEndpointCreated(FastSchema):
     endpoint = Nested(WebhookEndpointOut, required=True)
     secret = String(
         required=True,
@@ -572,7 +572,7 @@ class WebhookEndpointCreated(Schema):
     )
 
 
-class WebhookEndpointsOut(Schema):
+class WebhookEndpointsOut(FastSchema):
     endpoints = List(Nested(WebhookEndpointOut), required=True)
 
 
@@ -587,7 +587,7 @@ WebhookDeliveryOut = output_schema(
 )
 
 
-class WebhookDeliveriesOut(Schema):
+class WebhookDeliveriesOut(FastSchema):
     endpoint_id = Integer(required=True)
     deliveries = List(Nested(WebhookDeliveryOut), required=True)
     next_before_id = Integer(
@@ -604,16 +604,16 @@ WebhookAttemptOut = output_schema(
 )
 
 
-class WebhookAttemptsOut(Schema):
+class WebhookAttemptsOut(FastSchema):
     endpoint_id = Integer(required=True)
     attempts = List(Nested(WebhookAttemptOut), required=True)
 
 
-class WebhookDeliveriesResent(Schema):
+class WebhookDeliveriesResent(FastSchema):
     deliveries = List(Nested(WebhookDeliveryOut), required=True)
 
 
-class HealthOut(Schema):
+class HealthOut(FastSchema):
     status = String(required=True, metadata={"description": "healthy or unhealthy"})
     database = String(required=True, metadata={"description": "ok or unreachable"})
 

@@ -42,7 +42,7 @@ ALWAYS_RUN = (
     "expire_grants_2",
 )
 # Those that wait for code written elsewhere: run when it exists.
-WHEN_AVAILABLE = ("post_entries_batch", "python_wrapper", "http_post_ledger")
+WHEN_AVAILABLE = ("post_entries_batch", "python_wrapper", "http_post_ledger", "http_get_balance")
 
 
 def _pgbench() -> str | None:

@@ -215,3 +215,25 @@ def test_a_pool_passed_in_is_opened_only_on_request(db_url: str) -> None:
         assert not pool.closed
     finally:
         pool.close()
+
+
+def test_a_failed_call_on_an_existing_pool_ends_its_transaction(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a pool that is not autocommit, a call that fails rolls its
+    transaction back before the connection goes back (as `with conn` would):
+    the pool gets an idle connection, not one it must repair, and the next
+    call on it works."""
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(db_url, min_size=1, max_size=1, open=True) as pool:
+        with Ledger(pool=pool) as ledger, caplog.at_level("WARNING", logger="psycopg.pool"):
+            with pytest.raises(InsufficientCredits):
+                ledger.post_entry(
+                    owner_id="ula", app="core", operation="CREDIT_SPEND", idempotency_key="d"
+                )
+            ledger.post_entry(
+                owner_id="ula", app="core", operation="CREDIT_ADD", idempotency_key="c", amount=3
+            )
+            assert ledger.get_balance(owner_id="ula").balance == 3
+        assert not [r for r in caplog.records if "rolling back" in r.getMessage()]

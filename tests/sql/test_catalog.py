@@ -17,7 +17,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -26,7 +26,14 @@ import pytest
 from ledger_py import queries, results
 from ledger_py.queries import ALL_CALLS, NOT_WRAPPED, Call, NotWrapped
 
-ROLES = (queries.APP, queries.READER, queries.OWNER, queries.DISPATCHER)
+ROLES = (
+    queries.APP,
+    queries.READER,
+    queries.OWNER,
+    queries.DISPATCHER,
+    queries.OPERATOR,
+    queries.CONSOLE,
+)
 
 # The SQL types (as format_type writes them) each Python field type reads.
 SQL_TYPES_OF: dict[type, set[str]] = {
@@ -34,9 +41,10 @@ SQL_TYPES_OF: dict[type, set[str]] = {
     str: {"text"},
     bool: {"boolean"},
     datetime: {"timestamp with time zone"},
+    date: {"date"},
     timedelta: {"interval"},
     dict: {"jsonb"},
-    list: {"text[]"},
+    list: {"text[]", "jsonb"},  # a jsonb array (verify_run.sample)
 }
 
 
