@@ -102,12 +102,14 @@ SCENARIOS = (
         "whole to the owner's worker in a remote transaction (BEGIN with a distributed "
         "transaction id, the call, COMMIT: three round trips on one connection, one more "
         "backend per call); the worker runs the function and commits: one WAL flush, as on "
-        "the plain server; the coordinator writes nothing. Most of the distance is on the worker: "
-        "Citus runs _apply's account update + entry insert (a data-modifying CTE feeding an "
-        "INSERT) as INSERT ... SELECT through an intermediate result (the rows copied into "
-        "a result file, then inserted from it), about 1.8 ms of the 2.8 ms of server time "
-        "per call (pg_stat_statements on a worker, one client), where the plain server runs "
-        "the statement in well under 0.1 ms. On one 2-core machine the hop, the "
+        "the plain server; the coordinator writes nothing. Every statement of the function "
+        "runs on that worker's own shards (Citus's local execution): the worker opens no "
+        "connection of its own (tests/citus/test_distribute.py). While _apply wrote the "
+        "account, the entry and its event in one statement of data-modifying CTEs, Citus "
+        "copied the CTEs' intermediate results to every node, and each call committed on all "
+        "three with two-phase commit (0.036 of plain, docs/CITUS.md). The rest of the distance "
+        "is the hop and the coordinator's work, where the plain server runs the function "
+        "alone. On one 2-core machine the hop, the "
         "coordinator's CPU and the three servers share the same two cores.",
     ),
     CitusScenario(

@@ -178,8 +178,8 @@ $$;
 -- request p_key already names (or LG005), checks the operation's per-owner
 -- limit (LG004) and, for a debit, that `available` (balance minus active
 -- holds other than p_hold_id) covers it (LG001); then it updates the running
--- balance and the owner's last seq and appends the entry with the next seq,
--- in one statement; last, the entry's grant rows (ledger._grant_rows: a
+-- balance and the owner's last seq, appends the entry with the next seq and
+-- its entry.posted event; last, the entry's grant rows (ledger._grant_rows: a
 -- credit makes a grant expiring at p_expires_at, or p_expires_after after
 -- the write, with p_priority; a debit spends grants; a reversal gives back
 -- or takes back). p_amount is signed. The accounts CHECK (balance >= 0)
@@ -188,7 +188,7 @@ $$;
 -- Because every request of a key of (owner, app) takes the owner's lock
 -- before it looks at the key, the lock alone orders them: the second of two
 -- concurrent identical requests sees the first's entry and replays it. The
--- key is checked inside the write statement (two index probes); only when
+-- key is checked inside the account's UPDATE (two index probes); only when
 -- that statement wrote nothing is it looked at again to say why.
 -- Scalars, not a row of ledger.operations (a whole-row argument fails on
 -- Citus shards); no clock call inside the UPDATE (Citus refuses one).
@@ -278,41 +278,44 @@ BEGIN
     -- The writer read here, not in the statement: on Citus the statement runs
     -- on the owner's worker, whose session is the schema owner's.
     v_writer := ledger._writer();
-    WITH a AS (
-        UPDATE ledger.accounts a
-        SET balance = a.balance + p_amount, last_seq = a.last_seq + 1, updated_at = v_at
-        WHERE a.owner_id = p_owner_id
-          AND (p_key IS NULL
-               OR (NOT EXISTS (SELECT 1 FROM ledger.entries k
-                               WHERE k.owner_id = p_owner_id AND k.app = p_app AND k.idempotency_key = p_key)
-                   AND NOT EXISTS (SELECT 1 FROM ledger.holds h
-                                   WHERE h.owner_id = p_owner_id AND h.app = p_app
-                                     AND h.idempotency_key = p_key)))
-        RETURNING a.balance, a.last_seq),
-    e AS (
-        INSERT INTO ledger.entries AS e
-            (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
-             created_at, created_by, hold_id, transfer_id, reverses_entry_id)
-        SELECT p_owner_id, a.last_seq, p_app, p_operation, p_amount, a.balance, p_key, p_fingerprint,
-               p_metadata, v_at, v_writer, p_hold_id, p_transfer_id, p_reverses
-        FROM a
-        RETURNING e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, e.seq),
-    ev AS (
-        -- Its entry.posted event, in the same statement.
-        INSERT INTO ledger.events (owner_id, type, seq, entry_id, hold_id, app, payload, occurred_at, recorded_at)
-        SELECT e.owner_id, 'entry.posted', e.seq, e.entry_id, p_hold_id, e.app,
-               ledger._entry_payload(e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.seq,
-                                     e.created_at, p_key, p_metadata, p_hold_id, p_transfer_id, p_reverses),
-               v_at, v_at
-        FROM e)
-    SELECT e.entry_id, e.owner_id, e.app, e.operation, e.amount, e.balance, e.created_at, false, e.seq
-    INTO v_result.entry_id, v_result.owner_id, v_result.app, v_result.operation, v_result.amount,
-         v_result.balance, v_result.created_at, v_result.replayed, v_seq
-    FROM e;
+    -- Three single-row statements, each on the owner's shard alone. Not one
+    -- statement with data-modifying CTEs: Citus plans those as subplans whose
+    -- intermediate results it copies to every node, so a delegated call would
+    -- open a transaction on the coordinator and the other workers and commit
+    -- with two-phase commit (docs/CITUS.md, "Delegated writes stay on their
+    -- worker"). The key is checked in the UPDATE's WHERE, under the lock.
+    UPDATE ledger.accounts a
+    SET balance = a.balance + p_amount, last_seq = a.last_seq + 1, updated_at = v_at
+    WHERE a.owner_id = p_owner_id
+      AND (p_key IS NULL
+           OR (NOT EXISTS (SELECT 1 FROM ledger.entries k
+                           WHERE k.owner_id = p_owner_id AND k.app = p_app AND k.idempotency_key = p_key)
+               AND NOT EXISTS (SELECT 1 FROM ledger.holds h
+                               WHERE h.owner_id = p_owner_id AND h.app = p_app
+                                 AND h.idempotency_key = p_key)))
+    RETURNING a.balance, a.last_seq INTO v_result.balance, v_seq;
     IF NOT FOUND THEN
         -- The key already names a request of this owner and app.
         RETURN ledger._replay(p_owner_id, p_app, p_key, p_fingerprint);
     END IF;
+    INSERT INTO ledger.entries AS e
+        (owner_id, seq, app, operation, amount, balance, idempotency_key, fingerprint, metadata,
+         created_at, created_by, hold_id, transfer_id, reverses_entry_id)
+    VALUES (p_owner_id, v_seq, p_app, p_operation, p_amount, v_result.balance, p_key, p_fingerprint,
+            p_metadata, v_at, v_writer, p_hold_id, p_transfer_id, p_reverses)
+    RETURNING e.entry_id INTO v_result.entry_id;
+    v_result.owner_id := p_owner_id;
+    v_result.app := p_app;
+    v_result.operation := p_operation;
+    v_result.amount := p_amount;
+    v_result.created_at := v_at;
+    v_result.replayed := false;
+    -- Its entry.posted event, in the same transaction.
+    INSERT INTO ledger.events (owner_id, type, seq, entry_id, hold_id, app, payload, occurred_at, recorded_at)
+    VALUES (p_owner_id, 'entry.posted', v_seq, v_result.entry_id, p_hold_id, p_app,
+            ledger._entry_payload(v_result.entry_id, p_owner_id, p_app, p_operation, p_amount, v_result.balance,
+                                  v_seq, v_at, p_key, p_metadata, p_hold_id, p_transfer_id, p_reverses),
+            v_at, v_at);
     PERFORM ledger._grant_rows(p_owner_id, v_result.entry_id, v_seq, p_app, p_operation, p_amount, p_reverses,
                                p_priority, coalesce(p_expires_at, v_at + p_expires_after), p_parts, v_at);
     IF v_before IS NOT NULL THEN

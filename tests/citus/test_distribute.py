@@ -13,7 +13,9 @@ without losing an entry.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -213,6 +215,86 @@ def test_a_write_runs_whole_on_the_owners_worker_in_a_transaction_block_or_not(
         " UNION SELECT created_by FROM ledger.holds WHERE owner_id = 'delegated'"
     ).fetchall()
     assert writers == [(citus.SUPERUSER,)]
+
+
+def grant(
+    conn: psycopg.Connection[Any], owner: str, key: str, amount: int, expires_at: Any
+) -> None:
+    one(
+        conn,
+        "grant_credits",
+        owner_id=owner,
+        app="core",
+        operation="CREDIT_ADD",
+        idempotency_key=key,
+        amount=amount,
+        expires_at=expires_at,
+    )
+
+
+def test_a_delegated_write_opens_no_connection_from_the_worker(db_url: str) -> None:
+    """Everything a delegated write does runs on the owner's worker alone: the
+    worker opens no connection to another node, so the call commits there with
+    a one-phase commit. (A data-modifying CTE in the write path made Citus copy
+    its intermediate results to every node, and commit on three with two-phase
+    commit.) The worker's own remote commands are logged for the schema owner's
+    sessions in this database and come back to the caller as notices."""
+    owner = "stays-local"
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT nodeport FROM pg_dist_shard_placement"
+            " WHERE shardid = get_shard_id_for_distribution_column('ledger.accounts', %s::text)",
+            (owner,),
+        ).fetchone()
+        assert row is not None
+        port = int(row[0])
+        admin.execute("SELECT ledger.define_app('alerting', 'an app with a balance alert')")
+        admin.execute("SELECT ledger.set_balance_alert('alerting', 5)")
+    database = db_url.rsplit("/", 1)[1]
+    with psycopg.connect(citus.url(port, database), autocommit=True) as worker:
+        worker.execute("SET citus.enable_ddl_propagation = off")  # this worker alone
+        worker.execute(
+            sql.SQL(
+                "ALTER ROLE ledger_schema_owner IN DATABASE {} SET citus.log_remote_commands = on"
+            ).format(sql.Identifier(database))
+        )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+
+        def writes() -> None:
+            post(conn, owner, "CREDIT_ADD", "c1", amount=10)
+            post(conn, owner, "CREDIT_ADD", "c1", amount=10)  # a replay
+            post(conn, owner, "CREDIT_SPEND", "s1", amount=3, app="alerting")  # spends a grant
+            post(conn, owner, "CREDIT_SPEND", "s2", amount=4, app="alerting")  # crosses the alert
+            grant(conn, owner, "g1", 2, None)
+            expires_at = conn.execute("SELECT clock_timestamp() + interval '1 second'").fetchone()
+            assert expires_at is not None
+            grant(conn, owner, "g2", 1, expires_at[0])
+            one(
+                conn,
+                "create_hold",
+                owner_id=owner,
+                app="core",
+                operation="CREDIT_SPEND",
+                idempotency_key="h1",
+                amount=1,
+            )
+            time.sleep(
+                max(0.0, (expires_at[0] - datetime.now(timezone.utc)).total_seconds() + 0.05)
+            )
+            post(conn, owner, "CREDIT_ADD", "c2", amount=1)  # expires g2 first
+
+        sent = remote_commands(conn, writes)
+        assert balance(conn, owner) == 10 - 3 - 4 + 2 + 1 - 1 + 1
+        expired = conn.execute(
+            "SELECT count(*) FROM ledger.entries WHERE owner_id = %s AND operation = 'EXPIRE'",
+            (owner,),
+        ).fetchone()
+        assert expired == (1,)
+    # Only the coordinator's own commands, each to the owner's worker: per call
+    # the remote transaction's BEGIN, the call and COMMIT.
+    assert len(sent) == 3 * 8, sent
+    assert all(f":{port} " in where and "from" not in where for _, where in sent), sent
+    assert not [command for command, _ in sent if "PREPARE" in command or "COPY" in command], sent
 
 
 def test_the_public_single_owner_functions_of_an_earlier_release_are_undistributed(
