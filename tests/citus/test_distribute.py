@@ -85,8 +85,9 @@ def test_per_owner_tables_are_distributed_by_owner_and_colocated(
     # Every table of the ledger's schemas is in Citus's metadata, except the
     # record of loaded sql/ files (read by migrate on the coordinator only),
     # the event feed (one table on the coordinator: a reader sees each
-    # relay's copy whole) and the webhook tables (no owner: the dispatcher's
-    # statements run on the coordinator).
+    # relay's copy whole), the webhook tables (no owner: the dispatcher's
+    # statements run on the coordinator) and the console's users, cookie key
+    # and verify runs (no owner: the console signs in and records there).
     plain = conn.execute(
         "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname IN ('ledger', 'example_app') AND c.relkind = 'r'"
@@ -95,8 +96,11 @@ def test_per_owner_tables_are_distributed_by_owner_and_colocated(
         "                 (SELECT relname FROM pg_class WHERE oid = s.logicalrelid) || '\\_%%')"
     ).fetchall()
     assert sorted(plain) == [
+        ("ledger.console_secret",),
+        ("ledger.console_users",),
         ("ledger.event_feed",),
         ("ledger.sql_files",),
+        ("ledger.verify_runs",),
         ("ledger.webhook_attempts",),
         ("ledger.webhook_deliveries",),
         ("ledger.webhook_endpoints",),
