@@ -63,14 +63,15 @@ _CALL_COST = (
     "(bench.serverloop; 4.3x the grants floor's before this round's changes). On top of the "
     "floor's rows it locks the owner's row in a statement of its own (6%), reads the "
     "operation, validates and fingerprints in ledger_shard.post_entry (14%), checks the key "
-    "inside its write statement (two index probes), makes the credit's grant through two "
+    "inside its account update (two index probes), writes the entry and its event in "
+    "statements of their own, makes the credit's grant through two "
     "function calls and a statement of its own (21%), and asks whether a balance alert was "
     "crossed (6%) (bench.plprofile, bench/results/write_path.md)"
 )
 _HOT_COST = (
     "every client queues for the owner's row lock, which post_entry takes in a statement of "
-    "its own (SELECT ... FOR UPDATE) and holds through its write statement (with its "
-    "entry.posted event), the spending of the first grant (a probe and one statement) and "
+    "its own (SELECT ... FOR UPDATE) and holds through its account, entry and entry.posted "
+    "statements, the spending of the first grant (a probe and one statement) and "
     "the commit; the floor holds it for its one statement and the commit. Backend CPU per "
     "call (one session, bench.serverloop): post_entry about 2.0x the full floor's (3.1x the "
     "grants floor's before the grant's update became a HOT update and the probe a generic "
