@@ -27,6 +27,15 @@ DEFAULT_PREPARE_THRESHOLD = 5
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_STATEMENT_TIMEOUT = 60.0
 
+# Seconds a pool slot keeps retrying a connection the database refused before
+# it is given up. psycopg_pool doubles the wait between tries (1, 2, 4, 8 s...)
+# until this runs out, so with its own default (300 s) a database back after a
+# one-minute outage could wait up to a minute for the pool's next try. Kept
+# short, the waits stay at 1, 2, 2 s; a slot given up is retried at once by
+# the next call that needs a connection. So once the database is back, a call
+# gets a connection within about 2 s.
+DEFAULT_RECONNECT_TIMEOUT = 5.0
+
 Json = Any  # a JSON-serializable value; the database decides what it accepts
 
 

@@ -22,6 +22,7 @@ from . import queries as q
 from ._client_common import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_PREPARE_THRESHOLD,
+    DEFAULT_RECONNECT_TIMEOUT,
     DEFAULT_STATEMENT_TIMEOUT,
     Json,
     _broken_connection,
@@ -96,7 +97,10 @@ class Ledger:
     (default 60 s) bound every statement of the pool's connections (seconds;
     None leaves the server's setting): LockTimeout / StatementTimeout, both
     LedgerBusy, when one runs out. With pool= or conn=, the connection's own
-    settings apply.
+    settings apply. `reconnect_timeout` (default 5 s) is how long the pool
+    keeps retrying a refused connection before leaving it to the next call:
+    short, so that calls find connections within about 2 s of the database
+    coming back after an outage of any length.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class Ledger:
         timeout: float = 10.0,
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
         name: str = "ledger",
     ) -> None:
         _check_construction(url, pool)
@@ -121,6 +126,7 @@ class Ledger:
                 max_size=max_size,
                 kwargs=_pool_kwargs(prepare_threshold),
                 timeout=timeout,
+                reconnect_timeout=reconnect_timeout,
                 open=False,
                 name=name,
             )
