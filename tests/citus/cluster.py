@@ -311,19 +311,48 @@ def _rollback_prepared(node_url: str, name: str) -> None:
         ]
     if not gids:
         return
-    with psycopg.connect(_with_database(node_url, name), autocommit=True) as conn:
-        for gid in gids:
-            try:
-                conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
-            except psycopg.errors.UndefinedObject:
-                pass  # resolved meanwhile
+    # ROLLBACK PREPARED runs in the transaction's database, which
+    # drop_database closed to connections: opened for this moment.
+    _allow_connections(node_url, name, True)
+    try:
+        with psycopg.connect(_with_database(node_url, name), autocommit=True) as conn:
+            for gid in gids:
+                try:
+                    conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+                except psycopg.errors.UndefinedObject:
+                    pass  # resolved meanwhile
+    finally:
+        _allow_connections(node_url, name, False)
+
+
+def _allow_connections(node_url: str, name: str, allow: bool) -> None:
+    """ALTER DATABASE name ALLOW_CONNECTIONS on one node (none if it is gone)."""
+    with psycopg.connect(_with_database(node_url, "postgres"), autocommit=True) as conn:
+        try:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(name), sql.SQL("true" if allow else "false")
+                )
+            )
+        except psycopg.errors.InvalidCatalogName:
+            pass
 
 
 def drop_database(coordinator_url: str, name: str) -> None:
-    """Drop a database of create_database() on every node."""
+    """Drop a database of create_database() on every node.
+
+    Each node's database is first closed to new connections: Citus's
+    maintenance daemon of a database connects to it (on a worker, to its own
+    node) every few seconds, and such a connection, arriving while DROP
+    DATABASE holds the database's lock, waits for that lock; DROP then waits
+    for it in turn and gives up after 5 s (ObjectInUse), again and again.
+    A connection refused outright leaves DROP nothing to wait for.
+    """
     _, workers = nodes_of(coordinator_url)
     worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
     statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    for node_url in [coordinator_url, *worker_urls]:
+        _allow_connections(node_url, name, False)
     for node_url in [coordinator_url, *worker_urls]:
         with psycopg.connect(node_url, autocommit=True) as conn:
             deadline = time.monotonic() + 30
@@ -396,11 +425,9 @@ def clone_database(coordinator_url: str, template: str, name: str) -> str:
                 except psycopg.errors.ObjectInUse:
                     # A backend of the template still exiting.
                     if time.monotonic() > deadline:
-                        # A throwaway database of the test cluster that will
-                        # not go: left behind (the cluster itself is removed
-                        # with its folder at the end of the session) rather
-                        # than failing an unrelated test.
-                        print(f"could not drop {name} on {node_url}: left behind", file=sys.stderr)
+                        # A template that will not let go: this test's
+                        # database is not made (its first connection fails).
+                        print(f"could not create {name} on {node_url}", file=sys.stderr)
                         break
                     time.sleep(0.05)
     return _with_database(coordinator_url, name)
