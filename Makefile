@@ -14,12 +14,11 @@ $(BIN)/ledger: pyproject.toml
 venv: $(BIN)/ledger
 
 # The whole suite against a throwaway PostgreSQL (or LEDGER_TEST_DATABASE_URL), in
-# TEST_WORKERS processes (pytest-xdist), each with its own servers, each taking a group
-# at a time: a test module, or the Citus half of one (tests/conftest.py). TEST_WORKERS=0:
-# one process.
+# TEST_WORKERS processes (pytest-xdist), each with its own servers, each taking a whole
+# test module at a time (a module's fixtures are made once). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Serve the API on 127.0.0.1:8000 with an embedded PostgreSQL under ./data, and a webhook
 # dispatcher beside it.

@@ -90,25 +90,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("backend", ["plain", "citus"], indirect=True)
 
 
-def _on_citus(item: pytest.Item) -> bool:
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and callspec.params.get("backend") == "citus":
-        return True
-    return Path(str(item.path)).resolve().is_relative_to(_TESTS / "citus")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # How `make test` shares the suite between its processes (pytest-xdist,
-    # `--dist loadgroup`): a module's tests stay together (its module fixtures
-    # are made once), except that the Citus half of a contract module is a
-    # group of its own; and the Citus groups come first. They are the longest
-    # (a database copied on three nodes per test), and handed out first they
-    # cannot be what one process is still running while the other is idle.
-    for item in items:
-        module = Path(str(item.path)).resolve().relative_to(_TESTS).as_posix()
-        citus_part = _on_citus(item)
-        item.add_marker(pytest.mark.xdist_group(module + (" [citus]" if citus_part else "")))
-    items.sort(key=lambda item: not _on_citus(item))  # stable: the order within stays
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="long variant: run with --run-slow")
