@@ -392,10 +392,8 @@ def freeze_template(coordinator_url: str, name: str) -> None:
     _, workers = nodes_of(coordinator_url)
     worker_urls = [f"postgresql://{SUPERUSER}@{host}:{port}/postgres" for host, port in workers]
     for node_url in [_with_database(coordinator_url, "postgres"), *worker_urls]:
+        _allow_connections(node_url, name, False)
         with psycopg.connect(node_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name))
-            )
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = %s AND pid <> pg_backend_pid()",
